@@ -1,0 +1,252 @@
+"""Typed, validated run configuration.
+
+Layering is defaults < config file < command-line flags: :func:`load_config` starts from the
+pydantic defaults, merges a YAML file, then applies dotted ``key=value`` overrides such as
+``optim.lr=0.05``. The fully resolved config is saved with every run (``config.yaml``).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config file or flag; the message says what to fix."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos more often than not: reject them instead of ignoring them.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+FillMode = Literal["zero", "reflect", "edge"]
+
+
+class AugmentConfig(_Strict):
+    """Batch-wise augmentation; every field at its zero value means 'off'."""
+
+    rotate: float = Field(0.0, ge=0, le=180, description="max rotation, degrees (±)")
+    translate: float = Field(0.0, ge=0, le=0.5, description="max shift, fraction of image size")
+    scale: float = Field(0.0, ge=0, lt=1, description="max zoom change, e.g. 0.1 -> 0.9..1.1")
+    shear: float = Field(0.0, ge=0, le=45, description="max shear, degrees (±)")
+    crop: int = Field(0, ge=0, le=16, description="random crop after padding by this many pixels")
+    hflip: bool = Field(False, description="random horizontal flip (never for digits/characters)")
+    cutout: int = Field(0, ge=0, description="side of a square erased at a random place, pixels")
+    erasing: float = Field(0.0, ge=0, le=1, description="probability of random erasing")
+    mixup: float = Field(0.0, ge=0, description="mixup Beta(alpha, alpha); 0 = off")
+    cutmix: float = Field(0.0, ge=0, description="cutmix Beta(alpha, alpha); 0 = off")
+    fill: FillMode = Field("zero", description="how pixels outside the image are filled")
+
+    def is_identity(self) -> bool:
+        return self == AugmentConfig(fill=self.fill)
+
+
+class DataConfig(_Strict):
+    dataset: str = Field("mnist-5k", description="registry name, .npz file or image folder")
+    root: str | None = Field(None, description="data cache folder (default TRAINLAB_DATA or ~/.cache/trainlab)")
+    download: bool = True
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="validation share of training data")
+    val_size: int | None = Field(None, gt=0, description="validation size; overrides val_fraction")
+    split_seed: int = Field(0, description="seed of the train/val split (fixed across run seeds)")
+    train_fraction: float | None = Field(None, gt=0, le=1, description="stratified subsample of train")
+    train_size: int | None = Field(None, gt=0, description="stratified subsample size of train")
+    batch_size: int = Field(128, gt=0)
+    eval_batch_size: int = Field(1000, gt=0)
+    augment: AugmentConfig | Literal["auto"] = Field(
+        "auto", description="'auto' picks defaults that fit the dataset"
+    )
+
+    @model_validator(mode="after")
+    def _one_subsample(self) -> DataConfig:
+        if self.train_fraction is not None and self.train_size is not None:
+            raise ValueError("give train_fraction or train_size, not both")
+        return self
+
+
+class ModelConfig(_Strict):
+    name: str = Field("fastnet", description="registry name, see `trainlab models`")
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword options of the model")
+
+
+OptimizerName = Literal["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad"]
+
+
+class OptimConfig(_Strict):
+    name: OptimizerName = "adamw"
+    lr: float = Field(2e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="momentum/nesterov/rmsprop")
+    weight_decay: float = Field(5e-4, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    grad_clip: float | None = Field(None, gt=0, description="max global gradient norm")
+
+
+ScheduleName = Literal["constant", "step", "exponential", "cosine", "onecycle", "plateau"]
+
+
+class ScheduleConfig(_Strict):
+    name: ScheduleName = "onecycle"
+    warmup_epochs: float = Field(0.0, ge=0, description="linear warmup from ~0, epochs")
+    step_size: float = Field(10, gt=0, description="step: epochs between decays")
+    gamma: float = Field(0.1, gt=0, le=1, description="step/plateau: factor; exponential: per epoch")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine/onecycle: final lr / peak lr")
+    pct_start: float = Field(0.25, gt=0, lt=1, description="onecycle: share of training rising")
+    start_ratio: float = Field(0.04, gt=0, le=1, description="onecycle: first lr / peak lr")
+    plateau_patience: int = Field(2, ge=0, description="plateau: epochs without improvement")
+
+
+MonitorName = Literal["val.loss", "val.accuracy", "val.balanced_accuracy", "val.macro_f1"]
+
+
+class EarlyStoppingConfig(_Strict):
+    enabled: bool = False
+    patience: int = Field(5, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+
+
+class TrainConfig(_Strict):
+    """Everything that defines a run; saved as ``config.yaml`` in the run folder."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    monitor: MonitorName = Field(
+        "val.loss", description="metric that picks the best epoch (weights kept, early stopping)"
+    )
+    mode: Literal["auto", "min", "max"] = Field("auto", description="auto: min for loss, else max")
+    epochs: int = Field(12, gt=0)
+    budget: float | None = Field(
+        None, gt=0, description="wall-clock budget in seconds; the schedule is fitted to it"
+    )
+    seed: int = 0
+    deterministic: bool = False
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps")
+    amp: bool | Literal["auto"] = Field("auto", description="mixed precision; auto = on for CUDA")
+    channels_last: bool | Literal["auto"] = "auto"
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    ema_decay: float | None = Field(None, gt=0, lt=1, description="EMA of weights, e.g. 0.999")
+    out: str | None = Field(None, description="run folder; default runs/<timestamp>-<dataset>-<model>")
+    progress: bool = True
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value == "auto" or value.split(":")[0] in {"cpu", "cuda", "mps"}:
+            return value
+        raise ValueError(f"unknown device {value!r}; use auto, cpu, cuda, cuda:N or mps")
+
+    def resolved_mode(self) -> Literal["min", "max"]:
+        if self.mode != "auto":
+            return self.mode
+        return "min" if self.monitor.endswith("loss") else "max"
+
+
+# ---------------------------------------------------------------------------------------------
+# Layering: defaults < file < flags
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_value(text: str) -> Any:
+    """Read a flag value the way YAML would: ``0.05`` -> float, ``true`` -> bool, ``[1,2]`` -> list."""
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+
+
+def parse_key_values(text: str, what: str) -> dict[str, Any]:
+    """``"rotate=15,translate=0.1"`` -> ``{"rotate": 15, "translate": 0.1}``."""
+    result: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{what}: expected key=value, got {item!r} (e.g. 'rotate=15,translate=0.1')")
+        result[key.strip().replace("-", "_")] = parse_value(value.strip())
+    return result
+
+
+def set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:
+    """Set ``tree["optim"]["lr"]`` from ``"optim.lr"``, creating nested dicts as needed."""
+    *parents, leaf = dotted_key.split(".")
+    node = tree
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {} if child is None or isinstance(child, str) else child
+            if not isinstance(child, dict):
+                raise ConfigError(f"cannot set {dotted_key!r}: {part!r} is not a section")
+            node[part] = child
+        node = child
+    node[leaf] = value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` strings (``--set``) to a plain config dict, returning a copy."""
+    tree = copy.deepcopy(tree)
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {override!r} (e.g. optim.lr=0.05)")
+        set_dotted(tree, key.strip(), parse_value(value))
+    return tree
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "options":
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (data:, model:, optim: ...)")
+    return content
+
+
+def build_config(tree: dict[str, Any]) -> TrainConfig:
+    """Validate a plain dict into a :class:`TrainConfig`, turning pydantic errors into one message."""
+    try:
+        return TrainConfig.model_validate(tree)
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            where = ".".join(str(part) for part in problem["loc"]) or "config"
+            lines.append(f"  {where}: {problem['msg']}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """Defaults < ``base`` < file at ``path`` < dotted ``overrides``."""
+    tree: dict[str, Any] = dict(base or {})
+    if path is not None:
+        tree = deep_merge(tree, read_config_file(path))
+    tree = apply_overrides(tree, overrides or [])
+    return build_config(tree)
+
+
+def config_to_yaml(config: TrainConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
