@@ -14,8 +14,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trainlab.errors import TrainlabError
 
-class ConfigError(ValueError):
+
+class ConfigError(TrainlabError, ValueError):
     """A user mistake in a config file or flag; the message says what to fix."""
 
 
@@ -48,12 +50,16 @@ class AugmentConfig(_Strict):
 
 class DataConfig(_Strict):
     dataset: str = Field("mnist-5k", description="registry name, .npz file or image folder")
-    root: str | None = Field(None, description="data cache folder (default TRAINLAB_DATA or ~/.cache/trainlab)")
+    root: str | None = Field(
+        None, description="data cache folder (default TRAINLAB_DATA or ~/.cache/trainlab)"
+    )
     download: bool = True
     val_fraction: float = Field(0.1, gt=0, lt=1, description="validation share of training data")
     val_size: int | None = Field(None, gt=0, description="validation size; overrides val_fraction")
     split_seed: int = Field(0, description="seed of the train/val split (fixed across run seeds)")
-    train_fraction: float | None = Field(None, gt=0, le=1, description="stratified subsample of train")
+    train_fraction: float | None = Field(
+        None, gt=0, le=1, description="stratified subsample of train"
+    )
     train_size: int | None = Field(None, gt=0, description="stratified subsample size of train")
     batch_size: int = Field(128, gt=0)
     eval_batch_size: int = Field(1000, gt=0)
@@ -70,7 +76,9 @@ class DataConfig(_Strict):
 
 class ModelConfig(_Strict):
     name: str = Field("fastnet", description="registry name, see `trainlab models`")
-    options: dict[str, Any] = Field(default_factory=dict, description="keyword options of the model")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="keyword options of the model"
+    )
 
 
 OptimizerName = Literal["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad"]
@@ -93,7 +101,9 @@ class ScheduleConfig(_Strict):
     name: ScheduleName = "onecycle"
     warmup_epochs: float = Field(0.0, ge=0, description="linear warmup from ~0, epochs")
     step_size: float = Field(10, gt=0, description="step: epochs between decays")
-    gamma: float = Field(0.1, gt=0, le=1, description="step/plateau: factor; exponential: per epoch")
+    gamma: float = Field(
+        0.1, gt=0, le=1, description="step/plateau: factor; exponential: per epoch"
+    )
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine/onecycle: final lr / peak lr")
     pct_start: float = Field(0.25, gt=0, lt=1, description="onecycle: share of training rising")
     start_ratio: float = Field(0.04, gt=0, le=1, description="onecycle: first lr / peak lr")
@@ -132,7 +142,9 @@ class TrainConfig(_Strict):
     channels_last: bool | Literal["auto"] = "auto"
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     ema_decay: float | None = Field(None, gt=0, lt=1, description="EMA of weights, e.g. 0.999")
-    out: str | None = Field(None, description="run folder; default runs/<timestamp>-<dataset>-<model>")
+    out: str | None = Field(
+        None, description="run folder; default runs/<timestamp>-<dataset>-<model>"
+    )
     progress: bool = True
 
     @field_validator("device")
@@ -167,7 +179,9 @@ def parse_key_values(text: str, what: str) -> dict[str, Any]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"{what}: expected key=value, got {item!r} (e.g. 'rotate=15,translate=0.1')")
+            raise ConfigError(
+                f"{what}: expected key=value, got {item!r} (e.g. 'rotate=15,translate=0.1')"
+            )
         result[key.strip().replace("-", "_")] = parse_value(value.strip())
     return result
 

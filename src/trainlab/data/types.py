@@ -19,9 +19,13 @@ class ImageSplit:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(f"images must be uint8 [N, C, H, W], got {self.images.dtype} {tuple(self.images.shape)}")
+            raise ValueError(
+                f"images must be uint8 [N, C, H, W], got {self.images.dtype} {tuple(self.images.shape)}"
+            )
         if self.labels.ndim != 1 or len(self.labels) != len(self.images):
-            raise ValueError(f"labels must be [N] with N={len(self.images)}, got {tuple(self.labels.shape)}")
+            raise ValueError(
+                f"labels must be [N] with N={len(self.images)}, got {tuple(self.labels.shape)}"
+            )
         self.labels = self.labels.long()
 
     def __len__(self) -> int:

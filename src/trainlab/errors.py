@@ -1,0 +1,17 @@
+"""User-facing errors: the CLI prints their message on one line, without a traceback."""
+
+
+class TrainlabError(Exception):
+    """Base of every error caused by input the user can fix; the message says how."""
+
+
+class DataError(TrainlabError):
+    """A dataset cannot be found, downloaded, verified or read."""
+
+
+class ModelError(TrainlabError):
+    """An unknown model name or option, or a checkpoint that cannot be rebuilt."""
+
+
+class RunError(TrainlabError):
+    """A run folder that cannot be written, read or resumed."""
