@@ -1,0 +1,72 @@
+"""Callbacks: everything that is not the training step itself hooks into the loop by events.
+
+Events, in order: ``on_fit_start``, then per epoch ``on_epoch_start``, ``on_batch_end`` (after
+every optimizer step), ``on_epoch_end`` (after validation, with the epoch's history row), and
+finally ``on_fit_end``. A callback with state implements ``state_dict``/``load_state_dict`` so
+``--resume`` continues it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trainlab.engine.loop import Trainer
+
+
+class Callback:
+    """Base class; override the events you need."""
+
+    def on_fit_start(self, trainer: Trainer) -> None: ...
+
+    def on_epoch_start(self, trainer: Trainer) -> None: ...
+
+    def on_batch_end(self, trainer: Trainer) -> None: ...
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, float]) -> None: ...
+
+    def on_fit_end(self, trainer: Trainer) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        del state
+
+
+class EarlyStopping(Callback):
+    """Stop when the monitored validation metric has not improved by ``min_delta`` for
+    ``patience`` epochs. The best weights are restored by the trainer, which always keeps them."""
+
+    def __init__(self, patience: int, min_delta: float = 0.0):
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best: float | None = None
+        self.wait = 0
+
+    def _improved(self, value: float, mode: str) -> bool:
+        if self.best is None:
+            return True
+        if mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, float]) -> None:
+        value = record[trainer.monitor_key]
+        if math.isfinite(value) and self._improved(value, trainer.mode):
+            self.best, self.wait = value, 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            trainer.request_stop(
+                "early_stopped",
+                f"{trainer.monitor} did not improve by more than {self.min_delta} "
+                f"for {self.patience} epochs (best {self.best:.4g} at epoch {trainer.state.best_epoch})",
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "wait": self.wait}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.wait = state["best"], int(state["wait"])

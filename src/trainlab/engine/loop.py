@@ -1,0 +1,337 @@
+"""The one training loop. Everything optional (early stopping, checkpoints, progress, run records)
+is a callback; the loop only steps, validates, tracks the best epoch and obeys stop requests.
+
+The best epoch is decided once, here, by the monitored validation metric: its weights are the
+ones restored at the end, recorded, checkpointed and tested. The test split never enters the loop.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainlab.engine.callbacks import Callback
+from trainlab.engine.ema import ModelEMA
+from trainlab.engine.metrics import MetricAccumulator
+from trainlab.engine.schedules import LRSchedule
+
+Status = Literal["running", "completed", "early_stopped", "diverged", "budget_exhausted"]
+
+# How often (in optimizer steps) the loop reads the loss back from the device: often enough to
+# catch a divergence quickly and drive the progress bar, rarely enough not to stall a GPU.
+SYNC_EVERY = 10
+
+
+@dataclass
+class FitState:
+    """Everything about a fit's progress that must survive a resume."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimizer steps taken
+    elapsed: float = 0.0  # wall-clock seconds spent in fit(), summed over resumes
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_value: float | None = None
+    status: Status = "running"
+    stop_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FitState:
+        return cls(**data)
+
+
+@dataclass
+class BatchStats:
+    """Running sums for the current epoch, kept on the device to avoid a sync per step."""
+
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    seen: int = 0
+    last_loss: float = float("nan")
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> BatchStats:
+        return cls(torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long))
+
+
+def hard_labels(targets: torch.Tensor) -> torch.Tensor:
+    """Class indices from int labels or from soft (mixup/cutmix) target distributions."""
+    return targets.argmax(dim=1) if targets.ndim == 2 else targets
+
+
+class Trainer:
+    """Fits ``model`` on ``train_loader``, validating on ``val_loader`` after every epoch.
+
+    Training length is ``epochs`` or, when ``budget`` (seconds) is given, as many steps as fit
+    in the budget: the schedule's progress is then measured in seconds, so the learning rate
+    anneals exactly as the time runs out instead of being cut off mid-schedule.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        schedule: LRSchedule,
+        train_loader: Sequence | Iterable,
+        val_loader: Sequence | Iterable,
+        *,
+        num_classes: int,
+        epochs: int,
+        budget: float | None = None,
+        monitor: str = "val.loss",
+        mode: Literal["min", "max"] = "min",
+        label_smoothing: float = 0.0,
+        grad_clip: float | None = None,
+        amp_dtype: torch.dtype | None = None,
+        ema_decay: float | None = None,
+        generator: torch.Generator | None = None,
+        callbacks: Sequence[Callback] = (),
+    ):
+        self.model = model
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.train_loader = train_loader
+        self.val_loader = val_loader
+        self.num_classes = num_classes
+        self.epochs = epochs
+        self.budget = budget
+        self.monitor = monitor
+        self.mode = mode
+        self.label_smoothing = label_smoothing
+        self.grad_clip = grad_clip
+        self.amp_dtype = amp_dtype
+        self.generator = generator
+        self.callbacks = list(callbacks)
+        self.device = next(model.parameters()).device
+        self.ema = ModelEMA(model, ema_decay) if ema_decay else None
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=amp_dtype == torch.float16 and self.device.type == "cuda"
+        )
+        self.state = FitState()
+        self.best_weights: dict[str, torch.Tensor] | None = None
+        self.stats = BatchStats.zeros(self.device)
+        self._stop_requested = False
+        self._fit_started_at = 0.0
+        self._elapsed_at_start = 0.0
+        self._validation_seconds = 0.0
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated, kept as best and exported (the EMA when enabled)."""
+        return self.ema.module if self.ema else self.model
+
+    @property
+    def monitor_key(self) -> str:
+        """The history column of the monitor: ``val.loss`` is recorded as ``val_loss``."""
+        return self.monitor.replace(".", "_")
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_loader)  # type: ignore[arg-type]
+
+    def request_stop(self, status: Status, reason: str) -> None:
+        """Ask the loop to stop after the current step; callbacks call this."""
+        self._stop_requested = True
+        if self.state.status == "running":
+            self.state.status, self.state.stop_reason = status, reason
+
+    def elapsed(self) -> float:
+        """Training seconds so far, including those before a resume."""
+        return self._elapsed_at_start + time.perf_counter() - self._fit_started_at
+
+    def fraction_done(self) -> float:
+        """Progress of the whole run in [0, 1]: by time under a budget, else by steps."""
+        if self.budget is not None:
+            return min(self.elapsed() / self.budget, 1.0)
+        return min(self.state.step / max(self.epochs * self.steps_per_epoch, 1), 1.0)
+
+    def fit(self) -> FitState:
+        self._fit_started_at = time.perf_counter()
+        self._elapsed_at_start = self.state.elapsed
+        self._stop_requested = self.state.status != "running"
+        self._emit("on_fit_start")
+        while not self._stop_requested and self._more_epochs():
+            self._run_epoch()
+        if self.state.status == "running":
+            self.state.status = "budget_exhausted" if self.budget is not None else "completed"
+        self.state.elapsed = self.elapsed()
+        self.restore_best()
+        self._emit("on_fit_end")
+        return self.state
+
+    def restore_best(self) -> None:
+        """Load the best epoch's weights into the evaluated model (and the trained one)."""
+        if self.best_weights is None:
+            return
+        self.eval_model.load_state_dict(self.best_weights)
+        if self.ema:
+            self.model.load_state_dict(self.best_weights)
+
+    @torch.no_grad()
+    def evaluate(
+        self,
+        loader: Iterable,
+        *,
+        class_names: list[str] | None = None,
+        per_class: bool = False,
+        model: nn.Module | None = None,
+    ) -> dict[str, Any]:
+        """Loss (plain cross-entropy, no smoothing) and classification metrics over ``loader``."""
+        model = model or self.eval_model
+        was_training = model.training
+        model.eval()
+        accumulator = MetricAccumulator(self.num_classes)
+        for images, labels in loader:
+            with self._autocast():
+                logits = model(images)
+            logits = logits.float()
+            loss_sum = F.cross_entropy(logits, labels, reduction="sum")
+            accumulator.update(logits, labels, loss_sum)
+        model.train(was_training)
+        return accumulator.compute(class_names=class_names, per_class=per_class)
+
+    # -- state for an exact resume ------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        if self.generator is not None:
+            rng["generator"] = self.generator.get_state()
+        return {
+            "fit": self.state.to_dict(),
+            "model": self.model.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema else None,
+            "best_weights": self.best_weights,
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "callbacks": [callback.state_dict() for callback in self.callbacks],
+            "rng": rng,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.state = FitState.from_dict(state["fit"])
+        self.model.load_state_dict(state["model"])
+        if self.ema and state["ema"] is not None:
+            self.ema.module.load_state_dict(state["ema"])
+        self.best_weights = state["best_weights"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        for callback, callback_state in zip(self.callbacks, state["callbacks"], strict=True):
+            callback.load_state_dict(callback_state)
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"].cpu())
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+        if self.generator is not None and "generator" in rng:
+            self.generator.set_state(rng["generator"].cpu())
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _more_epochs(self) -> bool:
+        if self.budget is not None:
+            return self.elapsed() < self.budget
+        return self.state.epoch < self.epochs
+
+    def _budget_nearly_spent(self) -> bool:
+        # Stop early enough that the final validation still fits in the budget.
+        return self.budget is not None and self.elapsed() + self._validation_seconds >= self.budget
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        )
+
+    def _run_epoch(self) -> None:
+        epoch_started = time.perf_counter()
+        self.model.train()
+        self.stats = BatchStats.zeros(self.device)
+        self._emit("on_epoch_start")
+        for batch_index, (images, targets) in enumerate(self.train_loader):
+            self._train_step(images, targets, batch_index)
+            if self._stop_requested or self._budget_nearly_spent():
+                break
+        self.state.epoch += 1
+        if self.state.status == "diverged":
+            self._emit("on_epoch_end", self._epoch_record(epoch_started, {}))
+            return
+        validation_started = time.perf_counter()
+        val_metrics = self.evaluate(self.val_loader)
+        self._validation_seconds = time.perf_counter() - validation_started
+        record = self._epoch_record(epoch_started, val_metrics)
+        self._track_best(record)
+        self.schedule.end_epoch(record[self.monitor_key], self.mode)
+        self.state.history.append(record)
+        self.state.elapsed = self.elapsed()
+        self._emit("on_epoch_end", record)
+
+    def _train_step(self, images: torch.Tensor, targets: torch.Tensor, batch_index: int) -> None:
+        epoch_float = self.state.epoch + batch_index / max(self.steps_per_epoch, 1)
+        self.schedule.update(self.fraction_done(), epoch_float)
+        with self._autocast():
+            logits = self.model(images)
+            loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema:
+            self.ema.update(self.model)
+        self.state.step += 1
+        stats = self.stats
+        stats.loss_sum += loss.detach() * len(images)
+        stats.correct += (logits.detach().argmax(dim=1) == hard_labels(targets)).sum()
+        stats.seen += len(images)
+        if self.state.step % SYNC_EVERY == 0 or batch_index == self.steps_per_epoch - 1:
+            stats.last_loss = loss.item()
+            if not math.isfinite(stats.last_loss):
+                self.request_stop("diverged", f"loss became {stats.last_loss} at step {self.state.step}")
+        self._emit("on_batch_end")
+
+    def _epoch_record(self, started: float, val: dict[str, Any]) -> dict[str, float]:
+        seen = max(self.stats.seen, 1)
+        record = {
+            "epoch": self.state.epoch,
+            "train_loss": self.stats.loss_sum.item() / seen,
+            "train_accuracy": self.stats.correct.item() / seen,
+            "val_loss": float(val.get("loss", math.nan)),
+            "val_accuracy": float(val.get("accuracy", math.nan)),
+            "val_balanced_accuracy": float(val.get("balanced_accuracy", math.nan)),
+            "val_macro_f1": float(val.get("macro_f1", math.nan)),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - started,
+            "elapsed": self.elapsed(),
+        }
+        return record
+
+    def _track_best(self, record: dict[str, float]) -> None:
+        value = record[self.monitor_key]
+        if not math.isfinite(value):
+            return
+        best = self.state.best_value
+        if best is None or (value < best if self.mode == "min" else value > best):
+            self.state.best_value, self.state.best_epoch = value, self.state.epoch
+            self.best_weights = copy.deepcopy(self.eval_model.state_dict())
+
+    def _emit(self, event: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, event)(self, *args)

@@ -1,0 +1,169 @@
+"""The run folder: a self-describing record of one training run.
+
+```
+run_dir/
+  config.yaml        fully resolved configuration (re-runnable with --config)
+  environment.json   Python, torch, device, CPU/GPU, package versions, git commit
+  history.csv        one row per epoch
+  summary.json       status, best epoch, validation and test metrics
+  checkpoint/        best-epoch weights (safetensors) + model.json: the exported artifact
+  resume/            full training state after the last completed epoch (for --resume)
+```
+Every file is written atomically, so a run killed at any moment leaves readable files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from trainlab._io import write_json_atomic, write_text_atomic
+from trainlab.config import TrainConfig, build_config, config_to_yaml
+from trainlab.engine.callbacks import Callback
+from trainlab.errors import RunError
+from trainlab.runs.checkpoint import save_checkpoint
+from trainlab.runs.state import load_state, save_state
+
+if TYPE_CHECKING:
+    from trainlab.engine.loop import Trainer
+
+CONFIG_FILE = "config.yaml"
+ENVIRONMENT_FILE = "environment.json"
+HISTORY_FILE = "history.csv"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_DIR = "checkpoint"
+RESUME_STATE = "resume/state"
+
+HISTORY_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "val_balanced_accuracy",
+    "val_macro_f1",
+    "lr",
+    "seconds",
+    "elapsed",
+]
+
+
+def finite_or_none(value: Any) -> Any:
+    """JSON has no NaN/inf: a diverged run's metrics are recorded as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [finite_or_none(item) for item in value]
+    return value
+
+
+def history_to_csv(history: list[dict[str, float]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({key: f"{row[key]:.6g}" if isinstance(row[key], float) else row[key] for key in HISTORY_COLUMNS})
+    return buffer.getvalue()
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, float]]:
+    path = Path(run_dir) / HISTORY_FILE
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / SUMMARY_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_run_config(run_dir: str | Path) -> TrainConfig:
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise RunError(f"{run_dir} is not a run folder: it has no {CONFIG_FILE}")
+    return build_config(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+
+
+def prepare_run_dir(run_dir: Path, *, resume: bool) -> None:
+    """Refuse to mix two runs in one folder: a new run needs an empty or absent folder."""
+    if resume:
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise RunError(f"cannot resume {run_dir}: it has no {CONFIG_FILE} (is it a run folder?)")
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RunError(
+            f"run folder {run_dir} already exists and is not empty; "
+            f"continue it with `trainlab train --resume {run_dir}` or choose another --out"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def write_config(run_dir: Path, config: TrainConfig) -> None:
+    write_text_atomic(run_dir / CONFIG_FILE, config_to_yaml(config))
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    write_json_atomic(run_dir / SUMMARY_FILE, finite_or_none(summary))
+
+
+def load_resume_state(run_dir: Path) -> dict[str, Any]:
+    if not (run_dir / (RESUME_STATE + ".json")).is_file():
+        raise RunError(
+            f"cannot resume {run_dir}: no saved training state yet (the run stopped before its "
+            "first epoch ended); start it again instead"
+        )
+    # Loaded on the CPU: load_state_dict moves tensors to where the parameters live, and keeping
+    # optimizer step counters on the CPU avoids a GPU sync per step.
+    return load_state(run_dir / RESUME_STATE)
+
+
+class RunRecorder(Callback):
+    """Writes history, the best checkpoint and the resume state after every epoch.
+
+    Put it last among the callbacks, so the saved state includes what the others did this epoch.
+    """
+
+    def __init__(self, run_dir: Path, *, preprocessing: dict[str, Any], class_names: list[str]):
+        self.run_dir = run_dir
+        self.preprocessing = preprocessing
+        self.class_names = class_names
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, float]) -> None:
+        write_text_atomic(self.run_dir / HISTORY_FILE, history_to_csv(trainer.state.history))
+        if trainer.state.best_epoch == trainer.state.epoch:
+            self.save_best(trainer)
+        save_state(self.run_dir / RESUME_STATE, trainer.state_dict())
+
+    def save_best(self, trainer: Trainer) -> None:
+        best_row = trainer.state.history[-1] if trainer.state.history else {}
+        save_checkpoint(
+            self.run_dir / CHECKPOINT_DIR,
+            trainer.eval_model,
+            preprocessing=self.preprocessing,
+            class_names=self.class_names,
+            metadata={
+                "epoch": trainer.state.best_epoch,
+                "monitor": trainer.monitor,
+                "value": trainer.state.best_value,
+                "val": {k[4:]: v for k, v in best_row.items() if k.startswith("val_")},
+            },
+        )
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        if trainer.state.best_epoch is None:
+            # Diverged before any finite validation: keep the (last) weights so the run is
+            # still inspectable; the summary says it diverged.
+            self.save_best(trainer)
+        save_state(self.run_dir / RESUME_STATE, trainer.state_dict())

@@ -1,0 +1,78 @@
+import math
+
+import pytest
+import torch
+
+from trainlab.config import ScheduleConfig
+from trainlab.engine.schedules import LRSchedule
+
+
+def schedule(**kwargs) -> LRSchedule:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    return LRSchedule(optimizer, ScheduleConfig(**kwargs), peak_lr=0.1)
+
+
+def test_constant():
+    s = schedule(name="constant")
+    assert s.update(0.0, 0.0) == pytest.approx(0.1)
+    assert s.update(0.9, 9.0) == pytest.approx(0.1)
+    assert s.optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
+
+
+def test_step_decays_every_step_size_epochs():
+    s = schedule(name="step", step_size=3, gamma=0.5)
+    assert [s.multiplier(0, e) for e in (0, 2.9, 3, 6.5)] == pytest.approx([1, 1, 0.5, 0.25])
+
+
+def test_exponential_is_per_epoch():
+    s = schedule(name="exponential", gamma=0.9)
+    assert s.multiplier(0, 2.0) == pytest.approx(0.81)
+    assert s.multiplier(0, 0.5) == pytest.approx(0.9**0.5)
+
+
+def test_cosine_goes_from_peak_to_min_ratio():
+    s = schedule(name="cosine", min_lr_ratio=0.1)
+    assert s.multiplier(0.0, 0) == pytest.approx(1.0)
+    assert s.multiplier(0.5, 0) == pytest.approx(0.55)
+    assert s.multiplier(1.0, 0) == pytest.approx(0.1)
+
+
+def test_onecycle_rises_to_peak_then_anneals():
+    s = schedule(name="onecycle", pct_start=0.25, start_ratio=0.04, min_lr_ratio=0.0)
+    values = [s.multiplier(f, 0) for f in (0.0, 0.125, 0.25, 0.625, 1.0)]
+    assert values[0] == pytest.approx(0.04)
+    assert values[0] < values[1] < values[2] == pytest.approx(1.0)
+    assert values[2] > values[3] > values[4] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_warmup_scales_linearly_for_any_schedule():
+    s = schedule(name="constant", warmup_epochs=2)
+    assert s.multiplier(0, 0.5) == pytest.approx(0.25)
+    assert s.multiplier(0, 1.0) == pytest.approx(0.5)
+    assert s.multiplier(0, 2.0) == pytest.approx(1.0)
+
+
+def test_plateau_decays_after_patience_and_round_trips_state():
+    s = schedule(name="plateau", plateau_patience=1, gamma=0.5)
+    for value in (1.0, 0.9, 0.95, 0.96):  # improves, improves, then two bad epochs
+        s.end_epoch(value, "min")
+    assert s.multiplier(0, 5) == pytest.approx(0.5)
+    restored = schedule(name="plateau", plateau_patience=1, gamma=0.5)
+    restored.load_state_dict(s.state_dict())
+    assert restored.state_dict() == s.state_dict()
+    s.end_epoch(math.nan, "min")  # non-finite metrics are ignored rather than counted
+    assert s.state_dict() == restored.state_dict()
+
+
+def test_plateau_in_max_mode():
+    s = schedule(name="plateau", plateau_patience=0, gamma=0.1)
+    s.end_epoch(0.5, "max")
+    s.end_epoch(0.4, "max")
+    assert s.plateau_factor == pytest.approx(0.1)
+
+
+def test_other_schedules_ignore_plateau_feedback():
+    s = schedule(name="cosine")
+    for value in (1, 2, 3, 4):
+        s.end_epoch(value, "min")
+    assert s.plateau_factor == 1.0
