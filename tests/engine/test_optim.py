@@ -7,7 +7,9 @@ from trainlab.engine.optim import OPTIMIZERS, build_optimizer, parameter_groups
 
 
 def small_model() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)
+    )
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))

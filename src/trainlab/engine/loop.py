@@ -219,7 +219,9 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "callbacks": [callback.state_dict() for callback in self.callbacks],
+            "callbacks": {
+                type(cb).__name__: cb.state_dict() for cb in self.callbacks if cb.state_dict()
+            },
             "rng": rng,
         }
 
@@ -233,8 +235,11 @@ class Trainer:
         self.schedule.load_state_dict(state["schedule"])
         if state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
-        for callback, callback_state in zip(self.callbacks, state["callbacks"], strict=True):
-            callback.load_state_dict(callback_state)
+        # Keyed by class name: a resumed run may carry other callbacks (a progress bar, a
+        # sweep's pruning hook) than the one that was killed, but stateful ones match by name.
+        for callback in self.callbacks:
+            if type(callback).__name__ in state["callbacks"]:
+                callback.load_state_dict(state["callbacks"][type(callback).__name__])
         rng = state["rng"]
         torch.set_rng_state(rng["torch"].cpu())
         if "cuda" in rng and torch.cuda.is_available():
@@ -255,7 +260,9 @@ class Trainer:
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(
-            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+            self.device.type,
+            dtype=self.amp_dtype or torch.float32,
+            enabled=self.amp_dtype is not None,
         )
 
     def _run_epoch(self) -> None:
@@ -304,7 +311,9 @@ class Trainer:
         if self.state.step % SYNC_EVERY == 0 or batch_index == self.steps_per_epoch - 1:
             stats.last_loss = loss.item()
             if not math.isfinite(stats.last_loss):
-                self.request_stop("diverged", f"loss became {stats.last_loss} at step {self.state.step}")
+                self.request_stop(
+                    "diverged", f"loss became {stats.last_loss} at step {self.state.step}"
+                )
         self._emit("on_batch_end")
 
     def _epoch_record(self, started: float, val: dict[str, Any]) -> dict[str, float]:

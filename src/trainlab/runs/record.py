@@ -70,7 +70,12 @@ def history_to_csv(history: list[dict[str, float]]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
     writer.writeheader()
     for row in history:
-        writer.writerow({key: f"{row[key]:.6g}" if isinstance(row[key], float) else row[key] for key in HISTORY_COLUMNS})
+        writer.writerow(
+            {
+                key: f"{row[key]:.6g}" if isinstance(row[key], float) else row[key]
+                for key in HISTORY_COLUMNS
+            }
+        )
     return buffer.getvalue()
 
 
@@ -100,7 +105,9 @@ def prepare_run_dir(run_dir: Path, *, resume: bool) -> None:
     """Refuse to mix two runs in one folder: a new run needs an empty or absent folder."""
     if resume:
         if not (run_dir / CONFIG_FILE).is_file():
-            raise RunError(f"cannot resume {run_dir}: it has no {CONFIG_FILE} (is it a run folder?)")
+            raise RunError(
+                f"cannot resume {run_dir}: it has no {CONFIG_FILE} (is it a run folder?)"
+            )
         return
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RunError(

@@ -1,0 +1,5 @@
+"""``python -m trainlab`` runs the command-line interface."""
+
+from trainlab.cli import main
+
+main()

@@ -1,0 +1,360 @@
+"""The ``trainlab`` command: a thin layer that parses flags and calls the library."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trainlab.config import load_config, parse_key_values
+from trainlab.errors import TrainlabError
+
+app = typer.Typer(
+    name="trainlab",
+    help=(
+        "Train, tune, compare and serve small image classifiers.\n\n"
+        "Start with `trainlab train` (real MNIST digits, offline, a fast recipe), then see "
+        "`trainlab datasets` and `trainlab models` for what else is available."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)  # one error, one line
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(function: F) -> F:
+    """Turn user mistakes into one red line and exit code 2 instead of a traceback."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except TrainlabError as error:
+            err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+# -- train -----------------------------------------------------------------------------------
+
+
+def early_stopping_overrides(text: str) -> list[str]:
+    """``patience=5,min_delta=0.001`` -> enabled + those fields; ``off``/``on`` toggle."""
+    lowered = text.strip().lower()
+    if lowered in {"off", "false", "no", "none"}:
+        return ["early_stopping.enabled=false"]
+    overrides = ["early_stopping.enabled=true"]
+    if lowered not in {"on", "true", "yes", ""}:
+        for key, value in parse_key_values(text, "--early-stopping").items():
+            if key == "monitor":
+                overrides.append(f"monitor={value}")
+            else:
+                overrides.append(f"early_stopping.{key}={value}")
+    return overrides
+
+
+def augment_overrides(text: str) -> list[str]:
+    """``--augment`` replaces the dataset default as a whole: ``rotate=15`` means only rotation."""
+    from trainlab.data import parse_augment
+
+    parsed = parse_augment(text)
+    if parsed == "auto":
+        return ["data.augment=auto"]
+    return ["data.augment=" + json.dumps(parsed.model_dump())]
+
+
+def flag_overrides(**flags: Any) -> list[str]:
+    """Map the convenience flags onto dotted config keys (applied after the config file)."""
+    keys = {
+        "dataset": "data.dataset",
+        "data_root": "data.root",
+        "batch_size": "data.batch_size",
+        "val_fraction": "data.val_fraction",
+        "val_size": "data.val_size",
+        "train_fraction": "data.train_fraction",
+        "train_size": "data.train_size",
+        "model": "model.name",
+        "optimizer": "optim.name",
+        "lr": "optim.lr",
+        "weight_decay": "optim.weight_decay",
+        "momentum": "optim.momentum",
+        "grad_clip": "optim.grad_clip",
+        "schedule": "schedule.name",
+        "warmup": "schedule.warmup_epochs",
+        "epochs": "epochs",
+        "budget": "budget",
+        "monitor": "monitor",
+        "label_smoothing": "label_smoothing",
+        "ema": "ema_decay",
+        "seed": "seed",
+        "device": "device",
+        "out": "out",
+    }
+    overrides = [
+        f"{keys[name]}={value}"
+        for name, value in flags.items()
+        if name in keys and value is not None
+    ]
+    if flags.get("model_options"):
+        overrides += [
+            f"model.options.{k}={v}"
+            for k, v in parse_key_values(flags["model_options"], "--model-options").items()
+        ]
+    if flags.get("augment") is not None:
+        overrides += augment_overrides(flags["augment"])
+    if flags.get("early_stopping") is not None:
+        overrides += early_stopping_overrides(flags["early_stopping"])
+    if flags.get("deterministic"):
+        overrides.append("deterministic=true")
+    if flags.get("offline"):
+        overrides.append("data.download=false")
+    if flags.get("no_progress"):
+        overrides.append("progress=false")
+    return overrides
+
+
+def print_summary(result: Any) -> None:
+    summary = result.summary
+    table = Table(title="run summary", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    test, val = summary["test"], summary["val"]
+
+    def pct(value: Any) -> str:
+        return "n/a" if value is None else f"{100 * value:.2f}%"
+
+    table.add_row(
+        "status",
+        summary["status"] + (f" ({summary['stop_reason']})" if summary["stop_reason"] else ""),
+    )
+    table.add_row(
+        "data",
+        f"{summary['dataset']['name']}: {summary['dataset']['train_size']} train / "
+        f"{summary['dataset']['val_size']} val / {summary['dataset']['test_size']} test",
+    )
+    table.add_row(
+        "model",
+        f"{summary['model']['name']} ({summary['model']['parameters']:,} parameters) on {summary['device']}",
+    )
+    table.add_row(
+        "epochs",
+        f"{summary['epochs_run']} run, best {summary['best_epoch']} by {summary['monitor']}",
+    )
+    table.add_row("time", f"{summary['train_seconds']:.1f} s training")
+    table.add_row(
+        "val (best epoch)",
+        f"accuracy {pct(val.get('accuracy'))}, loss {val.get('loss', float('nan')):.4f}",
+    )
+    line = f"accuracy {pct(test['accuracy'])}, balanced {pct(test['balanced_accuracy'])}, macro F1 {pct(test['macro_f1'])}"
+    if "top5_accuracy" in test:
+        line += f", top-5 {pct(test['top5_accuracy'])}"
+    table.add_row("test", line)
+    if result.run_dir is not None:
+        table.add_row("run folder", str(result.run_dir))
+    console.print(table)
+
+
+@app.command(
+    epilog=(
+        "**Examples**\n\n"
+        "* `trainlab train` — the default recipe on the offline MNIST digits\n\n"
+        "* `trainlab train --dataset kmnist --model spinalvgg --epochs 30 --optimizer adam --lr 1e-3 "
+        "--augment rotate=15,translate=0.1 --early-stopping patience=5 --out runs/k1`\n\n"
+        "* `trainlab train --config examples/cifar10-vgg.yaml --set optim.lr=0.05 --set data.batch_size=256`\n\n"
+        "* `trainlab train --dataset my_digits.npz` or `--dataset path/to/folder`\n\n"
+        "* `trainlab train --resume runs/k1` — continue a killed run exactly"
+    )
+)
+@user_errors
+def train(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="YAML config file (defaults < file < flags)"),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="override any config key: optim.lr=0.05 (repeatable)"),
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="registry name, .npz file or image folder")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="model name (see `trainlab models`)")] = None,
+    model_options: Annotated[
+        str | None, typer.Option("--model-options", help="model options: width=2,dropout=0.3")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="number of epochs")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="training batch size")] = None,
+    optimizer: Annotated[
+        str | None, typer.Option(help="sgd, momentum, nesterov, adam, adamw, rmsprop, adagrad")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="peak learning rate")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="weight decay")] = None,
+    momentum: Annotated[float | None, typer.Option(help="momentum (momentum/nesterov)")] = None,
+    grad_clip: Annotated[
+        float | None, typer.Option(help="clip the gradient norm to this value")
+    ] = None,
+    schedule: Annotated[
+        str | None, typer.Option(help="constant, step, exponential, cosine, onecycle, plateau")
+    ] = None,
+    warmup: Annotated[float | None, typer.Option(help="linear warmup, epochs")] = None,
+    augment: Annotated[
+        str | None,
+        typer.Option(help="auto, none, or rotate=15,translate=0.1,crop=4,hflip=true,..."),
+    ] = None,
+    early_stopping: Annotated[
+        str | None, typer.Option("--early-stopping", help="patience=5[,min_delta=0.001], on or off")
+    ] = None,
+    monitor: Annotated[
+        str | None, typer.Option(help="val.loss, val.accuracy, val.balanced_accuracy, val.macro_f1")
+    ] = None,
+    label_smoothing: Annotated[float | None, typer.Option(help="label smoothing (0 = off)")] = None,
+    ema: Annotated[float | None, typer.Option(help="EMA decay of the weights, e.g. 0.999")] = None,
+    budget: Annotated[
+        float | None, typer.Option(help="wall-clock budget in seconds; the schedule fits it")
+    ] = None,
+    val_fraction: Annotated[
+        float | None, typer.Option(help="validation share of the training data")
+    ] = None,
+    val_size: Annotated[
+        int | None, typer.Option(help="validation size (overrides --val-fraction)")
+    ] = None,
+    train_fraction: Annotated[
+        float | None, typer.Option(help="use this stratified share of the training data")
+    ] = None,
+    train_size: Annotated[
+        int | None, typer.Option(help="use this many training images (stratified)")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed")] = None,
+    deterministic: Annotated[bool, typer.Option(help="deterministic algorithms (slower)")] = False,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1, mps")] = None,
+    data_root: Annotated[
+        str | None,
+        typer.Option(help="data cache folder (default TRAINLAB_DATA or ~/.cache/trainlab)"),
+    ] = None,
+    offline: Annotated[bool, typer.Option(help="never download; fail if data is missing")] = False,
+    out: Annotated[
+        str | None, typer.Option(help="run folder (default runs/<time>-<dataset>-<model>)")
+    ] = None,
+    resume: Annotated[Path | None, typer.Option(help="continue the run in this folder")] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bar")] = False,
+) -> None:
+    """Train a model and evaluate it once on the test split; writes a run folder."""
+    from trainlab.training import train as run_training
+
+    if resume is not None:
+        result = run_training(resume=resume)
+    else:
+        overrides = flag_overrides(
+            dataset=dataset, model=model, model_options=model_options, epochs=epochs, batch_size=batch_size,
+            optimizer=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum, grad_clip=grad_clip,
+            schedule=schedule, warmup=warmup, augment=augment, early_stopping=early_stopping, monitor=monitor,
+            label_smoothing=label_smoothing, ema=ema, budget=budget, val_fraction=val_fraction, val_size=val_size,
+            train_fraction=train_fraction, train_size=train_size, seed=seed, deterministic=deterministic,
+            device=device, data_root=data_root, offline=offline, out=out, no_progress=no_progress,
+        )  # fmt: skip
+        result = run_training(load_config(config, overrides + list(set_ or [])))
+    print_summary(result)
+
+
+# -- catalogues ------------------------------------------------------------------------------
+
+
+@app.command()
+@user_errors
+def datasets() -> None:
+    """List the datasets trainlab knows, and whether each is available offline."""
+    from trainlab.data import list_datasets
+
+    table = Table(
+        title="datasets (or pass a .npz file or an image folder to --dataset)", title_justify="left"
+    )
+    for column in ("name", "images", "classes", "train / test", "cached", "description"):
+        table.add_column(column)
+    for info in list_datasets():
+        channels, height, width = info.image_shape
+        table.add_row(
+            info.name,
+            f"{height}×{width}×{channels}",
+            str(info.num_classes),
+            f"{info.train_size:,} / {info.test_size:,}",
+            "yes" if info.available else "no",
+            info.description,
+        )
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def models() -> None:
+    """List the model families and their options."""
+    from trainlab.models import list_models
+
+    table = Table(title="models (options via --model-options key=value,...)", title_justify="left")
+    for column in ("name", "description", "options (defaults)"):
+        table.add_column(column)
+    for info in list_models():
+        options = ", ".join(f"{key}={value!r}" for key, value in info.options.items())
+        table.add_row(info.name, info.description, options)
+    console.print(table)
+
+
+@app.command("augment-preview")
+@user_errors
+def augment_preview(
+    dataset: Annotated[
+        str, typer.Option(help="registry name, .npz file or image folder")
+    ] = "mnist-5k",
+    augment: Annotated[str, typer.Option(help="auto, or rotate=30,translate=0.1,...")] = "auto",
+    out: Annotated[Path, typer.Option(help="PNG file to write")] = Path("augment-preview.png"),
+    samples: Annotated[int, typer.Option(help="rows: how many training images")] = 8,
+    variants: Annotated[int, typer.Option(help="columns: augmented versions of each")] = 8,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    data_root: Annotated[str | None, typer.Option(help="data cache folder")] = None,
+) -> None:
+    """Write a grid of training images (first column) and augmented versions of them.
+
+    Example: `trainlab augment-preview --dataset kmnist --augment rotate=30 --out grid.png`
+    """
+    from trainlab.data import load_dataset, parse_augment, resolve_augment, save_augment_preview
+
+    bundle = load_dataset(dataset, root=data_root)
+    config = resolve_augment(parse_augment(augment), bundle.kind, bundle.image_shape)
+    path = save_augment_preview(
+        out, bundle.train.images, config, samples=samples, variants=variants, seed=seed
+    )
+    console.print(
+        f"wrote {path} ({samples} images × {variants} augmented versions, {config_summary(config)})"
+    )
+
+
+def config_summary(config: Any) -> str:
+    changed = {k: v for k, v in config.model_dump().items() if v and k != "fill"}
+    return (
+        ", ".join(f"{k}={v}" for k, v in changed.items()) + f", fill={config.fill}"
+        if changed
+        else "no augmentation"
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print(
+            "interrupted; a run folder can be continued with `trainlab train --resume RUN_DIR`"
+        )
+        sys.exit(130)

@@ -1,0 +1,355 @@
+"""``trainlab.train(config) -> RunResult``: one run, from a config to a self-describing run folder.
+
+This is the function the CLI, sweeps, tests and notebooks all call. It wires the packages
+together — data, models, engine, runs — and adds nothing of its own to the training step.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import trainlab
+from trainlab._io import write_json_atomic
+from trainlab.config import ConfigError, TrainConfig, build_config, load_config
+from trainlab.data import (
+    BatchAugmenter,
+    BatchLoader,
+    DatasetBundle,
+    ImageSplit,
+    carve_validation,
+    channel_stats,
+    load_dataset,
+    resolve_augment,
+    subsample,
+)
+from trainlab.engine.callbacks import Callback, EarlyStopping
+from trainlab.engine.loop import Trainer
+from trainlab.engine.optim import build_optimizer
+from trainlab.engine.progress import ProgressBar
+from trainlab.engine.schedules import LRSchedule
+from trainlab.errors import RunError
+from trainlab.models import create_model, model_options
+from trainlab.runs.environment import collect_environment
+from trainlab.runs.record import (
+    CHECKPOINT_DIR,
+    RunRecorder,
+    load_resume_state,
+    prepare_run_dir,
+    read_run_config,
+    read_summary,
+    write_config,
+    write_summary,
+)
+
+# Below this many batches per epoch, a ragged last batch is kept (small data needs every image);
+# above it, it is dropped so BatchNorm never sees a batch of one.
+DROP_LAST_MIN_BATCHES = 4
+
+
+@dataclass
+class RunResult:
+    """What a run produced; ``summary`` is exactly what ``summary.json`` holds."""
+
+    config: TrainConfig
+    summary: dict[str, Any]
+    history: list[dict[str, float]]
+    model: nn.Module = field(repr=False)
+    run_dir: Path | None = None
+
+    @property
+    def status(self) -> str:
+        return self.summary["status"]
+
+    @property
+    def test(self) -> dict[str, Any]:
+        return self.summary["test"]
+
+    @property
+    def val(self) -> dict[str, Any]:
+        return self.summary["val"]
+
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        return self.run_dir / CHECKPOINT_DIR if self.run_dir else None
+
+
+@dataclass
+class PreparedData:
+    bundle: DatasetBundle
+    train: ImageSplit
+    val: ImageSplit
+    test: ImageSplit
+    mean: list[float]
+    std: list[float]
+
+
+# -- devices and seeds -----------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {name!r} requested but CUDA is not available; use --device auto or cpu"
+        )
+    return device
+
+
+def resolve_amp(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """Mixed precision: on by default on CUDA (bf16 where supported), off on CPU unless asked."""
+    wanted = device.type == "cuda" if config.amp == "auto" else config.amp
+    if not wanted:
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = True
+
+
+# -- data, model, trainer --------------------------------------------------------------------
+
+
+def prepare_data(config: TrainConfig, device: torch.device) -> PreparedData:
+    """Load, split (validation carved from train; test untouched), subsample, move to device."""
+    data = config.data
+    bundle = load_dataset(data.dataset, root=data.root, download=data.download)
+    train, val = carve_validation(
+        bundle.train, fraction=data.val_fraction, size=data.val_size, seed=data.split_seed
+    )
+    if data.train_fraction is not None or data.train_size is not None:
+        train = subsample(
+            train, fraction=data.train_fraction, size=data.train_size, seed=data.split_seed
+        )
+    mean, std = channel_stats(train.images)
+    return PreparedData(bundle, train.to(device), val.to(device), bundle.test.to(device), mean, std)
+
+
+def resolve_config(config: TrainConfig, bundle: DatasetBundle) -> TrainConfig:
+    """Fill in what ``auto`` and defaults mean for this dataset, so config.yaml says it all."""
+    augment = resolve_augment(config.data.augment, bundle.kind, bundle.image_shape)
+    options = {**model_options(config.model.name), **config.model.options}
+    resolved = config.model_copy(deep=True)
+    resolved.data.augment = augment
+    resolved.model.options = options
+    return resolved
+
+
+def build_model(
+    config: TrainConfig, bundle: DatasetBundle, device: torch.device, channels_last: bool
+) -> nn.Module:
+    channels, height, width = bundle.image_shape
+    model = create_model(
+        config.model.name,
+        in_channels=channels,
+        num_classes=bundle.num_classes,
+        image_size=(height, width),
+        **config.model.options,
+    ).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def make_loaders(
+    config: TrainConfig, prepared: PreparedData, generator: torch.Generator, channels_last: bool
+):
+    data = config.data
+    augment = data.augment
+    assert not isinstance(augment, str)  # resolve_config turned "auto" into a concrete config
+    augmenter = (
+        None
+        if augment.is_identity()
+        else BatchAugmenter(augment, prepared.bundle.num_classes, mean=prepared.mean)
+    )
+    drop_last = len(prepared.train) >= DROP_LAST_MIN_BATCHES * data.batch_size
+    common = {"mean": prepared.mean, "std": prepared.std, "channels_last": channels_last}
+    train_loader = BatchLoader(
+        prepared.train,
+        data.batch_size,
+        shuffle=True,
+        augmenter=augmenter,
+        generator=generator,
+        drop_last=drop_last,
+        **common,
+    )
+    val_loader = BatchLoader(prepared.val, data.eval_batch_size, shuffle=False, **common)
+    test_loader = BatchLoader(prepared.test, data.eval_batch_size, shuffle=False, **common)
+    return train_loader, val_loader, test_loader
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _as_config(config: TrainConfig | dict[str, Any] | str | Path | None) -> TrainConfig:
+    if config is None:
+        return TrainConfig()
+    if isinstance(config, TrainConfig):
+        return config
+    if isinstance(config, dict):
+        return build_config(config)
+    return load_config(config)
+
+
+def default_run_dir(config: TrainConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    dataset = Path(config.data.dataset).stem.replace(" ", "_") or "data"
+    return Path("runs") / f"{stamp}-{dataset}-{config.model.name}"
+
+
+# -- the public entry point ------------------------------------------------------------------
+
+
+def train(
+    config: TrainConfig | dict[str, Any] | str | Path | None = None,
+    *,
+    resume: str | Path | None = None,
+    save: bool = True,
+    callbacks: list[Callback] | None = None,
+) -> RunResult:
+    """Train one model and evaluate it once on the test split.
+
+    ``config`` is a :class:`TrainConfig`, a dict of its fields, or a YAML file path; ``None``
+    means the default recipe. ``resume`` continues the run in that folder exactly where its last
+    completed epoch left off (its saved config is used). ``save=False`` writes no run folder.
+    """
+    run_dir: Path | None = None
+    if resume is not None:
+        run_dir = Path(resume)
+        config = read_run_config(run_dir)
+        summary = read_summary(run_dir)
+        if summary is not None and summary.get("status") not in (None, "running"):
+            raise RunError(
+                f"{run_dir} already finished with status {summary['status']!r}; nothing to resume"
+            )
+        prepare_run_dir(run_dir, resume=True)
+    config = _as_config(config)
+
+    device = resolve_device(config.device)
+    seed_everything(config.seed, config.deterministic)
+    prepared = prepare_data(config, device)
+    config = resolve_config(config, prepared.bundle)
+    if save and run_dir is None:
+        run_dir = Path(config.out) if config.out else default_run_dir(config)
+        prepare_run_dir(run_dir, resume=False)
+        config.out = str(run_dir)
+
+    channels_last = (
+        device.type == "cuda" if config.channels_last == "auto" else config.channels_last
+    )
+    model = build_model(config, prepared.bundle, device, channels_last)
+    generator = torch.Generator().manual_seed(config.seed)
+    train_loader, val_loader, test_loader = make_loaders(config, prepared, generator, channels_last)
+    optimizer = build_optimizer(model, config.optim)
+    schedule = LRSchedule(optimizer, config.schedule, config.optim.lr)
+
+    bundle = prepared.bundle
+    preprocessing = {
+        "mean": prepared.mean,
+        "std": prepared.std,
+        "kind": bundle.kind,
+        "channels": bundle.image_shape[0],
+        "image_size": list(bundle.image_shape[1:]),
+    }
+    all_callbacks: list[Callback] = []
+    if config.early_stopping.enabled:
+        all_callbacks.append(
+            EarlyStopping(config.early_stopping.patience, config.early_stopping.min_delta)
+        )
+    if config.progress:
+        all_callbacks.append(ProgressBar())
+    all_callbacks.extend(callbacks or [])
+    if run_dir is not None:
+        write_config(run_dir, config)
+        write_json_atomic(run_dir / "environment.json", collect_environment(device))
+        all_callbacks.append(
+            RunRecorder(run_dir, preprocessing=preprocessing, class_names=bundle.class_names)
+        )
+
+    trainer = Trainer(
+        model,
+        optimizer,
+        schedule,
+        train_loader,
+        val_loader,
+        num_classes=bundle.num_classes,
+        epochs=config.epochs,
+        budget=config.budget,
+        monitor=config.monitor,
+        mode=config.resolved_mode(),
+        label_smoothing=config.label_smoothing,
+        grad_clip=config.optim.grad_clip,
+        amp_dtype=resolve_amp(config, device),
+        ema_decay=config.ema_decay,
+        generator=generator,
+        callbacks=all_callbacks,
+    )
+    if resume is not None:
+        trainer.load_state_dict(load_resume_state(run_dir))
+    state = trainer.fit()
+
+    test = trainer.evaluate(test_loader, class_names=bundle.class_names, per_class=True)
+    best_row = next((row for row in state.history if row["epoch"] == state.best_epoch), {})
+    summary = {
+        "status": state.status,
+        "stop_reason": state.stop_reason,
+        "best_epoch": state.best_epoch,
+        "epochs_run": state.epoch,
+        "steps": state.step,
+        "train_seconds": round(state.elapsed, 3),
+        "monitor": config.monitor,
+        "mode": config.resolved_mode(),
+        "best_value": state.best_value,
+        "val": {key[4:]: value for key, value in best_row.items() if key.startswith("val_")},
+        "test": test,
+        "dataset": {
+            "name": config.data.dataset,
+            "source": bundle.source,
+            "kind": bundle.kind,
+            "classes": bundle.class_names,
+            "image_shape": list(bundle.image_shape),
+            "train_size": len(prepared.train),
+            "val_size": len(prepared.val),
+            "test_size": len(prepared.test),
+        },
+        "model": {"name": config.model.name, "parameters": count_parameters(trainer.eval_model)},
+        "device": str(device),
+        "trainlab_version": trainlab.__version__,
+    }
+    if run_dir is not None:
+        write_summary(run_dir, summary)
+    return RunResult(
+        config=config,
+        summary=summary,
+        history=state.history,
+        model=trainer.eval_model,
+        run_dir=run_dir,
+    )

@@ -1,0 +1,162 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from trainlab.cli import app, augment_overrides, early_stopping_overrides, flag_overrides
+
+runner = CliRunner()
+SMALL = [
+    "--dataset",
+    "mnist-5k",
+    "--train-size",
+    "200",
+    "--val-size",
+    "100",
+    "--epochs",
+    "1",
+    "--model",
+    "mlp",
+    "--model-options",
+    "hidden=[16]",
+    "--no-progress",
+]
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_help_lists_commands_and_train_help_has_examples():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("train", "datasets", "models", "augment-preview"):
+        assert command in result.output
+    train_help = invoke("train", "--help").output
+    assert "--early-stopping" in train_help and "Examples" in train_help
+
+
+def test_console_script_is_installed():
+    result = subprocess.run(
+        [sys.executable, "-m", "trainlab", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and "train" in result.stdout
+
+
+def test_datasets_and_models_catalogues():
+    datasets = invoke("datasets")
+    assert datasets.exit_code == 0
+    for name in ("mnist-5k", "mnist", "fashion-mnist", "kmnist", "k49", "cifar10", "cifar100"):
+        assert name in datasets.output
+    models = invoke("models")
+    assert models.exit_code == 0
+    for name in ("mlp", "cnn", "vgg", "spinalvgg", "resnet", "fastnet", "vit", "gru"):
+        assert name in models.output
+
+
+def test_train_with_flags_writes_the_run_and_prints_a_summary(tmp_path):
+    out = tmp_path / "k1"
+    result = invoke(
+        "train",
+        *SMALL,
+        "--optimizer",
+        "adam",
+        "--lr",
+        "1e-3",
+        "--augment",
+        "rotate=15,translate=0.1",
+        "--early-stopping",
+        "patience=5",
+        "--out",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output
+    assert "run summary" in result.output and "test" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    config = (out / "config.yaml").read_text()
+    assert "name: adam" in config and "rotate: 15" in config and "patience: 5" in config
+
+
+def test_config_file_then_set_overrides_win(tmp_path):
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text("optim:\n  name: sgd\n  lr: 0.5\ndata:\n  batch_size: 32\n")
+    out = tmp_path / "run"
+    result = invoke(
+        "train",
+        "--config",
+        str(config_file),
+        *SMALL,
+        "--set",
+        "optim.lr=0.05",
+        "--set",
+        "data.batch_size=64",
+        "--out",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output
+    config = (out / "config.yaml").read_text()
+    assert "name: sgd" in config and "lr: 0.05" in config and "batch_size: 64" in config
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "vgg19"], "unknown model 'vgg19'"),
+        (["--dataset", "nope"], "unknown dataset 'nope'"),
+        (["--set", "optim.lr"], "key=value"),
+        (["--set", "optim.lr=-1"], "optim.lr"),
+        (["--optimizer", "lbfgs"], "optim.name"),
+        (["--augment", "spin=3"], "spin"),
+        (["--config", "missing.yaml"], "config file not found"),
+    ],
+)
+def test_user_mistakes_give_one_clear_line_and_exit_2(args, message, tmp_path):
+    result = runner.invoke(app, ["train", "--no-progress", "--out", str(tmp_path / "r"), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_resume_of_a_finished_run_says_so(tmp_path):
+    out = tmp_path / "run"
+    assert invoke("train", *SMALL, "--out", str(out)).exit_code == 0
+    result = runner.invoke(app, ["train", "--resume", str(out)])
+    assert result.exit_code == 2 and "already finished" in result.output
+
+
+def test_augment_preview_writes_a_png(tmp_path):
+    out = tmp_path / "grid.png"
+    result = invoke(
+        "augment-preview",
+        "--dataset",
+        "mnist-5k",
+        "--augment",
+        "rotate=30",
+        "--out",
+        str(out),
+        "--samples",
+        "3",
+        "--variants",
+        "4",
+    )
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_flag_helpers():
+    assert early_stopping_overrides("off") == ["early_stopping.enabled=false"]
+    assert early_stopping_overrides("patience=3,monitor=val.accuracy") == [
+        "early_stopping.enabled=true",
+        "early_stopping.patience=3",
+        "monitor=val.accuracy",
+    ]
+    assert augment_overrides("none")[0].startswith("data.augment={")
+    assert '"rotate": 15' in augment_overrides("rotate=15")[0]
+    assert augment_overrides("auto") == ["data.augment=auto"]
+    assert flag_overrides(lr=0.1, epochs=None, offline=True) == [
+        "optim.lr=0.1",
+        "data.download=false",
+    ]

@@ -1,0 +1,169 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import trainlab
+from trainlab.engine.callbacks import Callback
+from trainlab.errors import RunError
+from trainlab.runs.checkpoint import load_checkpoint
+
+SUMMARY_KEYS = {"status", "best_epoch", "epochs_run", "train_seconds", "val", "test"}
+TEST_KEYS = {"accuracy", "balanced_accuracy", "macro_f1", "loss"}
+
+
+def test_train_writes_a_self_describing_run_folder(tiny_config):
+    config = tiny_config()
+    result = trainlab.train(config)
+    run_dir = result.run_dir
+    for name in (
+        "config.yaml",
+        "environment.json",
+        "history.csv",
+        "summary.json",
+        "checkpoint/model.json",
+        "checkpoint/model.safetensors",
+    ):
+        assert (run_dir / name).is_file(), name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary.keys() >= SUMMARY_KEYS
+    assert summary["test"].keys() >= TEST_KEYS
+    assert {"loss", "accuracy", "balanced_accuracy", "macro_f1"} <= summary["val"].keys()
+    assert summary["status"] == "completed" and summary["epochs_run"] == 2
+    assert summary["test"]["confusion_matrix"] and summary["test"]["per_class"]
+    assert summary["dataset"]["train_size"] == 300 and summary["dataset"]["val_size"] == 100
+    assert summary["dataset"]["test_size"] == 1000
+    assert len(result.history) == 2 and result.summary == summary
+
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert isinstance(saved["data"]["augment"], dict), "augment 'auto' is resolved in config.yaml"
+    assert saved["model"]["options"]["hidden"] == [32]
+    assert len(saved["model"]["options"]) > 1, "model defaults are written out too"
+    environment = json.loads((run_dir / "environment.json").read_text())
+    assert "torch" in json.dumps(environment)
+
+    header = (run_dir / "history.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["epoch", "train_loss", "train_accuracy"] and "val_macro_f1" in header
+
+
+def test_checkpoint_rebuilds_the_best_model(tiny_config):
+    result = trainlab.train(tiny_config())
+    checkpoint = load_checkpoint(result.run_dir)
+    rebuilt = checkpoint.build_model()
+    x = torch.randn(8, 1, 28, 28)
+    result.model.eval()
+    torch.testing.assert_close(rebuilt(x), result.model(x))
+    assert checkpoint.class_names == [str(i) for i in range(10)]
+    assert checkpoint.metadata["epoch"] == result.summary["best_epoch"]
+
+
+class StopAfter(Callback):
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_epoch_end(self, trainer, record):
+        if trainer.state.epoch == self.epoch:
+            raise KeyboardInterrupt  # a killed process, as far as the run folder can tell
+
+
+def comparable(history):
+    return [{k: v for k, v in row.items() if k not in ("seconds", "elapsed")} for row in history]
+
+
+@pytest.mark.slow
+def test_resume_continues_a_killed_run_exactly(tiny_config, tmp_path):
+    overrides = {
+        "epochs": 4,
+        "data__augment": {"rotate": 10, "translate": 0.1},
+        "model__options": {"hidden": [32], "dropout": 0.2},
+    }
+    straight = trainlab.train(tiny_config(out=str(tmp_path / "a"), **overrides))
+    with pytest.raises(KeyboardInterrupt):
+        trainlab.train(tiny_config(out=str(tmp_path / "b"), **overrides), callbacks=[StopAfter(3)])
+    resumed = trainlab.train(resume=tmp_path / "b")
+    assert comparable(resumed.history) == comparable(straight.history)
+    for key, value in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0)
+    assert resumed.test == straight.test
+    with pytest.raises(RunError, match="already finished"):
+        trainlab.train(resume=tmp_path / "b")
+
+
+def test_early_stopping_stops_and_keeps_the_best_epoch(tiny_config):
+    config = tiny_config(
+        epochs=10, early_stopping={"enabled": True, "patience": 2, "min_delta": 0.5}
+    )
+    result = trainlab.train(config)
+    assert result.status == "early_stopped"
+    assert result.summary["epochs_run"] == 3
+    assert "did not improve" in result.summary["stop_reason"]
+    best = result.summary["best_epoch"]
+    assert result.summary["val"]["loss"] == pytest.approx(
+        result.history[best - 1]["val_loss"], rel=1e-6
+    )
+
+
+def test_divergence_is_a_status_not_a_crash(tiny_config):
+    config = tiny_config(
+        optim={"name": "sgd", "lr": 1e8, "weight_decay": 0},
+        label_smoothing=0.0,
+        schedule={"name": "constant"},
+    )
+    result = trainlab.train(config)
+    assert result.status == "diverged"
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["status"] == "diverged" and "loss became" in summary["stop_reason"]
+
+
+def test_budget_fits_the_schedule_to_the_time(tiny_config):
+    result = trainlab.train(tiny_config(budget=1.5, epochs=1))
+    assert result.status == "budget_exhausted"
+    assert result.summary["epochs_run"] > 1, "the budget, not epochs, decides the length"
+    assert result.summary["train_seconds"] < 1.5 * 2
+    peak = result.config.optim.lr
+    assert result.history[-1]["lr"] < 0.25 * peak, "the learning rate has annealed by the end"
+
+
+def test_the_test_split_never_influences_training(tmp_path, tiny_config):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(400, 12, 12), dtype=np.uint8)
+    labels = rng.integers(0, 3, size=400)
+    histories = []
+    for variant in range(2):
+        test_images = rng.integers(0, 256, size=(50 + variant * 10, 12, 12), dtype=np.uint8)
+        path = tmp_path / f"data{variant}.npz"
+        np.savez(
+            path,
+            x_train=images,
+            y_train=labels,
+            x_test=test_images,
+            y_test=rng.integers(0, 3, size=len(test_images)),
+        )
+        data = {"dataset": str(path), "val_size": 80, "batch_size": 40}
+        result = trainlab.train(tiny_config(data=data, out=str(tmp_path / f"r{variant}")))
+        histories.append((comparable(result.history), result.summary["best_epoch"]))
+    assert histories[0] == histories[1]
+
+
+def test_a_used_run_folder_is_refused(tiny_config):
+    config = tiny_config()
+    trainlab.train(config)
+    with pytest.raises(RunError, match="already exists"):
+        trainlab.train(config)
+
+
+def test_train_without_a_folder(tiny_config):
+    result = trainlab.train(tiny_config(out=None), save=False)
+    assert result.run_dir is None and result.status == "completed"
+
+
+def test_ema_and_plateau_and_clipping_run(tiny_config):
+    config = tiny_config(
+        ema_decay=0.9,
+        schedule={"name": "plateau"},
+        optim={"name": "momentum", "lr": 0.05, "grad_clip": 1.0},
+    )
+    result = trainlab.train(config)
+    assert result.status == "completed" and result.test["accuracy"] > 0.3
