@@ -167,3 +167,24 @@ def test_ema_and_plateau_and_clipping_run(tiny_config):
     )
     result = trainlab.train(config)
     assert result.status == "completed" and result.test["accuracy"] > 0.3
+
+
+def test_same_seed_deterministic_runs_repeat_exactly(tiny_config, tmp_path):
+    runs = [
+        trainlab.train(tiny_config(deterministic=True, seed=3, out=str(tmp_path / f"d{i}")))
+        for i in range(2)
+    ]
+    assert comparable(runs[0].history) == comparable(runs[1].history)
+    assert runs[0].test == runs[1].test
+
+
+def test_mixed_precision_can_be_forced_on_cpu(tiny_config):
+    result = trainlab.train(
+        tiny_config(amp=True, model={"name": "cnn", "options": {"channels": [4, 8], "hidden": 16}})
+    )
+    assert result.status == "completed" and result.test["loss"] is not None
+
+
+def test_auto_epochs_scale_with_the_data(tiny_config):
+    result = trainlab.train(tiny_config(epochs="auto"))
+    assert result.config.epochs == result.summary["epochs_run"] >= 8

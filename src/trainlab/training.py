@@ -19,7 +19,7 @@ from torch import nn
 
 import trainlab
 from trainlab._io import write_json_atomic
-from trainlab.config import ConfigError, TrainConfig, build_config, load_config
+from trainlab.config import ConfigError, TrainConfig, auto_epochs, build_config, load_config
 from trainlab.data import (
     BatchAugmenter,
     BatchLoader,
@@ -152,19 +152,25 @@ def prepare_data(config: TrainConfig, device: torch.device) -> PreparedData:
     return PreparedData(bundle, train.to(device), val.to(device), bundle.test.to(device), mean, std)
 
 
-def resolve_config(config: TrainConfig, bundle: DatasetBundle) -> TrainConfig:
-    """Fill in what ``auto`` and defaults mean for this dataset, so config.yaml says it all."""
-    augment = resolve_augment(config.data.augment, bundle.kind, bundle.image_shape)
-    options = {**model_options(config.model.name), **config.model.options}
+def resolve_config(config: TrainConfig, prepared: PreparedData) -> TrainConfig:
+    """Fill in what ``auto`` and defaults mean for this data, so config.yaml says it all."""
+    bundle = prepared.bundle
     resolved = config.model_copy(deep=True)
-    resolved.data.augment = augment
-    resolved.model.options = options
+    resolved.data.augment = resolve_augment(config.data.augment, bundle.kind, bundle.image_shape)
+    resolved.model.options = {**model_options(config.model.name), **config.model.options}
+    if config.epochs == "auto":
+        resolved.epochs = auto_epochs(len(prepared.train))
     return resolved
 
 
-def build_model(
-    config: TrainConfig, bundle: DatasetBundle, device: torch.device, channels_last: bool
-) -> nn.Module:
+def uses_channels_last(config: TrainConfig, model: nn.Module) -> bool:
+    """NHWC layout speeds up convolutions (oneDNN on CPU, tensor cores on GPU); others don't care."""
+    if config.channels_last != "auto":
+        return config.channels_last
+    return any(isinstance(module, nn.Conv2d) for module in model.modules())
+
+
+def build_model(config: TrainConfig, bundle: DatasetBundle, device: torch.device) -> nn.Module:
     channels, height, width = bundle.image_shape
     model = create_model(
         config.model.name,
@@ -172,10 +178,8 @@ def build_model(
         num_classes=bundle.num_classes,
         image_size=(height, width),
         **config.model.options,
-    ).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    )
+    return model.to(device)
 
 
 def make_loaders(
@@ -256,16 +260,16 @@ def train(
     device = resolve_device(config.device)
     seed_everything(config.seed, config.deterministic)
     prepared = prepare_data(config, device)
-    config = resolve_config(config, prepared.bundle)
+    config = resolve_config(config, prepared)
     if save and run_dir is None:
         run_dir = Path(config.out) if config.out else default_run_dir(config)
         prepare_run_dir(run_dir, resume=False)
         config.out = str(run_dir)
 
-    channels_last = (
-        device.type == "cuda" if config.channels_last == "auto" else config.channels_last
-    )
-    model = build_model(config, prepared.bundle, device, channels_last)
+    model = build_model(config, prepared.bundle, device)
+    channels_last = uses_channels_last(config, model)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     generator = torch.Generator().manual_seed(config.seed)
     train_loader, val_loader, test_loader = make_loaders(config, prepared, generator, channels_last)
     optimizer = build_optimizer(model, config.optim)

@@ -293,8 +293,8 @@ def test_fastnet_default_is_cheap() -> None:
         16,
         32,
         32,
-        64,
-        64,
+        128,
+        128,
     ]
     assert model.classifier.bias is None and model.classifier.scale == pytest.approx(1 / 9)
 

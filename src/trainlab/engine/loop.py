@@ -58,7 +58,8 @@ class BatchStats:
     loss_sum: torch.Tensor
     correct: torch.Tensor
     seen: int = 0
-    last_loss: float = float("nan")
+    last_loss: float = float("nan")  # read back every SYNC_EVERY steps
+    last_accuracy: float = float("nan")  # running training accuracy of the epoch, same cadence
 
     @classmethod
     def zeros(cls, device: torch.device) -> BatchStats:
@@ -310,6 +311,7 @@ class Trainer:
         stats.seen += len(images)
         if self.state.step % SYNC_EVERY == 0 or batch_index == self.steps_per_epoch - 1:
             stats.last_loss = loss.item()
+            stats.last_accuracy = stats.correct.item() / max(stats.seen, 1)
             if not math.isfinite(stats.last_loss):
                 self.request_stop(
                     "diverged", f"loss became {stats.last_loss} at step {self.state.step}"

@@ -70,7 +70,12 @@ class ProgressBar(Callback):
             return
         stats = trainer.stats
         batch = trainer.state.step % max(trainer.steps_per_epoch, 1) or trainer.steps_per_epoch
-        info = f"batch {batch}/{trainer.steps_per_epoch} loss {stats.last_loss:.4f}"
+        info = (
+            f"batch {batch}/{trainer.steps_per_epoch} loss {stats.last_loss:.4f} "
+            f"acc {stats.last_accuracy:.3f}"
+        )
+        if trainer.state.history:
+            info += f" | val acc {trainer.state.history[-1]['val_accuracy']:.4f}"
         self.progress.update(
             self.task,
             completed=self._completed(trainer),

@@ -1,0 +1,85 @@
+import io
+from types import SimpleNamespace
+
+from rich.console import Console
+from tests.engine.test_loop import make_trainer
+
+from trainlab.engine.callbacks import EarlyStopping
+from trainlab.engine.progress import ProgressBar, format_epoch_line
+
+
+class FakeTrainer:
+    def __init__(self, mode="min"):
+        self.monitor, self.monitor_key, self.mode = "val.loss", "val_loss", mode
+        self.state = SimpleNamespace(best_epoch=1)
+        self.stopped = None
+
+    def request_stop(self, status, reason):
+        self.stopped = (status, reason)
+
+
+def feed(callback, trainer, values):
+    for value in values:
+        callback.on_epoch_end(trainer, {"val_loss": value})
+        if trainer.stopped:
+            return
+
+
+def test_early_stopping_waits_patience_epochs():
+    trainer, callback = FakeTrainer(), EarlyStopping(patience=2)
+    feed(callback, trainer, [1.0, 0.9, 0.95, 0.91])
+    assert trainer.stopped[0] == "early_stopped" and "2 epochs" in trainer.stopped[1]
+
+
+def test_early_stopping_min_delta_ignores_tiny_gains():
+    trainer, callback = FakeTrainer(), EarlyStopping(patience=2, min_delta=0.05)
+    feed(callback, trainer, [1.0, 0.99, 0.98])
+    assert trainer.stopped is not None
+
+
+def test_early_stopping_improvement_resets_the_wait_and_state_round_trips():
+    trainer, callback = FakeTrainer(), EarlyStopping(patience=2)
+    feed(callback, trainer, [1.0, 1.1, 0.5, 0.6])
+    assert trainer.stopped is None and callback.wait == 1
+    restored = EarlyStopping(patience=2)
+    restored.load_state_dict(callback.state_dict())
+    feed(restored, trainer, [0.7])
+    assert trainer.stopped is not None
+
+
+def test_early_stopping_in_max_mode():
+    trainer, callback = FakeTrainer(mode="max"), EarlyStopping(patience=1)
+    feed(callback, trainer, [0.5, 0.6, 0.55])
+    assert trainer.stopped is not None and callback.best == 0.6
+
+
+def test_nan_counts_as_no_improvement():
+    trainer, callback = FakeTrainer(), EarlyStopping(patience=1)
+    feed(callback, trainer, [1.0, float("nan")])
+    assert trainer.stopped is not None
+
+
+def test_progress_bar_prints_one_line_per_epoch():
+    stream = io.StringIO()
+    console = Console(file=stream, force_terminal=True, width=150)
+    make_trainer(epochs=2, callbacks=[ProgressBar(console)]).fit()
+    text = stream.getvalue()
+    assert "epoch   1/2" in text and "epoch   2/2" in text
+    assert "val loss" in text and "lr" in text
+
+
+def test_epoch_line_format():
+    record = {
+        "epoch": 3,
+        "train_loss": 0.41234,
+        "train_accuracy": 0.87,
+        "val_loss": 0.3,
+        "val_accuracy": 0.91,
+        "val_balanced_accuracy": 0.9,
+        "val_macro_f1": 0.905,
+        "lr": 1e-3,
+        "seconds": 1.25,
+    }
+    line = format_epoch_line(record, 12)
+    assert line.startswith("epoch   3/12  train loss 0.4123 acc 0.8700 | val loss 0.3000")
+    assert line.endswith("| lr 1.00e-03 | 1.2s")

@@ -1,0 +1,156 @@
+"""The Trainer on a tiny synthetic problem, without the data or run-folder layers."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from trainlab.config import ScheduleConfig
+from trainlab.engine.callbacks import Callback
+from trainlab.engine.loop import Trainer, hard_labels
+from trainlab.engine.schedules import LRSchedule
+
+
+def batches(n_batches=6, batch=32, seed=0):
+    """Two separable blobs: a linear model learns them in a few steps."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_batches):
+        y = torch.randint(0, 2, (batch,), generator=generator)
+        x = torch.randn(batch, 4, generator=generator) + (y[:, None] * 2 - 1) * 1.5
+        out.append((x, y))
+    return out
+
+
+def make_trainer(*, lr=0.1, epochs=3, schedule="constant", callbacks=(), **kwargs):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    lr_schedule = LRSchedule(optimizer, ScheduleConfig(name=schedule), peak_lr=lr)
+    return Trainer(
+        model,
+        optimizer,
+        lr_schedule,
+        batches(),
+        batches(2, seed=1),
+        num_classes=2,
+        epochs=epochs,
+        callbacks=callbacks,
+        **kwargs,
+    )
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.events = []
+
+    def on_fit_start(self, trainer):
+        self.events.append("fit_start")
+
+    def on_epoch_start(self, trainer):
+        self.events.append("epoch_start")
+
+    def on_batch_end(self, trainer):
+        self.events.append("batch")
+
+    def on_epoch_end(self, trainer, record):
+        self.events.append("epoch_end")
+
+    def on_fit_end(self, trainer):
+        self.events.append("fit_end")
+
+
+def test_events_fire_in_order():
+    recorder = Recorder()
+    make_trainer(epochs=2, callbacks=[recorder]).fit()
+    epoch = ["epoch_start", *["batch"] * 6, "epoch_end"]
+    assert recorder.events == ["fit_start", *epoch, *epoch, "fit_end"]
+
+
+def test_fit_learns_and_records_history():
+    trainer = make_trainer()
+    state = trainer.fit()
+    assert state.status == "completed" and state.epoch == 3 and state.step == 18
+    assert [row["epoch"] for row in state.history] == [1, 2, 3]
+    assert state.history[-1]["val_accuracy"] > 0.9
+    assert state.history[-1]["train_loss"] < state.history[0]["train_loss"]
+
+
+def test_best_weights_are_restored_at_the_end():
+    class Sabotage(Callback):
+        """Ruin the weights after epoch 2, so epoch 3 is worse than the best."""
+
+        def on_epoch_start(self, trainer):
+            if trainer.state.epoch == 2:
+                with torch.no_grad():
+                    for p in trainer.model.parameters():
+                        p.mul_(-5)
+
+    trainer = make_trainer(lr=1e-4, callbacks=[Sabotage()])
+    state = trainer.fit()
+    assert state.best_epoch == 2
+    restored = trainer.evaluate(trainer.val_loader)
+    assert restored["loss"] == pytest.approx(state.history[1]["val_loss"], rel=1e-6)
+
+
+def test_monitor_in_max_mode_picks_the_highest_accuracy():
+    trainer = make_trainer(monitor="val.accuracy", mode="max")
+    state = trainer.fit()
+    best = max(row["val_accuracy"] for row in state.history)
+    assert state.best_value == best
+    assert state.history[state.best_epoch - 1]["val_accuracy"] == best
+
+
+def test_divergence_stops_with_a_status():
+    state = make_trainer(lr=1e30, epochs=5).fit()
+    assert state.status == "diverged" and "loss became" in state.stop_reason
+    assert state.epoch < 5
+
+
+def test_budget_ends_the_run_and_anneals_the_schedule():
+    trainer = make_trainer(epochs=1, budget=0.3, schedule="cosine")
+    state = trainer.fit()
+    assert state.status == "budget_exhausted" and state.epoch > 1
+    assert state.elapsed < 1.0
+    assert state.history[-1]["lr"] < 0.05  # peak 0.1, cosine measured in seconds
+
+
+def test_ema_is_what_gets_evaluated():
+    trainer = make_trainer(ema_decay=0.5)
+    trainer.fit()
+    assert trainer.eval_model is trainer.ema.module
+    assert not any(p.requires_grad for p in trainer.eval_model.parameters())
+
+
+def test_bf16_autocast_runs_on_cpu():
+    state = make_trainer(amp_dtype=torch.bfloat16).fit()
+    assert state.status == "completed" and math.isfinite(state.history[-1]["val_loss"])
+
+
+def test_gradient_clipping_bounds_the_update():
+    trainer = make_trainer(lr=1.0, epochs=1, grad_clip=1e-3)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.fit()
+    change = torch.sqrt(
+        sum(((p - b) ** 2).sum() for p, b in zip(trainer.model.parameters(), before, strict=True))
+    )
+    assert change <= 6 * 1e-3 + 1e-6  # 6 steps, each moves at most lr * clip
+
+
+def test_state_dict_round_trip_continues_identically():
+    straight = make_trainer(epochs=4)
+    straight.fit()
+    first = make_trainer(epochs=2)
+    first.fit()
+    second = make_trainer(epochs=4)
+    second.load_state_dict(first.state_dict())
+    second.state.status = "running"  # the first trainer completed its 2 epochs
+    second.fit()
+    for a, b in zip(straight.model.parameters(), second.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_soft_targets_are_accepted():
+    assert hard_labels(torch.tensor([[0.2, 0.8], [0.9, 0.1]])).tolist() == [1, 0]
+    assert hard_labels(torch.tensor([1, 0])).tolist() == [1, 0]
