@@ -159,9 +159,9 @@ def print_summary(result: Any) -> None:
         f"accuracy {pct(val.get('accuracy'))}, loss {val.get('loss', float('nan')):.4f}",
     )
     line = f"accuracy {pct(test['accuracy'])}, balanced {pct(test['balanced_accuracy'])}, macro F1 {pct(test['macro_f1'])}"
-    if "top5_accuracy" in test:
-        line += f", top-5 {pct(test['top5_accuracy'])}"
     table.add_row("test", line)
+    if "top5_accuracy" in test:
+        table.add_row("test top-5", pct(test["top5_accuracy"]))
     if result.run_dir is not None:
         table.add_row("run folder", str(result.run_dir))
     console.print(table)

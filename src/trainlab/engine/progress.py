@@ -33,7 +33,8 @@ class ProgressBar(Callback):
     """Shows overall progress (steps, or seconds under a time budget) with the running loss."""
 
     def __init__(self, console: Console | None = None):
-        self.console = console or Console(stderr=True)
+        # soft_wrap: an epoch line stays one line in logs and narrow terminals.
+        self.console = console or Console(stderr=True, soft_wrap=True)
         self.progress: Progress | None = None
         self.task = None
 
