@@ -8,6 +8,7 @@ pydantic defaults, merges a YAML file, then applies dotted ``key=value`` overrid
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -187,10 +188,37 @@ def auto_epochs(train_size: int) -> int:
     return max(3, min(30, round(8 * (4000 / max(train_size, 1)) ** 0.2)))
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """A safe loader that reads ``1e-3`` as a float.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (``1.0e-3``), so the way everybody writes
+    learning rates would arrive as the string ``"1e-3"``.
+    """
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.VERBOSE,
+    ),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML safely (no arbitrary objects), with ``1e-3`` read as a float."""
+    return yaml.load(text, Loader=_YamlLoader)
+
+
 def parse_value(text: str) -> Any:
     """Read a flag value the way YAML would: ``0.05`` -> float, ``true`` -> bool, ``[1,2]`` -> list."""
     try:
-        return yaml.safe_load(text) if text.strip() else ""
+        return load_yaml(text) if text.strip() else ""
     except yaml.YAMLError:
         return text
 
@@ -249,7 +277,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+        content = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from None
     if content is None:

@@ -21,10 +21,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from trainlab._io import write_json_atomic, write_text_atomic
-from trainlab.config import TrainConfig, build_config, config_to_yaml
+from trainlab.config import TrainConfig, build_config, config_to_yaml, load_yaml
 from trainlab.engine.callbacks import Callback
 from trainlab.errors import RunError
 from trainlab.runs.checkpoint import save_checkpoint
@@ -98,7 +96,7 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise RunError(f"{run_dir} is not a run folder: it has no {CONFIG_FILE}")
-    return build_config(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    return build_config(load_yaml(path.read_text(encoding="utf-8")) or {})
 
 
 def prepare_run_dir(run_dir: Path, *, resume: bool) -> None:

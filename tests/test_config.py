@@ -1,0 +1,130 @@
+import pytest
+import yaml
+
+from trainlab.config import (
+    AugmentConfig,
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    auto_epochs,
+    build_config,
+    config_to_yaml,
+    deep_merge,
+    load_config,
+    parse_key_values,
+    parse_value,
+)
+
+
+def test_defaults_are_the_documented_recipe():
+    config = TrainConfig()
+    assert config.data.dataset == "mnist-5k" and config.model.name == "fastnet"
+    assert config.epochs == "auto" and config.data.augment == "auto"
+    assert config.resolved_mode() == "min"
+
+
+def test_layering_defaults_file_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  name: sgd\n  lr: 0.5\ndata:\n  batch_size: 32\n")
+    config = load_config(path, ["optim.lr=0.05", "model.options.width=2"])
+    assert config.optim.name == "sgd" and config.optim.lr == 0.05
+    assert config.data.batch_size == 32 and config.data.dataset == "mnist-5k"
+    assert config.model.options == {"width": 2}
+
+
+def test_yaml_round_trip_is_exact():
+    config = load_config(overrides=["data.augment.rotate=15", "epochs=7", "budget=30"])
+    again = build_config(yaml.safe_load(config_to_yaml(config)))
+    assert again == config
+    assert again.data.augment == AugmentConfig(rotate=15)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("0.05", 0.05),
+        ("1e-3", 1e-3),
+        ("true", True),
+        ("[1, 2]", [1, 2]),
+        ("adam", "adam"),
+        ("", ""),
+        ("null", None),
+    ],
+)
+def test_parse_value_reads_like_yaml(text, value):
+    assert parse_value(text) == value
+
+
+def test_parse_key_values():
+    assert parse_key_values("rotate=15, translate=0.1,hflip=true", "--augment") == {
+        "rotate": 15,
+        "translate": 0.1,
+        "hflip": True,
+    }
+    assert parse_key_values("min-delta=0.01", "x") == {"min_delta": 0.01}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_key_values("rotate", "--augment")
+
+
+def test_overrides_do_not_touch_the_input():
+    tree = {"optim": {"lr": 1.0}}
+    assert apply_overrides(tree, ["optim.lr=2"]) == {"optim": {"lr": 2}}
+    assert tree == {"optim": {"lr": 1.0}}
+
+
+def test_override_through_a_scalar_is_refused():
+    with pytest.raises(ConfigError, match="not a section"):
+        apply_overrides({"epochs": 3}, ["epochs.x=1"])
+
+
+def test_deep_merge_replaces_model_options_whole():
+    base = {"model": {"name": "vgg", "options": {"depth": 11, "dropout": 0.5}}}
+    merged = deep_merge(base, {"model": {"options": {"depth": 13}}})
+    assert merged["model"] == {"name": "vgg", "options": {"depth": 13}}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "where"),
+    [
+        (["optim.lr=-1"], "optim.lr"),
+        (["optim.name=lbfgs"], "optim.name"),
+        (["epochs=0"], "epochs"),
+        (["data.batch_size=0"], "data.batch_size"),
+        (["device=tpu"], "device"),
+        (["typo=1"], "typo"),
+        (["data.train_fraction=0.5", "data.train_size=100"], "train_fraction or train_size"),
+    ],
+)
+def test_invalid_values_name_the_key(overrides, where):
+    with pytest.raises(ConfigError) as error:
+        load_config(overrides=overrides)
+    assert where in str(error.value)
+
+
+def test_missing_or_broken_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(listy)
+
+
+def test_auto_epochs_shrink_with_more_data():
+    assert auto_epochs(3600) == 8
+    assert auto_epochs(54000) == 5
+    assert auto_epochs(10) == 30 or auto_epochs(10) <= 30
+    assert auto_epochs(10**7) == 3
+
+
+def test_scientific_notation_is_a_float_everywhere(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 1e-3\nmodel:\n  name: vit\n  options:\n    eps: 5E-6\n")
+    config = load_config(path, ["optim.weight_decay=1e-4"])
+    assert config.optim.lr == 1e-3 and config.optim.weight_decay == 1e-4
+    assert config.model.options["eps"] == 5e-6 and isinstance(config.model.options["eps"], float)
+    assert parse_value("-2.5e+2") == -250.0 and parse_value("1_000") == 1000
