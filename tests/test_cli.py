@@ -160,3 +160,149 @@ def test_flag_helpers():
         "optim.lr=0.1",
         "data.download=false",
     ]
+
+
+def test_models_name_shows_options():
+    result = invoke("models", "vit")
+    assert result.exit_code == 0 and "patch_size" in result.output and "dim" in result.output
+    assert runner.invoke(app, ["models", "vgg19"]).exit_code == 2
+
+
+def test_early_stopping_runs_from_the_command_line(tmp_path):
+    out = tmp_path / "es"
+    args = [a if a != "1" else "8" for a in SMALL]  # 8 epochs
+    result = invoke(
+        "train", *args, "--early-stopping", "patience=1,min_delta=5,mode=min", "--out", str(out)
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "early_stopped" and summary["epochs_run"] == 2
+
+
+def test_own_npz_and_image_folder(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "my_digits.npz"
+    np.savez(
+        npz,
+        x_train=rng.integers(0, 255, (60, 12, 12), dtype=np.uint8),
+        y_train=np.arange(60) % 3,
+        x_test=rng.integers(0, 255, (9, 12, 12), dtype=np.uint8),
+        y_test=np.arange(9) % 3,
+        class_names=np.array(["a", "b", "c"]),
+    )
+    result = invoke(
+        "train",
+        "--dataset",
+        str(npz),
+        "--epochs",
+        "1",
+        "--model",
+        "mlp",
+        "--no-progress",
+        "--data-kind",
+        "digits",
+        "--out",
+        str(tmp_path / "n"),
+    )
+    assert result.exit_code == 0, result.output
+    config = (tmp_path / "n" / "config.yaml").read_text()
+    assert "kind: digits" in config and "hflip: false" in config and str(npz.resolve()) in config
+
+    for split, count in (("train", 8), ("test", 3)):
+        for label in ("cat", "dog"):
+            folder = tmp_path / "imgs" / split / label
+            folder.mkdir(parents=True)
+            for index in range(count):
+                Image.fromarray(rng.integers(0, 255, (10, 10), dtype=np.uint8)).save(
+                    folder / f"{index}.png"
+                )
+    result = invoke(
+        "train",
+        "--dataset",
+        str(tmp_path / "imgs"),
+        "--epochs",
+        "1",
+        "--model",
+        "cnn",
+        "--no-progress",
+        "--val-size",
+        "4",
+        "--out",
+        str(tmp_path / "f"),
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "f" / "summary.json").read_text())
+    assert summary["dataset"]["classes"] == ["cat", "dog"] and summary["dataset"]["test_size"] == 6
+
+
+def test_budget_and_auto_epochs_from_flags(tmp_path):
+    result = invoke(
+        "train", *SMALL[:-3], "--no-progress", "--budget", "1", "--out", str(tmp_path / "b")
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["status"] == "budget_exhausted"
+    args = [a if a != "1" else "auto" for a in SMALL]
+    assert (
+        invoke(
+            "train", *args, "--model-options", "hidden=[16,8]", "--out", str(tmp_path / "a")
+        ).exit_code
+        == 0
+    )
+    assert "- 16\n    - 8" in (tmp_path / "a" / "config.yaml").read_text()
+
+
+def test_resume_a_killed_run_from_the_command_line(tmp_path):
+    import trainlab
+    from trainlab.config import load_config
+    from trainlab.engine.callbacks import Callback
+
+    class Kill(Callback):
+        def on_epoch_end(self, trainer, record):
+            raise KeyboardInterrupt
+
+    out = tmp_path / "k"
+    config = load_config(
+        overrides=[
+            "data.train_size=200",
+            "data.val_size=100",
+            "epochs=3",
+            "model.name=mlp",
+            "progress=false",
+            f"out={out}",
+        ]
+    )
+    with pytest.raises(KeyboardInterrupt):
+        trainlab.train(config, callbacks=[Kill()])
+    conflict = runner.invoke(app, ["train", "--resume", str(out), "--epochs", "2"])
+    assert conflict.exit_code == 2 and "drop --epochs" in conflict.output
+    result = invoke("train", "--resume", str(out))
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "summary.json").read_text())["epochs_run"] == 3
+
+
+def test_ctrl_c_names_the_folder_to_resume(tmp_path, monkeypatch):
+    from trainlab.engine.loop import Trainer
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "fit", interrupted)
+    result = runner.invoke(app, ["train", *SMALL, "--out", str(tmp_path / "i")])
+    assert result.exit_code == 130
+    assert f"--resume {tmp_path / 'i'}" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "cuda:x"], "unknown device"),
+        (["--out", "/proc/forbidden/run"], "cannot create run folder"),
+    ],
+)
+def test_more_mistakes_are_one_line(args, message):
+    result = runner.invoke(app, ["train", *SMALL, *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output

@@ -126,25 +126,37 @@ def test_budget_fits_the_schedule_to_the_time(tiny_config):
     assert result.history[-1]["lr"] < 0.25 * peak, "the learning rate has annealed by the end"
 
 
-def test_the_test_split_never_influences_training(tmp_path, tiny_config):
+def test_the_test_split_is_evaluated_once_after_training(tmp_path, tiny_config, monkeypatch):
+    """Spy on every evaluation: the test split (a size no other split has) is seen exactly once,
+    after fit() has finished, so it cannot have steered early stopping or the best epoch."""
+    from trainlab.engine.loop import Trainer
+
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(400, 12, 12), dtype=np.uint8)
-    labels = rng.integers(0, 3, size=400)
-    histories = []
-    for variant in range(2):
-        test_images = rng.integers(0, 256, size=(50 + variant * 10, 12, 12), dtype=np.uint8)
-        path = tmp_path / f"data{variant}.npz"
-        np.savez(
-            path,
-            x_train=images,
-            y_train=labels,
-            x_test=test_images,
-            y_test=rng.integers(0, 3, size=len(test_images)),
-        )
-        data = {"dataset": str(path), "val_size": 80, "batch_size": 40}
-        result = trainlab.train(tiny_config(data=data, out=str(tmp_path / f"r{variant}")))
-        histories.append((comparable(result.history), result.summary["best_epoch"]))
-    assert histories[0] == histories[1]
+    path = tmp_path / "data.npz"
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, size=(400, 12, 12), dtype=np.uint8),
+        y_train=np.arange(400) % 3,
+        x_test=rng.integers(0, 256, size=(37, 12, 12), dtype=np.uint8),
+        y_test=np.arange(37) % 3,
+    )
+    seen = []
+    original = Trainer.evaluate
+
+    def spy(self, loader, **kwargs):
+        seen.append((loader.num_samples, self.state.status))
+        return original(self, loader, **kwargs)
+
+    monkeypatch.setattr(Trainer, "evaluate", spy)
+    config = tiny_config(
+        epochs=6,
+        data={"dataset": str(path), "val_size": 80, "batch_size": 40},
+        early_stopping={"enabled": True, "patience": 2},
+    )
+    result = trainlab.train(config)
+    test_calls = [status for size, status in seen if size == 37]
+    assert test_calls == [result.status] and result.status != "running"
+    assert len(seen) == result.summary["epochs_run"] + 1
 
 
 def test_a_used_run_folder_is_refused(tiny_config):

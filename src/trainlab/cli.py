@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from trainlab.config import load_config, parse_key_values
+from trainlab.config import ConfigError, load_config, parse_key_values
 from trainlab.errors import TrainlabError
 
 app = typer.Typer(
@@ -44,6 +44,12 @@ def user_errors(function: F) -> F:
         except TrainlabError as error:
             err_console.print(f"[bold red]error:[/] {error}", highlight=False)
             raise typer.Exit(2) from None
+        except OSError as error:  # a path the user gave: unreadable, unwritable, disk full
+            where = f" ({error.filename})" if error.filename else ""
+            err_console.print(
+                f"[bold red]error:[/] {error.strerror or error}{where}", highlight=False
+            )
+            raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -59,8 +65,8 @@ def early_stopping_overrides(text: str) -> list[str]:
     overrides = ["early_stopping.enabled=true"]
     if lowered not in {"on", "true", "yes", ""}:
         for key, value in parse_key_values(text, "--early-stopping").items():
-            if key == "monitor":
-                overrides.append(f"monitor={value}")
+            if key in ("monitor", "mode"):  # shared with best-epoch selection: top-level keys
+                overrides.append(f"{key}={value}")
             else:
                 overrides.append(f"early_stopping.{key}={value}")
     return overrides
@@ -97,6 +103,8 @@ def flag_overrides(**flags: Any) -> list[str]:
         "epochs": "epochs",
         "budget": "budget",
         "monitor": "monitor",
+        "mode": "mode",
+        "data_kind": "data.kind",
         "label_smoothing": "label_smoothing",
         "ema": "ema_decay",
         "seed": "seed",
@@ -195,7 +203,9 @@ def train(
     model_options: Annotated[
         str | None, typer.Option("--model-options", help="model options: width=2,dropout=0.3")
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="number of epochs")] = None,
+    epochs: Annotated[
+        str | None, typer.Option(help="number of epochs, or auto (scaled to the data size)")
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="training batch size")] = None,
     optimizer: Annotated[
         str | None, typer.Option(help="sgd, momentum, nesterov, adam, adamw, rmsprop, adagrad")
@@ -219,6 +229,15 @@ def train(
     ] = None,
     monitor: Annotated[
         str | None, typer.Option(help="val.loss, val.accuracy, val.balanced_accuracy, val.macro_f1")
+    ] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="min or max for --monitor (default: min for loss, else max)")
+    ] = None,
+    data_kind: Annotated[
+        str | None,
+        typer.Option(
+            help="what the images are: digits, characters, natural, other (picks augmentation)"
+        ),
     ] = None,
     label_smoothing: Annotated[float | None, typer.Option(help="label smoothing (0 = off)")] = None,
     ema: Annotated[float | None, typer.Option(help="EMA decay of the weights, e.g. 0.999")] = None,
@@ -252,24 +271,50 @@ def train(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bar")] = False,
 ) -> None:
     """Train a model and evaluate it once on the test split; writes a run folder."""
+    flags = dict(locals())  # every option as given; None/False means "not given"
+    from trainlab.training import RunInterrupted
     from trainlab.training import train as run_training
 
-    if resume is not None:
-        result = run_training(resume=resume)
-    else:
-        overrides = flag_overrides(
-            dataset=dataset, model=model, model_options=model_options, epochs=epochs, batch_size=batch_size,
-            optimizer=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum, grad_clip=grad_clip,
-            schedule=schedule, warmup=warmup, augment=augment, early_stopping=early_stopping, monitor=monitor,
-            label_smoothing=label_smoothing, ema=ema, budget=budget, val_fraction=val_fraction, val_size=val_size,
-            train_fraction=train_fraction, train_size=train_size, seed=seed, deterministic=deterministic,
-            device=device, data_root=data_root, offline=offline, out=out, no_progress=no_progress,
-        )  # fmt: skip
-        result = run_training(load_config(config, overrides + list(set_ or [])))
+    try:
+        if resume is not None:
+            given = sorted(
+                name
+                for name, value in flags.items()
+                if value not in (None, False) and name != "resume"
+            )
+            if given:
+                options = ", ".join("--" + name.rstrip("_").replace("_", "-") for name in given)
+                raise ConfigError(f"--resume continues a run with its saved config; drop {options}")
+            result = run_training(resume=resume)
+        else:
+            overrides = flag_overrides(**flags)
+            result = run_training(load_config(config, overrides + list(set_ or [])))
+    except RunInterrupted as interrupted:
+        hint = (
+            f"; continue with `trainlab train --resume {interrupted.run_dir}`"
+            if interrupted.run_dir
+            else ""
+        )
+        err_console.print(f"interrupted{hint}", highlight=False)
+        raise typer.Exit(130) from None
     print_summary(result)
 
 
 # -- catalogues ------------------------------------------------------------------------------
+
+
+def print_columns(headers: list[str], rows: list[list[str]]) -> None:
+    """One line per row, columns aligned; a line too long for the terminal is cut, not wrapped."""
+    widths = [max(len(header), *(len(row[i]) for row in rows)) for i, header in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            cell.ljust(width) for cell, width in zip(cells, widths, strict=True)
+        ).rstrip()
+
+    console.print(line(headers), style="bold", no_wrap=True, overflow="ellipsis", highlight=False)
+    for row in rows:
+        console.print(line(row), no_wrap=True, overflow="ellipsis", highlight=False, markup=False)
 
 
 @app.command()
@@ -278,36 +323,38 @@ def datasets() -> None:
     """List the datasets trainlab knows, and whether each is available offline."""
     from trainlab.data import list_datasets
 
-    table = Table(
-        title="datasets (or pass a .npz file or an image folder to --dataset)", title_justify="left"
-    )
-    for column in ("name", "images", "classes", "train / test", "cached", "description"):
-        table.add_column(column)
+    rows = []
     for info in list_datasets():
         channels, height, width = info.image_shape
-        table.add_row(
-            info.name,
-            f"{height}×{width}×{channels}",
-            str(info.num_classes),
-            f"{info.train_size:,} / {info.test_size:,}",
-            "yes" if info.available else "no",
-            info.description,
-        )
-    console.print(table)
+        rows.append([info.name, f"{height}×{width}×{channels}", str(info.num_classes),
+                     f"{info.train_size:,} / {info.test_size:,}", "yes" if info.available else "no",
+                     info.description])  # fmt: skip
+    print_columns(["name", "images", "classes", "train / test", "cached", "description"], rows)
+    console.print("[dim]or pass a .npz file or an image folder to --dataset[/]")
 
 
 @app.command()
 @user_errors
-def models() -> None:
-    """List the model families and their options."""
-    from trainlab.models import list_models
+def models(
+    name: Annotated[str | None, typer.Argument(help="show this model's options in detail")] = None,
+) -> None:
+    """List the model families, one line each; `trainlab models NAME` shows its options.
 
-    table = Table(title="models (options via --model-options key=value,...)", title_justify="left")
-    for column in ("name", "description", "options (defaults)"):
+    Options are set with `--model-options key=value,...` or `model.options` in a config file.
+    """
+    from trainlab.models import get_model_info, list_models
+
+    if name is None:
+        rows = [[info.name, info.description] for info in list_models()]
+        print_columns(["name", "description"], rows)
+        console.print("[dim]options of one model: trainlab models NAME[/]")
+        return
+    info = get_model_info(name)
+    table = Table(title=f"{info.name}: {info.description}", title_justify="left")
+    for column in ("option", "default", "meaning"):
         table.add_column(column)
-    for info in list_models():
-        options = ", ".join(f"{key}={value!r}" for key, value in info.options.items())
-        table.add_row(info.name, info.description, options)
+    for option, default in info.options.items():
+        table.add_row(option, repr(default), info.option_help.get(option, ""))
     console.print(table)
 
 
@@ -319,8 +366,8 @@ def augment_preview(
     ] = "mnist-5k",
     augment: Annotated[str, typer.Option(help="auto, or rotate=30,translate=0.1,...")] = "auto",
     out: Annotated[Path, typer.Option(help="PNG file to write")] = Path("augment-preview.png"),
-    samples: Annotated[int, typer.Option(help="rows: how many training images")] = 8,
-    variants: Annotated[int, typer.Option(help="columns: augmented versions of each")] = 8,
+    samples: Annotated[int, typer.Option(min=1, help="rows: how many training images")] = 8,
+    variants: Annotated[int, typer.Option(min=1, help="columns: augmented versions of each")] = 8,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     data_root: Annotated[str | None, typer.Option(help="data cache folder")] = None,
 ) -> None:
@@ -328,15 +375,22 @@ def augment_preview(
 
     Example: `trainlab augment-preview --dataset kmnist --augment rotate=30 --out grid.png`
     """
-    from trainlab.data import load_dataset, parse_augment, resolve_augment, save_augment_preview
+    from trainlab.data import (
+        augment_preview_counts,
+        load_dataset,
+        parse_augment,
+        resolve_augment,
+        save_augment_preview,
+    )
 
     bundle = load_dataset(dataset, root=data_root)
     config = resolve_augment(parse_augment(augment), bundle.kind, bundle.image_shape)
+    rows, columns = augment_preview_counts(bundle.train.images, samples, variants)
     path = save_augment_preview(
-        out, bundle.train.images, config, samples=samples, variants=variants, seed=seed
+        out, bundle.train.images, config, samples=rows, variants=columns, seed=seed
     )
     console.print(
-        f"wrote {path} ({samples} images × {variants} augmented versions, {config_summary(config)})"
+        f"wrote {path} ({rows} images × {columns} augmented versions, {config_summary(config)})"
     )
 
 
@@ -349,12 +403,12 @@ def config_summary(config: Any) -> str:
     )
 
 
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings for users (mixed image sizes, empty classes) as one line, without source code."""
+    return f"warning: {message}\n"
+
+
 def main() -> None:
     """Console-script entry point."""
-    try:
-        app()
-    except KeyboardInterrupt:
-        err_console.print(
-            "interrupted; a run folder can be continued with `trainlab train --resume RUN_DIR`"
-        )
-        sys.exit(130)
+    warnings.formatwarning = one_line_warning
+    app()

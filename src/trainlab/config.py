@@ -49,8 +49,17 @@ class AugmentConfig(_Strict):
         return self == AugmentConfig(fill=self.fill)
 
 
+# What the images are (mirrors trainlab.data.types.DataKind, kept here so config stays torch-free).
+DataKindName = Literal["digits", "characters", "natural", "other", "unknown"]
+
+
 class DataConfig(_Strict):
     dataset: str = Field("mnist-5k", description="registry name, .npz file or image folder")
+    kind: DataKindName | None = Field(
+        None,
+        description="override what the images are (digits, characters, natural, other, unknown); "
+        "picks default augmentation. None = what the dataset says",
+    )
     root: str | None = Field(
         None, description="data cache folder (default TRAINLAB_DATA or ~/.cache/trainlab)"
     )
@@ -88,7 +97,7 @@ OptimizerName = Literal["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop
 class OptimConfig(_Strict):
     name: OptimizerName = "adamw"
     lr: float = Field(2e-3, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1, description="momentum/nesterov/rmsprop")
+    momentum: float = Field(0.9, ge=0, lt=1, description="for the momentum and nesterov optimizers")
     weight_decay: float = Field(5e-4, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
@@ -156,7 +165,7 @@ class TrainConfig(_Strict):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        if value == "auto" or value.split(":")[0] in {"cpu", "cuda", "mps"}:
+        if re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
             return value
         raise ValueError(f"unknown device {value!r}; use auto, cpu, cuda, cuda:N or mps")
 
@@ -223,15 +232,30 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def split_top_level(text: str) -> list[str]:
+    """Split at commas that are not inside brackets: ``"a=1,b=[2,3]"`` -> ``["a=1", "b=[2,3]"]``."""
+    parts, depth, current = [], 0, []
+    for char in text:
+        if char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth -= 1
+        if char == "," and depth <= 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return [part.strip() for part in parts if part.strip()]
+
+
 def parse_key_values(text: str, what: str) -> dict[str, Any]:
-    """``"rotate=15,translate=0.1"`` -> ``{"rotate": 15, "translate": 0.1}``."""
+    """``"rotate=15,hidden=[64,32]"`` -> ``{"rotate": 15, "hidden": [64, 32]}``."""
     result: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
+    for item in split_top_level(text):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(
-                f"{what}: expected key=value, got {item!r} (e.g. 'rotate=15,translate=0.1')"
-            )
+            raise ConfigError(f"{what}: expected key=value[,key=value...], got {item!r}")
         result[key.strip().replace("-", "_")] = parse_value(value.strip())
     return result
 

@@ -41,7 +41,9 @@ from trainlab.models import create_model, model_options
 from trainlab.runs.environment import collect_environment
 from trainlab.runs.record import (
     CHECKPOINT_DIR,
+    ENVIRONMENT_FILE,
     RunRecorder,
+    has_resume_state,
     load_resume_state,
     prepare_run_dir,
     read_run_config,
@@ -141,6 +143,8 @@ def prepare_data(config: TrainConfig, device: torch.device) -> PreparedData:
     """Load, split (validation carved from train; test untouched), subsample, move to device."""
     data = config.data
     bundle = load_dataset(data.dataset, root=data.root, download=data.download)
+    if data.kind is not None:
+        bundle.kind = data.kind
     train, val = carve_validation(
         bundle.train, fraction=data.val_fraction, size=data.val_size, seed=data.split_seed
     )
@@ -158,6 +162,7 @@ def resolve_config(config: TrainConfig, prepared: PreparedData) -> TrainConfig:
     resolved = config.model_copy(deep=True)
     resolved.data.augment = resolve_augment(config.data.augment, bundle.kind, bundle.image_shape)
     resolved.model.options = {**model_options(config.model.name), **config.model.options}
+    resolved.data.kind = bundle.kind
     if config.epochs == "auto":
         resolved.epochs = auto_epochs(len(prepared.train))
     return resolved
@@ -232,97 +237,65 @@ def default_run_dir(config: TrainConfig) -> Path:
 # -- the public entry point ------------------------------------------------------------------
 
 
-def train(
-    config: TrainConfig | dict[str, Any] | str | Path | None = None,
-    *,
-    resume: str | Path | None = None,
-    save: bool = True,
-    callbacks: list[Callback] | None = None,
-) -> RunResult:
-    """Train one model and evaluate it once on the test split.
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or a kill) during training; ``run_dir`` is where ``--resume`` continues."""
 
-    ``config`` is a :class:`TrainConfig`, a dict of its fields, or a YAML file path; ``None``
-    means the default recipe. ``resume`` continues the run in that folder exactly where its last
-    completed epoch left off (its saved config is used). ``save=False`` writes no run folder.
+    def __init__(self, run_dir: Path | None):
+        super().__init__(f"interrupted: {run_dir}")
+        self.run_dir = run_dir
+
+
+@dataclass
+class RunStart:
+    config: TrainConfig
+    run_dir: Path | None
+    resume_state: bool  # continue from saved training state (False: start from epoch 0)
+
+
+def _start_from_folder(run_dir: Path) -> RunStart:
+    """A run folder to continue: from its last completed epoch, or afresh if it has none."""
+    config = read_run_config(run_dir)
+    summary = read_summary(run_dir)
+    if summary is not None and summary.get("status") not in (None, "running"):
+        raise RunError(
+            f"{run_dir} already finished with status {summary['status']!r}; nothing to resume"
+        )
+    prepare_run_dir(run_dir, resume=True)
+    return RunStart(config, run_dir, resume_state=has_resume_state(run_dir))
+
+
+def _record_config(config: TrainConfig) -> TrainConfig:
+    """The config as saved in config.yaml: reusable with --config from anywhere.
+
+    A dataset path becomes absolute, and ``out`` is left out so that feeding the file back
+    starts a new run instead of colliding with this folder.
     """
-    run_dir: Path | None = None
-    if resume is not None:
-        run_dir = Path(resume)
-        config = read_run_config(run_dir)
-        summary = read_summary(run_dir)
-        if summary is not None and summary.get("status") not in (None, "running"):
-            raise RunError(
-                f"{run_dir} already finished with status {summary['status']!r}; nothing to resume"
-            )
-        prepare_run_dir(run_dir, resume=True)
-    config = _as_config(config)
+    recorded = config.model_copy(deep=True)
+    dataset = Path(config.data.dataset).expanduser()
+    if dataset.exists():
+        recorded.data.dataset = str(dataset.resolve())
+    recorded.out = None
+    return recorded
 
-    device = resolve_device(config.device)
-    seed_everything(config.seed, config.deterministic)
-    prepared = prepare_data(config, device)
-    config = resolve_config(config, prepared)
-    if save and run_dir is None:
-        run_dir = Path(config.out) if config.out else default_run_dir(config)
-        prepare_run_dir(run_dir, resume=False)
-        config.out = str(run_dir)
 
-    model = build_model(config, prepared.bundle, device)
-    channels_last = uses_channels_last(config, model)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    generator = torch.Generator().manual_seed(config.seed)
-    train_loader, val_loader, test_loader = make_loaders(config, prepared, generator, channels_last)
-    optimizer = build_optimizer(model, config.optim)
-    schedule = LRSchedule(optimizer, config.schedule, config.optim.lr)
-
-    bundle = prepared.bundle
-    preprocessing = {
-        "mean": prepared.mean,
-        "std": prepared.std,
-        "kind": bundle.kind,
-        "channels": bundle.image_shape[0],
-        "image_size": list(bundle.image_shape[1:]),
-    }
-    all_callbacks: list[Callback] = []
+def _callbacks(config: TrainConfig, user: list[Callback] | None) -> list[Callback]:
+    callbacks: list[Callback] = []
     if config.early_stopping.enabled:
-        all_callbacks.append(
+        callbacks.append(
             EarlyStopping(config.early_stopping.patience, config.early_stopping.min_delta)
         )
     if config.progress:
-        all_callbacks.append(ProgressBar())
-    all_callbacks.extend(callbacks or [])
-    if run_dir is not None:
-        write_config(run_dir, config)
-        write_json_atomic(run_dir / "environment.json", collect_environment(device))
-        all_callbacks.append(
-            RunRecorder(run_dir, preprocessing=preprocessing, class_names=bundle.class_names)
-        )
+        callbacks.append(ProgressBar())
+    callbacks.extend(user or [])
+    return callbacks
 
-    trainer = Trainer(
-        model,
-        optimizer,
-        schedule,
-        train_loader,
-        val_loader,
-        num_classes=bundle.num_classes,
-        epochs=config.epochs,
-        budget=config.budget,
-        monitor=config.monitor,
-        mode=config.resolved_mode(),
-        label_smoothing=config.label_smoothing,
-        grad_clip=config.optim.grad_clip,
-        amp_dtype=resolve_amp(config, device),
-        ema_decay=config.ema_decay,
-        generator=generator,
-        callbacks=all_callbacks,
-    )
-    if resume is not None:
-        trainer.load_state_dict(load_resume_state(run_dir))
-    state = trainer.fit()
 
-    test = trainer.evaluate(test_loader, class_names=bundle.class_names, per_class=True)
+def _summary(
+    config: TrainConfig, prepared: PreparedData, trainer: Trainer, test: dict, runtime: dict
+) -> dict:
+    state, bundle = trainer.state, prepared.bundle
     best_row = next((row for row in state.history if row["epoch"] == state.best_epoch), {})
-    summary = {
+    return {
         "status": state.status,
         "stop_reason": state.stop_reason,
         "best_epoch": state.best_epoch,
@@ -345,15 +318,100 @@ def train(
             "test_size": len(prepared.test),
         },
         "model": {"name": config.model.name, "parameters": count_parameters(trainer.eval_model)},
-        "device": str(device),
+        "runtime": runtime,
+        "device": runtime["device"],
         "trainlab_version": trainlab.__version__,
     }
+
+
+def train(
+    config: TrainConfig | dict[str, Any] | str | Path | None = None,
+    *,
+    resume: str | Path | None = None,
+    save: bool = True,
+    callbacks: list[Callback] | None = None,
+) -> RunResult:
+    """Train one model and evaluate it once on the test split.
+
+    ``config`` is a :class:`TrainConfig`, a dict of its fields, or a YAML file path; ``None``
+    means the default recipe. ``resume`` continues the run in that folder exactly where its last
+    completed epoch left off, with its saved config (a run killed before its first epoch ended
+    starts again in the same folder). ``save=False`` writes no run folder.
+    """
+    start = (
+        _start_from_folder(Path(resume))
+        if resume is not None
+        else RunStart(_as_config(config), None, False)
+    )
+    config, run_dir = start.config, start.run_dir
+
+    device = resolve_device(config.device)
+    seed_everything(config.seed, config.deterministic)
+    prepared = prepare_data(config, device)
+    config = resolve_config(config, prepared)
+    if save and run_dir is None:
+        run_dir = Path(config.out) if config.out else default_run_dir(config)
+        prepare_run_dir(run_dir, resume=False)
+    if run_dir is not None:
+        config.out = str(run_dir)
+
+    model = build_model(config, prepared.bundle, device)
+    channels_last = uses_channels_last(config, model)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    generator = torch.Generator().manual_seed(config.seed)
+    train_loader, val_loader, test_loader = make_loaders(config, prepared, generator, channels_last)
+    optimizer = build_optimizer(model, config.optim)
+    amp_dtype = resolve_amp(config, device)
+    runtime = {"device": str(device), "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else None,
+               "channels_last": channels_last}  # fmt: skip
+
+    bundle = prepared.bundle
+    all_callbacks = _callbacks(config, callbacks)
+    if run_dir is not None:
+        write_config(run_dir, _record_config(config))
+        if not (run_dir / ENVIRONMENT_FILE).exists():  # a resume keeps the original record
+            write_json_atomic(run_dir / ENVIRONMENT_FILE, collect_environment(device))
+        preprocessing = {
+            "mean": prepared.mean,
+            "std": prepared.std,
+            "kind": bundle.kind,
+            "channels": bundle.image_shape[0],
+            "image_size": list(bundle.image_shape[1:]),
+        }
+        all_callbacks.append(
+            RunRecorder(run_dir, preprocessing=preprocessing, class_names=bundle.class_names)
+        )
+
+    trainer = Trainer(
+        model,
+        optimizer,
+        LRSchedule(optimizer, config.schedule, config.optim.lr),
+        train_loader,
+        val_loader,
+        num_classes=bundle.num_classes,
+        epochs=config.epochs,
+        budget=config.budget,
+        monitor=config.monitor,
+        mode=config.resolved_mode(),
+        label_smoothing=config.label_smoothing,
+        grad_clip=config.optim.grad_clip,
+        amp_dtype=amp_dtype,
+        ema_decay=config.ema_decay,
+        generator=generator,
+        callbacks=all_callbacks,
+    )
+    if start.resume_state:
+        trainer.load_state_dict(load_resume_state(run_dir))
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        raise RunInterrupted(run_dir) from None
+
+    # The one and only use of the test split: after training, on the best epoch's weights.
+    test = trainer.evaluate(test_loader, class_names=bundle.class_names, per_class=True)
+    summary = _summary(config, prepared, trainer, test, runtime)
     if run_dir is not None:
         write_summary(run_dir, summary)
-    return RunResult(
-        config=config,
-        summary=summary,
-        history=state.history,
-        model=trainer.eval_model,
-        run_dir=run_dir,
-    )
+    return RunResult(config=config, summary=summary, history=trainer.state.history, model=trainer.eval_model,
+                     run_dir=run_dir)  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import get_args
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from trainlab.data.augment import (
     resolve_augment,
     warp,
 )
+from trainlab.data.types import DataKind
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -115,10 +117,45 @@ def test_default_augment_other() -> None:
     assert default_augment("other", (3, 64, 48)).fill == "reflect"
 
 
+@pytest.mark.parametrize(
+    "shape", [(1, 28, 28), (3, 32, 32), (1, 5, 5), (3, 64, 48), (1, 13, 200), (3, 500, 500)]
+)
+def test_default_augment_unknown_is_a_small_shift_only(shape: tuple[int, int, int]) -> None:
+    """User data that does not say what it is: nothing that could change a label."""
+    config = default_augment("unknown", shape)
+    assert not config.hflip  # a mirrored digit, letter or arrow is another class
+    assert config.rotate == config.scale == config.shear == config.translate == 0
+    assert config.cutout == config.erasing == config.mixup == config.cutmix == 0
+    assert 1 <= config.crop <= max(1, min(shape[1:]) // 14)
+    assert config.fill == ("reflect" if shape[0] == 3 else "edge")
+
+
+def test_default_augment_unknown_at_mnist_size() -> None:
+    assert default_augment("unknown", (1, 28, 28)) == AugmentConfig(crop=2, fill="edge")
+
+
+def test_only_natural_and_other_flip_by_default() -> None:
+    flips = {kind for kind in get_args(DataKind) if default_augment(kind, (1, 28, 28)).hflip}
+    assert flips == {"natural", "other"}
+    # A kind added later without a rule here gets the safe defaults, not flips.
+    assert default_augment("future-kind", (1, 28, 28)) == default_augment("unknown", (1, 28, 28))  # type: ignore[arg-type]
+
+
+def test_unknown_edge_fill_keeps_a_white_background_white() -> None:
+    """Zero fill would draw a black bar into white-background scans; edge fill does not."""
+    x = torch.ones(64, 1, 28, 28)
+    x[:, :, 10:18, 12:16] = 0.0  # dark ink on white paper, away from the border
+    out, _ = augment(default_augment("unknown", (1, 28, 28)), x)
+    assert out.sum(dim=(1, 2, 3)).eq(x[0].sum()).all()  # only shifted: same amount of ink
+
+
 def test_resolve_augment() -> None:
     explicit = AugmentConfig(rotate=5)
     assert resolve_augment(explicit, "natural", (3, 32, 32)) is explicit
     assert resolve_augment("auto", "digits", (1, 28, 28)) == default_augment("digits", (1, 28, 28))
+    assert resolve_augment("auto", "unknown", (1, 28, 28)) == default_augment(
+        "unknown", (1, 28, 28)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,3 +446,10 @@ def test_batch_of_one_mixes_with_itself() -> None:
     x, y = torch.rand(1, 1, 8, 8), torch.tensor([2])
     out, targets = BatchAugmenter(AugmentConfig(mixup=1.0, cutmix=1.0), 3)(x, y, gen(0))
     assert torch.allclose(out, x) and torch.equal(targets, torch.tensor([[0.0, 0.0, 1.0]]))
+
+
+def test_config_kind_names_match_the_data_kinds() -> None:
+    """config.py keeps a torch-free copy of DataKind for data.kind; the two must not drift."""
+    from trainlab.config import DataKindName
+
+    assert get_args(DataKindName) == get_args(DataKind)

@@ -7,6 +7,8 @@ import io
 import os
 import pickle
 import tarfile
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -64,8 +66,13 @@ def test_read_npz_array_reads_arr_0_and_refuses_pickles(tmp_path, gen):
     (tmp_path / "a.npz").write_bytes(gen.npz_bytes(arr_0=np.arange(3)))
     assert read_npz_array(tmp_path / "a.npz").tolist() == [0, 1, 2]
     np.savez(tmp_path / "obj.npz", arr_0=np.array([{"a": 1}], dtype=object))
-    with pytest.raises(DataError, match="cannot read arr_0"):
+    with pytest.raises(DataError, match=r"cannot read arr_0 .*\(it holds pickled data\)") as error:
         read_npz_array(tmp_path / "obj.npz")
+    assert "allow_pickle" not in str(error.value)
+    (tmp_path / "garbage.npz").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="it holds pickled data") as error:
+        read_npz_array(tmp_path / "garbage.npz")
+    assert "allow_pickle" not in str(error.value)
 
 
 def test_read_classmap(tmp_path):
@@ -204,7 +211,10 @@ def test_decoded_cache_round_trip_and_fingerprint(tmp_path):
     assert loaded is not None and loaded.class_names == ["a", "b", "c", "d"]
     assert np.array_equal(loaded.y_train, np.arange(4))
     assert ArrayDataset.load_cache(path, "other md5s") is None  # stale: rebuilt by the caller
-    path.write_bytes(b"damaged")
+    for damaged in (b"damaged", b""):
+        path.write_bytes(damaged)
+        assert ArrayDataset.load_cache(path, "md5s") is None
+    path.write_bytes(_npy_bytes(np.zeros(3)))  # an .npy at the cache's name
     assert ArrayDataset.load_cache(path, "md5s") is None
     assert [p.name for p in tmp_path.iterdir()] == ["decoded.npz"]
 
@@ -302,7 +312,24 @@ BAD_NPZ = [
     ({"class_names": np.arange(3)}, "class_names must be a 1-D str array"),
     (
         {"kind": np.array("photos")},
-        "kind must be one of digits, characters, natural, other, got 'photos'",
+        "kind must be one of digits, characters, natural, other, unknown, got 'photos'",
+    ),
+    (
+        {"kind": np.array(["digits"])},
+        r"kind must be a str scalar .* valid kinds: digits, characters, natural, other, unknown",
+    ),
+    (
+        {"y_train": np.arange(12) % 3 + 100, "y_test": np.arange(6) % 3},
+        r"labels go up to 102, which makes 103 classes, but only 6 distinct labels occur "
+        r"\(0, 1, 2, 100, 101, 102\); .*np\.unique",
+    ),
+    (
+        {"y_train": np.arange(12) % 2 * 40, "y_test": np.arange(6) % 2 * 40},
+        "labels go up to 40, which makes 41 classes, but only 2 distinct",
+    ),
+    (
+        {"y_train": np.full(12, 10**12), "y_test": np.zeros(6, np.int64)},
+        r"labels go up to 1000000000000, .* only 2 distinct labels occur \(0, 1000000000000\)",
     ),
     (
         {"x_train": np.zeros((0, 8, 8), np.uint8), "y_train": np.zeros(0, np.int64)},
@@ -320,18 +347,124 @@ def test_bad_user_npz_files_explain_themselves(tmp_path, changes, message):
 
 def test_object_arrays_are_refused_not_unpickled(tmp_path):
     path = _save(tmp_path / "d.npz", **_valid(class_names=np.array(["a", None, "c"], dtype=object)))
-    with pytest.raises(DataError, match="class_names is an object array"):
+    with pytest.raises(DataError, match="class_names is an object array, refused for safety"):
         read_user_npz(path)
 
 
-def test_not_an_npz(tmp_path):
+class Boom:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+def _zip_with_raw_members(path: Path) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        for key in ("x_train", "y_train", "x_test", "y_test"):
+            archive.writestr(f"{key}.npy", b"not an npy member")
+
+
+def _truncated_npz(path: Path) -> None:
+    _save(path, **_valid())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+GARBAGE_NPZ = {
+    "random bytes": lambda path: path.write_bytes(np.random.default_rng(0).bytes(2000)),
+    "plain text": lambda path: path.write_bytes(b"plain text"),
+    "empty": lambda path: path.write_bytes(b""),
+    "pickle renamed": lambda path: path.write_bytes(pickle.dumps({"x_train": [1, 2]})),
+    "malicious pickle renamed": lambda path: path.write_bytes(pickle.dumps(Boom())),
+    "object .npy renamed": lambda path: path.write_bytes(_npy_bytes(np.array([1, None], object))),
+    "object x_train": lambda path: _save(
+        path, **_valid(x_train=np.array([None] * 12, dtype=object))
+    ),
+    "zip of raw bytes": _zip_with_raw_members,
+    "truncated": _truncated_npz,
+}
+
+
+@pytest.mark.parametrize("make", GARBAGE_NPZ.values(), ids=GARBAGE_NPZ.keys())
+def test_garbage_npz_is_one_clear_line_without_numpy_pickle_advice(tmp_path, monkeypatch, make):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "d.npz"
+    make(path)
+    with pytest.raises(DataError) as error:
+        read_user_npz(path)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(str(path))
+    assert "allow_pickle" not in message and "unsafe" not in message  # numpy's advice
+    assert "is not a valid .npz of arrays" in message or "refused for safety" in message
+    assert not (tmp_path / "pwned.txt").exists()
+
+
+def test_not_an_npz_says_why(tmp_path):
     (tmp_path / "d.npz").write_bytes(b"plain text")
-    with pytest.raises(DataError, match=r"not a readable \.npz file"):
+    with pytest.raises(DataError) as error:
         read_user_npz(tmp_path / "d.npz")
+    assert str(error.value) == (
+        f"{tmp_path / 'd.npz'} is not a valid .npz of arrays (not a zip archive); expected "
+        "x_train, y_train, x_test, y_test as numeric arrays saved with np.savez; object/pickled "
+        "arrays are refused for safety"
+    )
+    (tmp_path / "p.npz").write_bytes(pickle.dumps([1]))
+    with pytest.raises(DataError, match=r"\(it is a Python pickle\)"):
+        read_user_npz(tmp_path / "p.npz")
     np.save(tmp_path / "single.npy", np.zeros(3))
     (tmp_path / "single.npy").rename(tmp_path / "single.npz")
-    with pytest.raises(DataError, match="single array"):
+    with pytest.raises(DataError, match=r"\(a single array saved with np\.save\)"):
         read_user_npz(tmp_path / "single.npz")
+
+
+@pytest.mark.parametrize("kind", ["digits", "unknown", " Natural "])
+def test_user_npz_kind_is_any_data_kind(tmp_path, kind):
+    arrays = read_user_npz(_save(tmp_path / "d.npz", **_valid(kind=np.array(kind))))
+    assert arrays.kind == kind.strip().lower()
+
+
+# Labels: clearly wrong ones raise (see BAD_NPZ), sparse ones warn once.
+
+
+def test_consistent_labels_load_without_warning(tmp_path):
+    path = _save(tmp_path / "d.npz", **_valid())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_user_npz(path)
+
+
+def test_sparse_labels_work_with_one_warning_line(tmp_path):
+    labels = np.array([0, 5, 9] * 4)
+    path = _save(tmp_path / "d.npz", **_valid(y_train=labels, y_test=labels[:6]))
+    with pytest.warns(UserWarning) as record:
+        arrays = read_user_npz(path)
+    assert len(arrays.class_names) == 10  # still loads: 10 classes, 7 of them empty
+    assert len(record) == 1 and record[0].filename == __file__  # points at the caller
+    message = str(record[0].message)
+    assert "\n" not in message
+    assert "7 of 10 classes have no training images (1, 2, 3, 4, 6, 7, 8)" in message
+    assert "test set" not in message
+
+
+def test_classes_only_in_the_test_set_are_named(tmp_path):
+    path = _save(tmp_path / "d.npz", **_valid(y_test=np.array([0, 1, 2, 3, 3, 4])))
+    with pytest.warns(UserWarning, match=r"2 of 5 classes have no training images \(3, 4\); 2 of "
+                      r"them occur in the test set \(3, 4\)"):  # fmt: skip
+        read_user_npz(path)
+
+
+def test_declared_class_names_turn_far_out_labels_into_a_warning(tmp_path):
+    names = np.array([f"c{i}" for i in range(103)])
+    labels = np.arange(12) % 3 + 100
+    path = _save(tmp_path / "d.npz", **_valid(y_train=labels, y_test=labels[:6], class_names=names))
+    with pytest.warns(UserWarning, match=r"100 of 103 classes .* \(c0, c1, c2, c3, c4, c5, c6, c7 "
+                      r"and 92 more\)"):  # fmt: skip
+        arrays = read_user_npz(path)
+    assert len(arrays.class_names) == 103
 
 
 # ---------------------------------------------------------------------------------------------

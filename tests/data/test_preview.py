@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from trainlab.config import AugmentConfig
-from trainlab.data.preview import augment_grid, save_augment_preview
+from trainlab.config import AugmentConfig, ConfigError
+from trainlab.data.preview import augment_grid, augment_preview_counts, save_augment_preview
 
 MNIST_5K = (
     Path(__file__).resolve().parents[2]
@@ -68,10 +68,46 @@ def test_grid_is_deterministic_per_seed() -> None:
 
 
 def test_fewer_images_than_samples_and_mixing() -> None:
-    grid = augment_grid(
-        random_images(2, (1, 10, 10)), AugmentConfig(mixup=1.0, cutmix=1.0), samples=8, upscale=1
-    )
+    images = random_images(2, (1, 10, 10))
+    grid = augment_grid(images, AugmentConfig(mixup=1.0, cutmix=1.0), samples=8, upscale=1)
     assert grid.shape[0] == 2 * 10 + 3 * 2  # only two rows exist
+    assert augment_preview_counts(images, 8, 5) == (2, 5)  # what a caller should report
+
+
+def test_preview_counts() -> None:
+    assert augment_preview_counts(100, 8, 8) == (8, 8)
+    assert augment_preview_counts(random_images(3, (1, 4, 4)), 8, 2) == (3, 2)
+
+
+@pytest.mark.parametrize(
+    ("samples", "variants", "message"),
+    [(0, 8, "samples must be at least 1, got 0"), (8, 0, "variants must be at least 1, got 0"),
+     (-3, 8, "samples must be at least 1, got -3")],
+)  # fmt: skip
+def test_no_rows_or_columns_is_a_config_error(samples: int, variants: int, message: str) -> None:
+    images = random_images(4, (1, 8, 8))
+    for call in (
+        lambda: augment_grid(images, AugmentConfig(), samples=samples, variants=variants),
+        lambda: augment_preview_counts(images, samples, variants),
+    ):
+        with pytest.raises(ConfigError) as error:
+            call()
+        assert str(error.value) == message
+
+
+def test_cutout_is_filled_with_the_mean_colour_as_in_training() -> None:
+    """Training passes the channel means to BatchAugmenter; the preview must show the same."""
+    images = torch.empty(20, 3, 12, 12, dtype=torch.uint8)
+    images[:, 0], images[:, 1], images[:, 2] = 10, 200, 50  # constant colour: mean == pixels
+    grid = augment_grid(images, AugmentConfig(cutout=6), samples=3, variants=4, upscale=1)
+    colours = {tuple(pixel) for pixel in grid.reshape(-1, 3).tolist()}
+    assert colours == {(10, 200, 50), (96, 96, 96)}  # the images and the gutter; no black box
+
+    half = torch.cat([torch.zeros(10, 1, 12, 12), torch.full((10, 1, 12, 12), 255)]).to(torch.uint8)
+    grid = augment_grid(half, AugmentConfig(cutout=6), samples=4, variants=4, upscale=1)
+    assert 128 in grid  # the mean of all 20 images: 127.5 -> 128
+    explicit = augment_grid(half, AugmentConfig(cutout=6), samples=4, variants=4, mean=[1.0])
+    assert not np.isin([128], explicit).any()
 
 
 def test_rejects_float_images() -> None:

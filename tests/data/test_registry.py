@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from trainlab.data import list_datasets, load_dataset, registry
+from trainlab.data import list_datasets, load_dataset, registry, resolve_augment
 from trainlab.data.registry import DECODED_NAME, get_spec
 from trainlab.errors import DataError
 
@@ -68,7 +68,7 @@ def test_user_npz_and_image_folder_through_load_dataset(tmp_path):
         y_test=np.array([0, 1]),
     )
     bundle = load_dataset(str(tmp_path / "mine.npz"))
-    assert (bundle.name, bundle.kind, bundle.image_shape) == ("mine", "other", (1, 5, 5))
+    assert (bundle.name, bundle.kind, bundle.image_shape) == ("mine", "unknown", (1, 5, 5))
     assert bundle.source == str((tmp_path / "mine.npz").resolve())
 
     for label in ("a", "b"):
@@ -78,8 +78,49 @@ def test_user_npz_and_image_folder_through_load_dataset(tmp_path):
                 tmp_path / "pics" / label / f"{index}.png"
             )
     bundle = load_dataset(str(tmp_path / "pics"))
-    assert (bundle.name, bundle.kind, bundle.class_names) == ("pics", "other", ["a", "b"])
+    assert (bundle.name, bundle.kind, bundle.class_names) == ("pics", "unknown", ["a", "b"])
     assert (len(bundle.train), len(bundle.test), bundle.image_shape) == (8, 2, (3, 4, 4))
+
+
+def _digit_like_npz(path, **extra):
+    x = np.zeros((6, 28, 28), np.uint8)
+    labels = np.arange(6) % 3
+    np.savez(path, x_train=x, y_train=labels, x_test=x[:3], y_test=labels[:3], **extra)
+    return str(path)
+
+
+def test_user_data_is_never_flipped_by_auto_augment(tmp_path):
+    """`--dataset my_digits.npz` must not train on mirrored digits: undeclared data is unknown."""
+    bundle = load_dataset(_digit_like_npz(tmp_path / "my_digits.npz"))
+    auto = resolve_augment("auto", bundle.kind, bundle.image_shape)
+    assert bundle.kind == "unknown" and not auto.hflip and auto.rotate == 0
+
+    for label in ("left", "right"):
+        (tmp_path / "arrows" / label).mkdir(parents=True)
+        for index in range(3):
+            Image.new("L", (28, 28), index * 50).save(tmp_path / "arrows" / label / f"{index}.png")
+    bundle = load_dataset(str(tmp_path / "arrows"))
+    assert bundle.kind == "unknown"
+    assert not resolve_augment("auto", bundle.kind, bundle.image_shape).hflip
+
+
+def test_a_user_npz_may_declare_its_kind(tmp_path):
+    bundle = load_dataset(_digit_like_npz(tmp_path / "photos.npz", kind=np.array("natural")))
+    assert bundle.kind == "natural"
+    assert resolve_augment("auto", bundle.kind, bundle.image_shape).hflip
+
+
+def test_impossible_user_labels_are_refused_through_load_dataset(tmp_path):
+    x = np.zeros((6, 5, 5), np.uint8)
+    np.savez(
+        tmp_path / "bad.npz",
+        x_train=x,
+        y_train=np.array([100, 101, 102] * 2),
+        x_test=x[:3],
+        y_test=np.array([0, 1, 2]),
+    )
+    with pytest.raises(DataError, match="which makes 103 classes, but only 6 distinct labels"):
+        load_dataset(str(tmp_path / "bad.npz"))
 
 
 def test_a_bare_name_beats_a_same_named_folder(tmp_path, monkeypatch):

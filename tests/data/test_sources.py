@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,11 @@ def test_download_false_names_the_missing_files_and_folder(tmp_path):
         fetch_files("toy", folder, [remote("a.bin"), remote("b.bin")], [], download=False)
     message = str(error.value)
     assert "\n" not in message
-    assert str(folder) in message and "a.bin, b.bin" in message and "download=True" in message
+    assert message == (
+        f"toy files are missing or corrupt in {folder}: a.bin (missing), b.bin (missing), and "
+        "downloads are disabled (--offline / download=False); allow downloads (drop --offline, "
+        "or pass download=True) or put a.bin, b.bin there by hand"
+    )
 
 
 def test_cached_verified_files_need_no_mirror(tmp_path):
@@ -186,15 +191,25 @@ def test_a_malformed_mirror_url_is_skipped(http_server, tmp_path, monkeypatch):
 
 
 @pytest.mark.integration
-def test_corrupt_cached_file_is_fetched_again_or_reported(http_server, tmp_path):
+def test_corrupt_cached_file_is_fetched_again_or_reported(http_server, tmp_path, caplog):
     folder = tmp_path / "ds"
     folder.mkdir()
     (folder / "a.bin").write_bytes(b"half a file")
-    with pytest.raises(DataError, match="missing or corrupt"):
+    caplog.set_level(logging.DEBUG, logger="trainlab")
+    with pytest.raises(
+        DataError, match=r"a\.bin \(checksum mismatch\), and downloads are disabled"
+    ):
         fetch_files("toy", folder, [remote()], [http_server.url("/m/")], download=False)
+    # Offline, nothing may promise a download that will not happen.
+    assert not [r for r in caplog.records if "again" in r.getMessage()]
+    assert http_server.requests == []
+
     http_server.serve("/m/a.bin", BODY)
     fetch_files("toy", folder, [remote()], [http_server.url("/m/")])
     assert (folder / "a.bin").read_bytes() == BODY
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        f"{folder / 'a.bin'} does not match its published checksum; downloading it again"
+    ]
 
 
 @pytest.mark.integration

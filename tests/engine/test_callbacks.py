@@ -11,7 +11,7 @@ from trainlab.engine.progress import ProgressBar, format_epoch_line
 class FakeTrainer:
     def __init__(self, mode="min"):
         self.monitor, self.monitor_key, self.mode = "val.loss", "val_loss", mode
-        self.state = SimpleNamespace(best_epoch=1)
+        self.state = SimpleNamespace(best_epoch=1, status="running")
         self.stopped = None
 
     def request_stop(self, status, reason):
@@ -57,6 +57,19 @@ def test_nan_counts_as_no_improvement():
     trainer, callback = FakeTrainer(), EarlyStopping(patience=1)
     feed(callback, trainer, [1.0, float("nan")])
     assert trainer.stopped is not None
+
+
+def test_no_finite_value_yet_still_stops_cleanly():
+    trainer, callback = FakeTrainer(), EarlyStopping(patience=1)
+    feed(callback, trainer, [float("nan")])
+    assert trainer.stopped is not None and "none finite" in trainer.stopped[1]
+
+
+def test_a_run_that_is_already_stopping_is_left_alone():
+    trainer, callback = FakeTrainer(), EarlyStopping(patience=1)
+    trainer.state.status = "diverged"
+    feed(callback, trainer, [1.0, 2.0, 3.0])
+    assert trainer.stopped is None
 
 
 def test_progress_bar_prints_one_line_per_epoch():

@@ -123,6 +123,21 @@ def test_ema_is_what_gets_evaluated():
     assert not any(p.requires_grad for p in trainer.eval_model.parameters())
 
 
+def test_ema_with_a_long_horizon_still_learns_in_a_short_run():
+    """Without warm-up, decay 0.999 over 18 steps would leave the initial weights in place."""
+    plain = make_trainer().fit()
+    ema = make_trainer(ema_decay=0.999).fit()
+    assert ema.history[-1]["val_accuracy"] >= plain.history[-1]["val_accuracy"] - 0.1
+
+
+def test_divergence_with_early_stopping_is_recorded_not_raised():
+    from trainlab.engine.callbacks import EarlyStopping
+
+    state = make_trainer(lr=1e30, epochs=5, callbacks=[EarlyStopping(patience=1)]).fit()
+    assert state.status == "diverged"
+    assert len(state.history) == state.epoch, "the diverged epoch is in the history"
+
+
 def test_bf16_autocast_runs_on_cpu():
     state = make_trainer(amp_dtype=torch.bfloat16).fit()
     assert state.status == "completed" and math.isfinite(state.history[-1]["val_loss"])

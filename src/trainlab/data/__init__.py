@@ -2,7 +2,7 @@
 
 from trainlab.data.augment import BatchAugmenter, default_augment, parse_augment, resolve_augment
 from trainlab.data.batches import BatchLoader, channel_stats, normalize, normalize_uint8
-from trainlab.data.preview import augment_grid, save_augment_preview
+from trainlab.data.preview import augment_grid, augment_preview_counts, save_augment_preview
 from trainlab.data.registry import DatasetInfo, list_datasets, load_dataset
 from trainlab.data.sources import data_root
 from trainlab.data.splits import carve_validation, stratified_indices, subsample
@@ -16,6 +16,7 @@ __all__ = [
     "DatasetInfo",
     "ImageSplit",
     "augment_grid",
+    "augment_preview_counts",
     "carve_validation",
     "channel_stats",
     "data_root",

@@ -101,21 +101,30 @@ def default_augment(kind: DataKind, image_shape: Sequence[int]) -> AugmentConfig
       mirrored kana is a different or an invalid symbol). Zero fill: the background is black.
     - natural (CIFAR-like): the classic recipe, random crop after reflect-padding by 1/8 of the
       side (4 px at 32 px) plus horizontal flips (a mirrored cat is still a cat).
-    - other: e.g. Fashion-MNIST or a user's image folder. Flips keep the label for clothes and
-      most objects, so we flip; a small integer shift (crop by ~1/14 of the side, 2 px at 28 px)
-      instead of rotation keeps the images sharp. Zero fill for grey images (usually an object on
-      a black background), reflect fill for colour images (photos have no black border).
+    - other: known content that is neither, e.g. Fashion-MNIST. Flips keep the label for
+      clothes and most objects, so we flip; a small integer shift (crop by ~1/14 of the side,
+      2 px at 28 px) instead of rotation keeps the images sharp. Zero fill for grey images (an
+      object on a black background), reflect fill for colour images (photos have no black border).
+    - unknown: user data that does not say what it is (see :data:`DataKind`). Only what is safe
+      for any content: the same small integer shift, and nothing else. No flips (the images may
+      be digits, text or arrows, where a mirror changes the label), no rotation or zoom (they
+      blur, and orientation may be the label). Grey images get edge fill: the repeated border
+      pixel is the background whether that is black (digits) or white (scans), where zero fill
+      would draw a black bar into white-background images. Colour images get reflect fill, as
+      for photos.
     """
-    _channels, height, width = (int(v) for v in image_shape[-3:])
+    channels, height, width = (int(v) for v in image_shape[-3:])
     side = min(height, width)
+    colour = channels == 3
     if kind in ("digits", "characters"):
         return AugmentConfig(rotate=10, translate=0.1, scale=0.1, fill="zero")
     if kind == "natural":
         return AugmentConfig(crop=min(16, max(1, round(side / 8))), hflip=True, fill="reflect")
-    colour = int(image_shape[-3]) == 3
-    return AugmentConfig(
-        crop=min(16, max(1, side // 14)), hflip=True, fill="reflect" if colour else "zero"
-    )
+    shift = min(16, max(1, side // 14))  # pixels: 2 at 28-32 px, 4 at 64 px
+    if kind == "other":
+        return AugmentConfig(crop=shift, hflip=True, fill="reflect" if colour else "zero")
+    # "unknown", and any kind this function does not know: the defaults safe for any content.
+    return AugmentConfig(crop=shift, fill="reflect" if colour else "edge")
 
 
 def resolve_augment(

@@ -20,7 +20,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, BinaryIO, get_args
 
 import numpy as np
 import torch
@@ -77,18 +77,17 @@ class ArrayDataset:
         if not path.is_file():
             return None
         try:
-            with np.load(path, allow_pickle=False) as data:
+            with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
                 if str(data["fingerprint"]) != f"{_CACHE_VERSION}:{fingerprint}":
                     return None
-                return cls(
-                    data["x_train"],
-                    data["y_train"],
-                    data["x_test"],
-                    data["y_test"],
-                    [str(name) for name in data["class_names"]],
-                )
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-            return None  # a damaged cache is rebuilt from the verified source files
+                arrays = [data[key] for key in (*NPZ_KEYS, "class_names")]
+        # TypeError: an .npy at that name (an array is no context manager).
+        except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile, zlib.error):
+            return None  # a damaged (even empty) cache is rebuilt from the verified source files
+        if not all(isinstance(array, np.ndarray) for array in arrays):
+            return None
+        *splits, names = arrays
+        return cls(*splits, [str(name) for name in names])
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:
@@ -145,10 +144,15 @@ def _read_maybe_gzip(path: Path) -> bytes:
 def read_npz_array(path: str | Path, key: str = "arr_0") -> np.ndarray:
     """One array from an ``.npz`` (K49 files keep theirs under ``arr_0``), never unpickling."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return data[key]
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
-        raise DataError(f"cannot read {key} from {path}: {error}; download it again") from None
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
+            value = data[key]
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        # numpy's own text for pickled data suggests allow_pickle=True; never pass that on.
+        reason = "it holds pickled data" if "allow_pickle" in str(error) else str(error)
+        raise DataError(f"cannot read {key} from {path} ({reason}); download it again") from None
+    if not isinstance(value, np.ndarray):  # a zip member that is not an .npy
+        raise DataError(f"cannot read {key} from {path} (not a numpy array); download it again")
+    return value
 
 
 def read_classmap(path: str | Path, num_classes: int) -> list[str] | None:
@@ -335,7 +339,10 @@ def read_user_npz(path: str | Path) -> ArrayDataset:
     """A user's ``.npz`` with ``x_train, y_train, x_test, y_test`` (+ ``class_names``, ``kind``).
 
     Images may be uint8 ``N×H×W`` or ``N×H×W×C`` (C = 1 or 3); integer arrays within 0..255 and
-    float arrays within [0, 1] are converted. Nothing is unpickled (``allow_pickle=False``).
+    float arrays within [0, 1] are converted. Nothing is unpickled (``allow_pickle=False``): a
+    file that is not an archive of plain arrays is one :class:`DataError`. Labels are checked
+    (see :func:`_refuse_non_index_labels`): clearly wrong ones raise, classes without training images
+    give one :class:`UserWarning`. ``kind``, when present, must be one of :data:`DataKind`.
     """
     path = Path(path)
     arrays = _npz_arrays(path)
@@ -349,27 +356,63 @@ def read_user_npz(path: str | Path) -> ArrayDataset:
             "both splits need the same image size and channels"
         )
     top = int(max(y_train.max(), y_test.max()))
-    names = _user_class_names(arrays.get("class_names"), top, path)
+    declared = arrays.get("class_names")
+    if declared is None:  # before any per-class work: a label of 10**9 must not allocate 10**9
+        _refuse_non_index_labels(y_train, y_test, path)
+    names = _user_class_names(declared, top, path)
+    problem = _empty_classes(y_train, y_test, names, path)
+    if problem:
+        warnings.warn(problem, UserWarning, stacklevel=2)
     return ArrayDataset(
         x_train, y_train, x_test, y_test, names, kind=_user_kind(arrays.get("kind"), path)
     )
 
 
+_NPY_MAGIC = b"\x93NUMPY"  # what np.save writes first; an .npz is a zip ("PK...") of those
+_NPZ_EXPECTED = (
+    f"expected {', '.join(NPZ_KEYS)} as numeric arrays saved with np.savez; "
+    "object/pickled arrays are refused for safety"
+)
+
+
+def _not_an_npz(path: Path, reason: str) -> DataError:
+    return DataError(f"{path} is not a valid .npz of arrays ({reason}); {_NPZ_EXPECTED}")
+
+
 def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
     try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise DataError(
-            f"{path} is not a readable .npz file ({error}); save it with np.savez"
-        ) from None
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise DataError(f"{path} holds a single array, not an .npz archive; save it with np.savez")
+        # Our own handle, closed on every path: np.load leaks the one it opens when a damaged
+        # zip fails to parse.
+        with open(path, "rb") as handle:
+            return _npz_arrays_from(handle, path)
+    except OSError as error:
+        raise DataError(f"cannot read {path} ({error.strerror or error})") from None
+
+
+def _npz_arrays_from(handle: BinaryIO, path: Path) -> dict[str, np.ndarray]:
+    # Look at the first bytes ourselves: for anything but a zip or .npy, np.load falls back to
+    # pickle and says "load it unsafely using allow_pickle", which is advice we must not pass on.
+    head = handle.read(len(_NPY_MAGIC))
+    if not head:
+        raise _not_an_npz(path, "the file is empty")
+    if head.startswith(_NPY_MAGIC):
+        raise _not_an_npz(path, "a single array saved with np.save")
+    if not head.startswith(b"PK"):
+        reason = "it is a Python pickle" if head[:1] == b"\x80" else "not a zip archive"
+        raise _not_an_npz(path, reason)
+    handle.seek(0)
+    try:
+        data = np.load(handle, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        raise _not_an_npz(path, "a damaged zip archive") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):  # pragma: no cover - excluded by the magic
+        raise _not_an_npz(path, "not a zip archive")
     with data:
         missing = [key for key in NPZ_KEYS if key not in data.files]
         if missing:
             raise DataError(
                 f"{path} is missing {', '.join(missing)} (found: {', '.join(data.files) or 'nothing'}); "
-                f"expected arrays {', '.join(NPZ_KEYS)} and optionally class_names"
+                f"expected arrays {', '.join(NPZ_KEYS)} and optionally class_names and kind"
             )
         arrays = {}
         for key in (*NPZ_KEYS, "class_names", "kind"):
@@ -380,16 +423,19 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
 
 def _npz_member(data: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
     try:
-        return data[key]
+        value = data[key]
     except ValueError as error:
         if "allow_pickle" in str(error):  # object arrays need pickle, never allowed here
             raise DataError(
-                f"{path}: {key} is an object array, which cannot be loaded safely; "
-                "save plain numeric arrays (class_names as a str array)"
+                f"{path}: {key} is an object array, refused for safety (loading it would "
+                "unpickle); save plain numeric arrays (class_names as a str array)"
             ) from None
-        raise DataError(f"{path}: cannot read {key} ({error}); save the file again") from None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
-        raise DataError(f"{path}: cannot read {key} ({error}); save the file again") from None
+        raise DataError(f"{path}: {key} is damaged ({error}); save the file again") from None
+    except Exception as error:  # a damaged member can raise almost anything (zlib, EOF, CRC...)
+        raise DataError(f"{path}: {key} is damaged ({error}); save the file again") from None
+    if not isinstance(value, np.ndarray):  # NpzFile returns raw bytes for a member that is no .npy
+        raise _not_an_npz(path, f"{key} is not a numpy array")
+    return value
 
 
 def _shape(array: np.ndarray) -> str:
@@ -471,14 +517,82 @@ def _user_class_names(array: np.ndarray | None, top_label: int, path: Path) -> l
 
 
 def _user_kind(array: np.ndarray | None, path: Path) -> DataKind | None:
+    """The file's own ``kind`` entry (a str scalar such as ``np.array("digits")``), or None."""
     if array is None:
         return None
-    is_text = array.ndim == 0 and array.dtype.kind in "US"
-    kind = _text(array.item()) if is_text else f"a {array.dtype} array of shape {array.shape}"
     valid = get_args(DataKind)
+    is_text = array.ndim == 0 and array.dtype.kind in "US"
+    if not is_text:
+        raise DataError(
+            f"{path}: kind must be a str scalar such as np.array('digits'), got a {array.dtype} "
+            f"array of shape {array.shape}; valid kinds: {', '.join(valid)}"
+        )
+    kind = _text(array.item()).strip().lower()
     if kind not in valid:
-        raise DataError(f"{path}: kind must be one of {', '.join(valid)}, got {kind!r}")
+        raise DataError(
+            f"{path}: kind must be one of {', '.join(valid)}, got {_text(array.item())!r} "
+            "(it picks the default augmentation: no flips for digits, characters and unknown)"
+        )
     return kind  # type: ignore[return-value]
+
+
+# Label checks for user .npz files. Image folders need none: their labels are the class folders,
+# each of which must hold images, and train/ and test/ must have the same class folders.
+#
+# The rule. Without class_names the number of classes K is the largest label + 1.
+# - K more than 10x the number of distinct labels present (train and test together): DataError.
+#   Such labels are almost surely not 0..K-1 indices (raw codes such as 100..102, or train and
+#   test labelled on different scales); the model would train mostly empty output classes and
+#   report near-zero accuracy without any error. Saving class_names declares K on purpose and
+#   skips this check (the warning below still comes).
+# - Any class without training images (sparse labels such as {0, 5, 9} -> 10 classes, declared
+#   classes that never occur, classes only in the test set): one UserWarning naming them, and
+#   those of them the test set holds (those test images can never be classified correctly).
+_MAX_CLASSES_PER_LABEL = 10
+_LISTED_CLASSES = 8  # class names shown in a message before "and N more"
+
+
+def _refuse_non_index_labels(y_train: np.ndarray, y_test: np.ndarray, path: Path) -> None:
+    """Raise :class:`DataError` when labels cannot be class indices (the rule above)."""
+    present = np.unique(np.concatenate([y_train, y_test]))
+    num_classes = int(present[-1]) + 1
+    if num_classes > _MAX_CLASSES_PER_LABEL * len(present):
+        raise DataError(
+            f"{path}: labels go up to {num_classes - 1}, which makes {num_classes} classes, but only "
+            f"{len(present)} distinct labels occur ({_listed([str(i) for i in present])}); labels "
+            "must be class indices 0..K-1: renumber them (np.unique(y, return_inverse=True)) or "
+            "save class_names to declare all classes"
+        )
+
+
+def _empty_classes(
+    y_train: np.ndarray, y_test: np.ndarray, names: list[str], path: Path
+) -> str | None:
+    """A one-line warning naming the classes without training images (the rule above), or None."""
+    num_classes = len(names)
+    train_counts = np.bincount(y_train, minlength=num_classes)
+    test_counts = np.bincount(y_test, minlength=num_classes)
+    empty = np.flatnonzero(train_counts == 0)
+    if len(empty) == 0:
+        return None
+    message = (
+        f"{path}: {len(empty)} of {num_classes} classes have no training images "
+        f"({_listed([names[i] for i in empty])})"
+    )
+    tested = [names[i] for i in empty if test_counts[i]]
+    if tested:
+        message += (
+            f"; {len(tested)} of them occur in the test set ({_listed(tested)}), "
+            "so those test images can never be classified correctly"
+        )
+    return message + "; check the labels are 0..K-1 class indices"
+
+
+def _listed(names: list[str]) -> str:
+    """``a, b, c``, or the first 8 and ``and 12 more``: lists in one-line messages stay short."""
+    shown = ", ".join(names[:_LISTED_CLASSES])
+    extra = len(names) - _LISTED_CLASSES
+    return f"{shown} and {extra} more" if extra > 0 else shown
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ The grid is computed by a pure function (:func:`augment_grid`, numpy out) and sa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,11 @@ import torch
 from PIL import Image
 
 from trainlab._io import atomic_path
-from trainlab.config import AugmentConfig
+from trainlab.config import AugmentConfig, ConfigError
 from trainlab.data.augment import BatchAugmenter
+from trainlab.data.batches import channel_stats
 
-__all__ = ["augment_grid", "save_augment_preview"]
+__all__ = ["augment_grid", "augment_preview_counts", "save_augment_preview"]
 
 _GUTTER_VALUE = 96  # mid-dark grey: visible next to black digit backgrounds and white photos
 _MIX_POOL = 64  # extra images in each augmented batch, so mixup partners are other images
@@ -27,6 +29,23 @@ _MIX_POOL = 64  # extra images in each augmented batch, so mixup partners are ot
 def _upscale_factor(height: int, width: int) -> int:
     """Integer zoom so a cell is at least ~84 px: 3x for 28 px, 2x for 32 px, 1x for 84 px+."""
     return max(1, 84 // max(height, width))
+
+
+def augment_preview_counts(
+    images: torch.Tensor | int, samples: int, variants: int
+) -> tuple[int, int]:
+    """``(rows, variants)`` a preview of ``samples`` images will really show: ``samples`` is
+    clamped to the number of images (``images``: the tensor, or its length). Raises
+    :class:`ConfigError` for fewer than one sample or variant, as :func:`augment_grid` does, so a
+    caller can validate and report the true numbers before drawing."""
+    if samples < 1:
+        raise ConfigError(f"samples must be at least 1, got {samples}")
+    if variants < 1:
+        raise ConfigError(f"variants must be at least 1, got {variants}")
+    count = images if isinstance(images, int) else len(images)
+    if count < 1:
+        raise ConfigError("no images to preview")
+    return min(samples, count), variants
 
 
 def augment_grid(
@@ -38,33 +57,39 @@ def augment_grid(
     seed: int = 0,
     upscale: int | None = None,
     gutter: int = 2,
+    mean: Sequence[float] | None = None,
 ) -> np.ndarray:
     """uint8 ``[H', W', C]`` grid (C = 1 for grey, 3 for colour) of ``samples`` random images
     (rows) from uint8 ``images`` ``[N, C, H, W]``: original, separator, ``variants`` versions.
 
+    Fewer rows when there are fewer images (see :func:`augment_preview_counts`).
     ``upscale``: nearest-neighbour zoom per cell (default: 3x for 28 px, see
     :func:`_upscale_factor`); ``gutter``: pixels between cells (the separator is 3x wider).
+    ``mean``: per-channel mean in [0, 1] for the cutout fill, as training passes it to
+    :class:`BatchAugmenter`; by default the mean of all ``images`` (the training images, when
+    the caller passes those: the same colour training fills with, up to the validation split).
     """
     if images.ndim != 4 or images.dtype != torch.uint8:
         raise ValueError(
             f"expected uint8 images [N, C, H, W], got {images.dtype} {tuple(images.shape)}"
         )
-    if samples < 1 or variants < 0:
-        raise ValueError("samples must be >= 1 and variants >= 0")
+    n_rows, variants = augment_preview_counts(images, samples, variants)
     images = images.cpu()
     count, _channels, height, width = images.shape
+    if mean is None and config.cutout:  # only cutout uses it; channel_stats reads every pixel
+        mean, _std = channel_stats(images)
     generator = torch.Generator().manual_seed(seed)
     picked = torch.randperm(count, generator=generator)
-    rows = picked[: min(samples, count)]
-    pool = torch.cat([rows, picked[len(rows) : len(rows) + _MIX_POOL]])
+    rows = picked[:n_rows]
+    pool = torch.cat([rows, picked[n_rows : n_rows + _MIX_POOL]])
     x = images[pool].float() / 255
-    augmenter = BatchAugmenter(config, num_classes=1)
+    augmenter = BatchAugmenter(config, num_classes=1, mean=mean)
     labels = torch.zeros(len(pool), dtype=torch.long)
-    columns = [x[: len(rows)]]
+    columns = [x[:n_rows]]
     for _ in range(variants):
         # One call per column: every column gets its own mixup lam and partners.
         augmented, _targets = augmenter(x, labels, generator)
-        columns.append(augmented[: len(rows)])
+        columns.append(augmented[:n_rows])
     cells = torch.stack(columns, dim=1)  # [rows, 1 + variants, C, H, W] in [0, 1]
     cells = (cells.clamp(0, 1) * 255).round().to(torch.uint8)
     zoom = upscale or _upscale_factor(height, width)

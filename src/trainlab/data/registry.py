@@ -347,19 +347,28 @@ def load_dataset(
     registered name wins over a same-named folder in the working directory (such as the cache
     itself when ``TRAINLAB_DATA=.``): write ``./mnist`` to mean the folder. ``root`` overrides
     the cache folder; with ``download=False`` missing files raise :class:`DataError`.
+
+    User data is of kind ``"unknown"`` (augmentation safe for any content) unless a user ``.npz``
+    says otherwise in its ``kind`` entry. A user ``.npz`` whose labels leave classes without
+    training images gives one :class:`UserWarning`; clearly wrong labels raise :class:`DataError`.
     """
     spec = None if _looks_like_path(name_or_path) else _find_spec(name_or_path)
     if spec is not None:
         return _load_registered(spec, root, download)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        return read_image_folder(path).to_bundle(path.resolve().name, "other", str(path.resolve()))
+        # A folder cannot declare what its images are: "unknown" gets augmentation safe for any
+        # content (no flips); a caller that knows better may override bundle.kind.
+        return read_image_folder(path).to_bundle(
+            path.resolve().name, "unknown", str(path.resolve())
+        )
     if path.is_file():
         if path.suffix.lower() != ".npz":
             raise DataError(
                 f"{path} is not an .npz file; pass an .npz file, an image folder or a dataset name"
             )
-        return read_user_npz(path).to_bundle(path.stem, "other", str(path.resolve()))
+        # "unknown" unless the file has a ``kind`` entry (which to_bundle prefers).
+        return read_user_npz(path).to_bundle(path.stem, "unknown", str(path.resolve()))
     if _looks_like_path(name_or_path):
         raise DataError(f"no such file or folder: {path}")
     raise _unknown(name_or_path)

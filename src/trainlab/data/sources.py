@@ -100,13 +100,23 @@ def fetch_files(
     """
     files = list(files)
     required = [f for f in files if not f.optional]
-    todo = [f for f in required if not _is_verified(folder / f.name, f.md5)]
+    status = {f.name: _check(folder / f.name, f.md5) for f in required}
+    todo = [f for f in required if status[f.name] != "ok"]
     if todo:
         if not download:
+            # Worded for both doors in: the CLI's --offline and the Python API's download=False.
+            problems = ", ".join(f"{f.name} ({status[f.name]})" for f in todo)
             raise DataError(
-                f"{dataset} files are missing or corrupt in {folder}: {_names(todo)}; "
-                f"allow downloads (download=True) or put {_names(required)} there by hand"
+                f"{dataset} files are missing or corrupt in {folder}: {problems}, and downloads "
+                f"are disabled (--offline / download=False); allow downloads (drop --offline, or "
+                f"pass download=True) or put {_names(required)} there by hand"
             )
+        for remote in todo:
+            if status[remote.name] == _CORRUPT:  # said only now that we know it will be refetched
+                log.warning(
+                    "%s does not match its published checksum; downloading it again",
+                    folder / remote.name,
+                )
         _make_folder(folder)
         for remote in todo:
             failures = _try_mirrors(folder, remote, mirrors, timeout)
@@ -130,13 +140,18 @@ def _names(files: Iterable[RemoteFile]) -> str:
     return ", ".join(f.name for f in files)
 
 
-def _is_verified(path: Path, md5: str | None) -> bool:
+_CORRUPT = "checksum mismatch"
+
+
+def _check(path: Path, md5: str | None) -> str:
+    """``"ok"`` for a present file matching ``md5`` (or any present file when md5 is None), else
+    why not: ``"missing"`` or ``"checksum mismatch"``. Logs nothing: the caller knows whether the
+    file will be fetched again."""
     if not path.is_file():
-        return False
+        return "missing"
     if md5 is None or md5sum(path) == md5:
-        return True
-    log.warning("%s does not match its published checksum; it will be fetched again", path)
-    return False
+        return "ok"
+    return _CORRUPT
 
 
 def _make_folder(folder: Path) -> None:

@@ -9,7 +9,12 @@ import torch
 
 # What the images are; it picks default augmentation (no flips for digits/characters) and how
 # the server preprocesses uploads (ink on a dark background, centred by mass, for digit-like data).
-DataKind = Literal["digits", "characters", "natural", "other"]
+#   digits, characters: handwritten symbols; mirroring or large rotations change their meaning
+#   natural: photos (CIFAR-like); mirrored photos keep their label
+#   other: known content that is neither, e.g. Fashion-MNIST (clothes: flips are fine)
+#   unknown: user data that does not say what it is (a user .npz without a ``kind`` entry, any
+#            image folder); nothing may be assumed, so defaults are the ones safe for any content
+DataKind = Literal["digits", "characters", "natural", "other", "unknown"]
 
 
 @dataclass
@@ -44,7 +49,7 @@ class DatasetBundle:
     train: ImageSplit  # all training data; validation is carved from it later (data.splits)
     test: ImageSplit  # used only for the final evaluation
     class_names: list[str]
-    kind: DataKind = "other"
+    kind: DataKind = "unknown"  # undeclared content gets the safe defaults
     source: str = ""  # where it was read from, for the run record
     extra: dict[str, object] = field(default_factory=dict)
 

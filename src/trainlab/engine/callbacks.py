@@ -8,8 +8,9 @@ finally ``on_fit_end``. A callback with state implements ``state_dict``/``load_s
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
+
+from trainlab.engine.monitor import is_improvement
 
 if TYPE_CHECKING:
     from trainlab.engine.loop import Trainer
@@ -45,24 +46,24 @@ class EarlyStopping(Callback):
         self.best: float | None = None
         self.wait = 0
 
-    def _improved(self, value: float, mode: str) -> bool:
-        if self.best is None:
-            return True
-        if mode == "min":
-            return value < self.best - self.min_delta
-        return value > self.best + self.min_delta
-
     def on_epoch_end(self, trainer: Trainer, record: dict[str, float]) -> None:
+        if trainer.state.status != "running":
+            return  # already stopping (diverged, out of budget): nothing to decide
         value = record[trainer.monitor_key]
-        if math.isfinite(value) and self._improved(value, trainer.mode):
+        if is_improvement(value, self.best, trainer.mode, self.min_delta):
             self.best, self.wait = value, 0
             return
         self.wait += 1
         if self.wait >= self.patience:
+            best = (
+                "none finite"
+                if self.best is None
+                else f"best {self.best:.4g} at epoch {trainer.state.best_epoch}"
+            )
             trainer.request_stop(
                 "early_stopped",
                 f"{trainer.monitor} did not improve by more than {self.min_delta} "
-                f"for {self.patience} epochs (best {self.best:.4g} at epoch {trainer.state.best_epoch})",
+                f"for {self.patience} epochs ({best})",
             )
 
     def state_dict(self) -> dict[str, Any]:

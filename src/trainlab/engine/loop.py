@@ -21,6 +21,7 @@ from torch import nn
 from trainlab.engine.callbacks import Callback
 from trainlab.engine.ema import ModelEMA
 from trainlab.engine.metrics import MetricAccumulator
+from trainlab.engine.monitor import is_improvement
 from trainlab.engine.schedules import LRSchedule
 
 Status = Literal["running", "completed", "early_stopped", "diverged", "budget_exhausted"]
@@ -215,7 +216,9 @@ class Trainer:
         return {
             "fit": self.state.to_dict(),
             "model": self.model.state_dict(),
-            "ema": self.ema.module.state_dict() if self.ema else None,
+            "ema": {"weights": self.ema.module.state_dict(), "updates": self.ema.updates}
+            if self.ema
+            else None,
             "best_weights": self.best_weights,
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
@@ -230,7 +233,8 @@ class Trainer:
         self.state = FitState.from_dict(state["fit"])
         self.model.load_state_dict(state["model"])
         if self.ema and state["ema"] is not None:
-            self.ema.module.load_state_dict(state["ema"])
+            self.ema.module.load_state_dict(state["ema"]["weights"])
+            self.ema.updates = int(state["ema"]["updates"])
         self.best_weights = state["best_weights"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
@@ -277,7 +281,10 @@ class Trainer:
                 break
         self.state.epoch += 1
         if self.state.status == "diverged":
-            self._emit("on_epoch_end", self._epoch_record(epoch_started, {}))
+            # Recorded (with NaN validation) so history.csv shows the epoch that blew up.
+            record = self._epoch_record(epoch_started, {})
+            self.state.history.append(record)
+            self._emit("on_epoch_end", record)
             return
         validation_started = time.perf_counter()
         val_metrics = self.evaluate(self.val_loader)
@@ -336,10 +343,7 @@ class Trainer:
 
     def _track_best(self, record: dict[str, float]) -> None:
         value = record[self.monitor_key]
-        if not math.isfinite(value):
-            return
-        best = self.state.best_value
-        if best is None or (value < best if self.mode == "min" else value > best):
+        if is_improvement(value, self.state.best_value, self.mode):
             self.state.best_value, self.state.best_epoch = value, self.state.epoch
             self.best_weights = copy.deepcopy(self.eval_model.state_dict())
 

@@ -29,6 +29,11 @@ def format_epoch_line(record: dict[str, float], epochs: int | None) -> str:
     return line + f" | lr {record['lr']:.2e} | {record['seconds']:.1f}s"
 
 
+def _number(value: float, digits: int) -> str:
+    """A running value, or a dash before its first read-back of the epoch."""
+    return "–" if math.isnan(value) else f"{value:.{digits}f}"
+
+
 class ProgressBar(Callback):
     """Shows overall progress (steps, or seconds under a time budget) with the running loss."""
 
@@ -71,10 +76,7 @@ class ProgressBar(Callback):
             return
         stats = trainer.stats
         batch = trainer.state.step % max(trainer.steps_per_epoch, 1) or trainer.steps_per_epoch
-        info = (
-            f"batch {batch}/{trainer.steps_per_epoch} loss {stats.last_loss:.4f} "
-            f"acc {stats.last_accuracy:.3f}"
-        )
+        info = f"batch {batch}/{trainer.steps_per_epoch} loss {_number(stats.last_loss, 4)} acc {_number(stats.last_accuracy, 3)}"
         if trainer.state.history:
             info += f" | val acc {trainer.state.history[-1]['val_accuracy']:.4f}"
         self.progress.update(

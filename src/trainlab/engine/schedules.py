@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from trainlab.config import ScheduleConfig
+from trainlab.engine.monitor import is_improvement
 
 
 def _cosine(fraction: float, start: float, end: float) -> float:
@@ -69,10 +70,7 @@ class LRSchedule:
         """Feed the monitored validation metric to reduce-on-plateau (a no-op otherwise)."""
         if self.config.name != "plateau" or not math.isfinite(value):
             return
-        improved = self._plateau_best is None or (
-            value < self._plateau_best if mode == "min" else value > self._plateau_best
-        )
-        if improved:
+        if is_improvement(value, self._plateau_best, mode):
             self._plateau_best, self._plateau_bad_epochs = value, 0
             return
         self._plateau_bad_epochs += 1

@@ -20,6 +20,7 @@ a later, interrupted save, or damaged on the way.
 from __future__ import annotations
 
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from torch import nn
 
 import trainlab
 from trainlab._io import write_json_atomic
+from trainlab.config import DataKindName
 from trainlab.errors import RunError
 from trainlab.runs.state import load_tensors, save_tensors
 
@@ -46,7 +48,7 @@ CHECKPOINT_DIR = "checkpoint"
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 _FORMAT = "trainlab-checkpoint"
-DATA_KINDS = ("digits", "characters", "natural", "other")
+DATA_KINDS: tuple[str, ...] = typing.get_args(DataKindName)
 _REQUIRED = ("architecture", "preprocessing", "class_names")
 
 

@@ -112,7 +112,10 @@ def prepare_run_dir(run_dir: Path, *, resume: bool) -> None:
             f"run folder {run_dir} already exists and is not empty; "
             f"continue it with `trainlab train --resume {run_dir}` or choose another --out"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunError(f"cannot create run folder {run_dir}: {error.strerror or error}") from None
 
 
 def write_config(run_dir: Path, config: TrainConfig) -> None:
@@ -123,12 +126,12 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     write_json_atomic(run_dir / SUMMARY_FILE, finite_or_none(summary))
 
 
+def has_resume_state(run_dir: Path) -> bool:
+    """False for a run killed before its first epoch ended: it has nothing to continue from."""
+    return (run_dir / (RESUME_STATE + ".json")).is_file()
+
+
 def load_resume_state(run_dir: Path) -> dict[str, Any]:
-    if not (run_dir / (RESUME_STATE + ".json")).is_file():
-        raise RunError(
-            f"cannot resume {run_dir}: no saved training state yet (the run stopped before its "
-            "first epoch ended); start it again instead"
-        )
     # Loaded on the CPU: load_state_dict moves tensors to where the parameters live, and keeping
     # optimizer step counters on the CPU avoids a GPU sync per step.
     return load_state(run_dir / RESUME_STATE)
