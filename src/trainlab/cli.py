@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shlex
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -52,6 +53,16 @@ def user_errors(function: F) -> F:
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+# Flags that change how a run executes, not what it computes: allowed together with --resume.
+RESUME_FLAGS = {"device", "no_progress", "data_root", "offline"}
+
+
+def given_on_command_line(ctx: typer.Context, name: str) -> bool:
+    """Whether the user typed this option (a default of 0 or False still counts as not given)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
 
 
 # -- train -----------------------------------------------------------------------------------
@@ -124,7 +135,14 @@ def flag_overrides(**flags: Any) -> list[str]:
     if flags.get("augment") is not None:
         overrides += augment_overrides(flags["augment"])
     if flags.get("early_stopping") is not None:
-        overrides += early_stopping_overrides(flags["early_stopping"])
+        stopping = early_stopping_overrides(flags["early_stopping"])
+        for key in ("monitor", "mode"):
+            ours = next((o for o in stopping if o.startswith(f"{key}=")), None)
+            if ours and flags.get(key) is not None and ours != f"{key}={flags[key]}":
+                raise ConfigError(
+                    f"--{key} {flags[key]} and --early-stopping {ours} disagree; give one"
+                )
+        overrides += stopping
     if flags.get("deterministic"):
         overrides.append("deterministic=true")
     if flags.get("offline"):
@@ -155,7 +173,7 @@ def print_summary(result: Any) -> None:
     )
     table.add_row(
         "model",
-        f"{summary['model']['name']} ({summary['model']['parameters']:,} parameters) on {summary['device']}",
+        f"{summary['model']['name']} ({summary['model']['parameters']:,} parameters) on {summary['runtime']['device']}",
     )
     table.add_row(
         "epochs",
@@ -188,6 +206,7 @@ def print_summary(result: Any) -> None:
 )
 @user_errors
 def train(
+    ctx: typer.Context,
     config: Annotated[
         Path | None,
         typer.Option("--config", "-c", help="YAML config file (defaults < file < flags)"),
@@ -236,7 +255,7 @@ def train(
     data_kind: Annotated[
         str | None,
         typer.Option(
-            help="what the images are: digits, characters, natural, other (picks augmentation)"
+            help="what the images are: digits, characters, natural, other, unknown (picks augmentation)"
         ),
     ] = None,
     label_smoothing: Annotated[float | None, typer.Option(help="label smoothing (0 = off)")] = None,
@@ -271,28 +290,35 @@ def train(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bar")] = False,
 ) -> None:
     """Train a model and evaluate it once on the test split; writes a run folder."""
-    flags = dict(locals())  # every option as given; None/False means "not given"
+    flags = {name: value for name, value in locals().items() if name != "ctx"}
+    given = [name for name in flags if given_on_command_line(ctx, name)]
     from trainlab.training import RunInterrupted
     from trainlab.training import train as run_training
 
     try:
         if resume is not None:
-            given = sorted(
-                name
-                for name, value in flags.items()
-                if value not in (None, False) and name != "resume"
-            )
-            if given:
-                options = ", ".join("--" + name.rstrip("_").replace("_", "-") for name in given)
+            blocked = [name for name in given if name not in RESUME_FLAGS and name != "resume"]
+            if blocked:
+                options = ", ".join(
+                    "--" + name.rstrip("_").replace("_", "-") for name in sorted(blocked)
+                )
                 raise ConfigError(f"--resume continues a run with its saved config; drop {options}")
-            result = run_training(resume=resume)
+            runtime = flag_overrides(
+                **{name: flags[name] for name in given if name in RESUME_FLAGS}
+            )
+            result = run_training(resume=resume, runtime_overrides=runtime)
         else:
             overrides = flag_overrides(**flags)
             result = run_training(load_config(config, overrides + list(set_ or [])))
-    except RunInterrupted as interrupted:
+    except KeyboardInterrupt as interrupted:
+        run_dir = (
+            getattr(interrupted, "run_dir", None)
+            if isinstance(interrupted, RunInterrupted)
+            else None
+        )
         hint = (
-            f"; continue with `trainlab train --resume {interrupted.run_dir}`"
-            if interrupted.run_dir
+            f"; continue with `trainlab train --resume {shlex.quote(str(run_dir))}`"
+            if run_dir
             else ""
         )
         err_console.print(f"interrupted{hint}", highlight=False)
@@ -312,9 +338,11 @@ def print_columns(headers: list[str], rows: list[list[str]]) -> None:
             cell.ljust(width) for cell, width in zip(cells, widths, strict=True)
         ).rstrip()
 
-    console.print(line(headers), style="bold", no_wrap=True, overflow="ellipsis", highlight=False)
+    # On a terminal a long line is cut rather than wrapped; piped output keeps every character.
+    cut = {"no_wrap": True, "overflow": "ellipsis"} if console.is_terminal else {"soft_wrap": True}
+    console.print(line(headers), style="bold", highlight=False, **cut)
     for row in rows:
-        console.print(line(row), no_wrap=True, overflow="ellipsis", highlight=False, markup=False)
+        console.print(line(row), highlight=False, markup=False, **cut)
 
 
 @app.command()
@@ -354,7 +382,8 @@ def models(
     for column in ("option", "default", "meaning"):
         table.add_column(column)
     for option, default in info.options.items():
-        table.add_row(option, repr(default), info.option_help.get(option, ""))
+        shown = json.dumps(list(default) if isinstance(default, tuple) else default)
+        table.add_row(option, shown, info.option_help.get(option, "").replace("``", "`"))
     console.print(table)
 
 

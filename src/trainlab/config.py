@@ -176,6 +176,16 @@ class TrainConfig(_Strict):
             raise ValueError("epochs must be a positive number or 'auto'")
         return value
 
+    @model_validator(mode="after")
+    def _mode_fits_monitor(self) -> TrainConfig:
+        expected = "min" if self.monitor.endswith("loss") else "max"
+        if self.mode not in ("auto", expected):
+            raise ValueError(
+                f"mode {self.mode!r} with monitor {self.monitor!r} would keep the worst epoch; "
+                f"use mode {expected} (or auto)"
+            )
+        return self
+
     def resolved_mode(self) -> Literal["min", "max"]:
         if self.mode != "auto":
             return self.mode
@@ -311,15 +321,37 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return content
 
 
+def _field_path(location: tuple[Any, ...]) -> str:
+    """``('epochs', "literal['auto']")`` -> ``epochs``: drop the union-member tags pydantic adds."""
+    parts = [
+        str(part)
+        for part in location
+        if isinstance(part, int)
+        or not ("[" in str(part) or str(part)[:1].isupper() or part in _TYPE_TAGS)
+    ]
+    return ".".join(parts) or "config"
+
+
+_TYPE_TAGS = {"int", "float", "bool", "str", "dict", "list", "tuple", "none"}
+
+
 def build_config(tree: dict[str, Any]) -> TrainConfig:
-    """Validate a plain dict into a :class:`TrainConfig`, turning pydantic errors into one message."""
+    """Validate a plain dict into a :class:`TrainConfig`: one line per wrong field."""
     try:
         return TrainConfig.model_validate(tree)
     except ValidationError as error:
-        lines = []
+        problems: dict[str, list[str]] = {}
         for problem in error.errors():
-            where = ".".join(str(part) for part in problem["loc"]) or "config"
-            lines.append(f"  {where}: {problem['msg']}")
+            message = problem["msg"].removeprefix("Value error, ")
+            messages = problems.setdefault(_field_path(problem["loc"]), [])
+            if message not in messages:
+                messages.append(message)
+        # A union's other members report on the parent ("should be 'auto'"): when a field
+        # inside it is wrong, that field is the useful line.
+        specific = {
+            w: m for w, m in problems.items() if not any(o.startswith(w + ".") for o in problems)
+        }
+        lines = [f"  {where}: {' — or: '.join(messages)}" for where, messages in specific.items()]
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
 
 

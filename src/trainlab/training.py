@@ -19,7 +19,14 @@ from torch import nn
 
 import trainlab
 from trainlab._io import write_json_atomic
-from trainlab.config import ConfigError, TrainConfig, auto_epochs, build_config, load_config
+from trainlab.config import (
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    auto_epochs,
+    build_config,
+    load_config,
+)
 from trainlab.data import (
     BatchAugmenter,
     BatchLoader,
@@ -31,6 +38,7 @@ from trainlab.data import (
     resolve_augment,
     subsample,
 )
+from trainlab.data.registry import is_registered
 from trainlab.engine.callbacks import Callback, EarlyStopping
 from trainlab.engine.loop import Trainer
 from trainlab.engine.optim import build_optimizer
@@ -106,9 +114,19 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(
+                f"device {name!r} requested but CUDA is not available; use --device auto or cpu"
+            )
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"device {name!r} requested but only cuda:0..cuda:{count - 1} exist")
+    if device.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
         raise ConfigError(
-            f"device {name!r} requested but CUDA is not available; use --device auto or cpu"
+            f"device {name!r} requested but Apple MPS is not available; use --device auto or cpu"
         )
     return device
 
@@ -238,7 +256,7 @@ def default_run_dir(config: TrainConfig) -> Path:
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C (or a kill) during training; ``run_dir`` is where ``--resume`` continues."""
+    """Ctrl-C during training; ``run_dir`` is where ``--resume`` continues."""
 
     def __init__(self, run_dir: Path | None):
         super().__init__(f"interrupted: {run_dir}")
@@ -252,9 +270,20 @@ class RunStart:
     resume_state: bool  # continue from saved training state (False: start from epoch 0)
 
 
-def _start_from_folder(run_dir: Path) -> RunStart:
+# What may change when a run is resumed: where and how it runs, never what it computes.
+RESUMABLE_KEYS = ("device", "progress", "data.root", "data.download")
+
+
+def _start_from_folder(run_dir: Path, runtime_overrides: list[str]) -> RunStart:
     """A run folder to continue: from its last completed epoch, or afresh if it has none."""
     config = read_run_config(run_dir)
+    for override in runtime_overrides:
+        if override.partition("=")[0] not in RESUMABLE_KEYS:
+            raise ConfigError(
+                f"a resumed run can only change {', '.join(RESUMABLE_KEYS)}; got {override!r}"
+            )
+    if runtime_overrides:
+        config = build_config(apply_overrides(config.model_dump(mode="json"), runtime_overrides))
     summary = read_summary(run_dir)
     if summary is not None and summary.get("status") not in (None, "running"):
         raise RunError(
@@ -271,9 +300,10 @@ def _record_config(config: TrainConfig) -> TrainConfig:
     starts a new run instead of colliding with this folder.
     """
     recorded = config.model_copy(deep=True)
-    dataset = Path(config.data.dataset).expanduser()
-    if dataset.exists():
-        recorded.data.dataset = str(dataset.resolve())
+    if not is_registered(config.data.dataset):
+        recorded.data.dataset = str(Path(config.data.dataset).expanduser().resolve())
+    if config.data.root is not None:
+        recorded.data.root = str(Path(config.data.root).expanduser().resolve())
     recorded.out = None
     return recorded
 
@@ -319,7 +349,6 @@ def _summary(
         },
         "model": {"name": config.model.name, "parameters": count_parameters(trainer.eval_model)},
         "runtime": runtime,
-        "device": runtime["device"],
         "trainlab_version": trainlab.__version__,
     }
 
@@ -330,16 +359,18 @@ def train(
     resume: str | Path | None = None,
     save: bool = True,
     callbacks: list[Callback] | None = None,
+    runtime_overrides: list[str] | None = None,
 ) -> RunResult:
     """Train one model and evaluate it once on the test split.
 
     ``config`` is a :class:`TrainConfig`, a dict of its fields, or a YAML file path; ``None``
     means the default recipe. ``resume`` continues the run in that folder exactly where its last
     completed epoch left off, with its saved config (a run killed before its first epoch ended
-    starts again in the same folder). ``save=False`` writes no run folder.
+    starts again in the same folder); ``runtime_overrides`` such as ``["device=cpu"]`` may change
+    only where it runs (see ``RESUMABLE_KEYS``). ``save=False`` writes no run folder.
     """
     start = (
-        _start_from_folder(Path(resume))
+        _start_from_folder(Path(resume), runtime_overrides or [])
         if resume is not None
         else RunStart(_as_config(config), None, False)
     )

@@ -337,6 +337,11 @@ def list_datasets(root: str | Path | None = None) -> list[DatasetInfo]:
     ]
 
 
+def is_registered(name_or_path: str) -> bool:
+    """True when ``load_dataset`` would read this as a registry name rather than a path."""
+    return not _looks_like_path(name_or_path) and _find_spec(name_or_path) is not None
+
+
 def load_dataset(
     name_or_path: str, root: str | Path | None = None, download: bool = True
 ) -> DatasetBundle:

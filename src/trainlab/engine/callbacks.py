@@ -2,7 +2,7 @@
 
 Events, in order: ``on_fit_start``, then per epoch ``on_epoch_start``, ``on_batch_end`` (after
 every optimizer step), ``on_epoch_end`` (after validation, with the epoch's history row), and
-finally ``on_fit_end``. A callback with state implements ``state_dict``/``load_state_dict`` so
+finally ``on_fit_end`` — or ``on_exception`` when an exception (Ctrl-C included) ends the fit. A callback with state implements ``state_dict``/``load_state_dict`` so
 ``--resume`` continues it exactly.
 """
 
@@ -28,6 +28,10 @@ class Callback:
     def on_epoch_end(self, trainer: Trainer, record: dict[str, float]) -> None: ...
 
     def on_fit_end(self, trainer: Trainer) -> None: ...
+
+    def on_exception(self, trainer: Trainer, error: BaseException) -> None:
+        """Training stopped by an exception (Ctrl-C included): release what you hold
+        (a terminal, files). The saved state stays at the last completed epoch."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}

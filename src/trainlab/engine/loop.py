@@ -165,8 +165,12 @@ class Trainer:
         self._elapsed_at_start = self.state.elapsed
         self._stop_requested = self.state.status != "running"
         self._emit("on_fit_start")
-        while not self._stop_requested and self._more_epochs():
-            self._run_epoch()
+        try:
+            while not self._stop_requested and self._more_epochs():
+                self._run_epoch()
+        except BaseException as error:
+            self._emit("on_exception", error)
+            raise
         if self.state.status == "running":
             self.state.status = "budget_exhausted" if self.budget is not None else "completed"
         self.state.elapsed = self.elapsed()

@@ -95,5 +95,8 @@ class ProgressBar(Callback):
 
     def on_fit_end(self, trainer: Trainer) -> None:
         if self.progress is not None:
-            self.progress.stop()
+            self.progress.stop()  # also shows the cursor again
             self.progress = None
+
+    def on_exception(self, trainer: Trainer, error: BaseException) -> None:
+        self.on_fit_end(trainer)
