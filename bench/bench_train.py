@@ -112,8 +112,9 @@ def run_trainlab(dataset: str, seed: int, val_fraction: float | None = None) -> 
         started = time.perf_counter()
         config = TrainConfig(seed=seed, progress=False, out=str(Path(folder) / "run"))
         config.data.dataset = dataset
-        if val_fraction is not None:
+        if val_fraction is not None:  # the baseline's split: same fraction, same seed
             config.data.val_fraction = val_fraction
+            config.data.split_seed = seed
         result = trainlab.train(config)
         seconds = time.perf_counter() - started
     return {

@@ -12,15 +12,20 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-# torch first, pinned to its CPU build: with it installed, trainlab's loose `torch>=2.2` needs
-# nothing more. On PyPI a plain `torch==X` on Linux is the CUDA build (gigabytes of nvidia-*
-# wheels), so ask for the `+cpu` local version: it comes from a local wheel folder or an index
-# configured in pip (find-links / extra-index-url) when there is one, and otherwise from
-# PyTorch's own CPU index.
+# torch first and pinned: with it installed, trainlab's loose `torch>=2.2` needs nothing more.
+# On Linux x86-64, PyPI's plain `torch==X` is the CUDA build (gigabytes of nvidia-* wheels), so
+# ask for the `+cpu` build: from a local wheel folder or an index configured in pip when there is
+# one, else from PyTorch's CPU index. macOS and ARM wheels on PyPI are CPU-only already.
+install_torch() {
+    .venv/bin/python -m pip install --quiet --retries 1 --timeout 60 "$@"
+}
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-    .venv/bin/python -m pip install --quiet "torch==${TORCH_VERSION}+cpu" \
-        || .venv/bin/python -m pip install --quiet "torch==${TORCH_VERSION}+cpu" \
-            --index-url https://download.pytorch.org/whl/cpu
+    if [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ]; then
+        install_torch "torch==${TORCH_VERSION}+cpu" 2>/dev/null \
+            || install_torch "torch==${TORCH_VERSION}+cpu" --index-url https://download.pytorch.org/whl/cpu
+    else
+        install_torch "torch==${TORCH_VERSION}"
+    fi
 fi
 .venv/bin/python -m pip install --quiet -e ".[dev]"
 echo "trainlab is installed in .venv: run .venv/bin/trainlab --help"

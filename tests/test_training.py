@@ -200,3 +200,71 @@ def test_mixed_precision_can_be_forced_on_cpu(tiny_config):
 def test_auto_epochs_scale_with_the_data(tiny_config):
     result = trainlab.train(tiny_config(epochs="auto"))
     assert result.config.epochs == result.summary["epochs_run"] >= 8
+
+
+class KillDuringEpoch(Callback):
+    """Ctrl-C in the middle of an epoch, after the previous epoch's state was saved."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_batch_end(self, trainer):
+        if trainer.state.epoch + 1 == self.epoch:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.slow
+def test_resume_with_ema_is_exact_and_continues_from_saved_state(tiny_config, tmp_path):
+    overrides = {"epochs": 4, "ema_decay": 0.9}
+    straight = trainlab.train(tiny_config(out=str(tmp_path / "a"), **overrides))
+    with pytest.raises(KeyboardInterrupt):
+        trainlab.train(
+            tiny_config(out=str(tmp_path / "b"), **overrides), callbacks=[KillDuringEpoch(3)]
+        )
+    saved_rows = (tmp_path / "b" / "history.csv").read_text().splitlines()
+    assert len(saved_rows) == 3, "two epochs were recorded before the kill"
+    resumed = trainlab.train(resume=tmp_path / "b")
+    # A real resume keeps the recorded epochs as they were (timings included) instead of redoing them.
+    assert (tmp_path / "b" / "history.csv").read_text().splitlines()[:3] == saved_rows
+    assert comparable(resumed.history) == comparable(straight.history)
+    assert resumed.test == straight.test
+
+
+def test_run_record_details(tiny_config, tmp_path):
+    result = trainlab.train(tiny_config(out=str(tmp_path / "r")))
+    saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert saved["out"] is None, "feeding config.yaml back starts a new run"
+    assert saved["data"]["dataset"] == "mnist-5k" and saved["data"]["kind"] == "digits"
+    assert isinstance(saved["epochs"], int)
+    assert result.summary["runtime"] == {"device": "cpu", "amp": None, "channels_last": False}
+
+
+def test_a_registered_name_stays_a_name_even_with_a_same_named_folder(
+    tiny_config, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mnist-5k").mkdir()
+    trainlab.train(tiny_config(out=str(tmp_path / "r")))
+    assert (
+        yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["data"]["dataset"]
+        == "mnist-5k"
+    )
+
+
+def test_resume_keeps_the_original_environment_and_may_change_the_device_only(
+    tiny_config, tmp_path
+):
+    from trainlab.config import ConfigError
+
+    with pytest.raises(KeyboardInterrupt):
+        trainlab.train(
+            tiny_config(out=str(tmp_path / "b"), epochs=3), callbacks=[KillDuringEpoch(2)]
+        )
+    environment = (tmp_path / "b" / "environment.json").read_text()
+    with pytest.raises(ConfigError, match="can only change"):
+        trainlab.train(resume=tmp_path / "b", runtime_overrides=["seed=3"])
+    result = trainlab.train(
+        resume=tmp_path / "b", runtime_overrides=["device=cpu", "progress=false"]
+    )
+    assert result.status == "completed"
+    assert (tmp_path / "b" / "environment.json").read_text() == environment

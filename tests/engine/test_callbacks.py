@@ -1,6 +1,7 @@
 import io
 from types import SimpleNamespace
 
+import pytest
 from rich.console import Console
 from tests.engine.test_loop import make_trainer
 
@@ -96,3 +97,19 @@ def test_epoch_line_format():
     line = format_epoch_line(record, 12)
     assert line.startswith("epoch   3/12  train loss 0.4123 acc 0.8700 | val loss 0.3000")
     assert line.endswith("| lr 1.00e-03 | 1.2s")
+
+
+def test_progress_bar_is_closed_when_training_is_interrupted():
+    from trainlab.engine.callbacks import Callback
+
+    class Interrupt(Callback):
+        def on_batch_end(self, trainer):
+            raise KeyboardInterrupt
+
+    stream = io.StringIO()
+    bar = ProgressBar(Console(file=stream, force_terminal=True, width=100))
+    trainer = make_trainer(epochs=2, callbacks=[bar, Interrupt()])
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert bar.progress is None
+    assert "\x1b[?25h" in stream.getvalue(), "the cursor is shown again"
