@@ -45,7 +45,7 @@ from trainlab.engine.optim import build_optimizer
 from trainlab.engine.progress import ProgressBar
 from trainlab.engine.schedules import LRSchedule
 from trainlab.errors import RunError
-from trainlab.models import create_model, model_options
+from trainlab.models import count_parameters, create_model, model_options
 from trainlab.runs.environment import collect_environment
 from trainlab.runs.record import (
     CHECKPOINT_DIR,
@@ -105,12 +105,16 @@ class PreparedData:
 # -- devices and seeds -----------------------------------------------------------------------
 
 
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA, then Apple MPS, then the CPU."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
     device = torch.device(name)
@@ -122,9 +126,7 @@ def resolve_device(name: str) -> torch.device:
             )
         if device.index is not None and device.index >= count:
             raise ConfigError(f"device {name!r} requested but only cuda:0..cuda:{count - 1} exist")
-    if device.type == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
+    if device.type == "mps" and not _mps_available():
         raise ConfigError(
             f"device {name!r} requested but Apple MPS is not available; use --device auto or cpu"
         )
@@ -230,10 +232,6 @@ def make_loaders(
     val_loader = BatchLoader(prepared.val, data.eval_batch_size, shuffle=False, **common)
     test_loader = BatchLoader(prepared.test, data.eval_batch_size, shuffle=False, **common)
     return train_loader, val_loader, test_loader
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def _as_config(config: TrainConfig | dict[str, Any] | str | Path | None) -> TrainConfig:

@@ -140,6 +140,9 @@ def load_resume_state(run_dir: Path) -> dict[str, Any]:
 class RunRecorder(Callback):
     """Writes history, the best checkpoint and the resume state after every epoch.
 
+    The resume state is saved only at epoch ends: that is where a resumed run can continue
+    exactly, and a run stopped after its last epoch needs nothing more.
+
     Put it last among the callbacks, so the saved state includes what the others did this epoch.
     """
 
@@ -174,4 +177,3 @@ class RunRecorder(Callback):
             # Diverged before any finite validation: keep the (last) weights so the run is
             # still inspectable; the summary says it diverged.
             self.save_best(trainer)
-        save_state(self.run_dir / RESUME_STATE, trainer.state_dict())
