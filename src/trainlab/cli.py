@@ -441,3 +441,7 @@ def main() -> None:
     """Console-script entry point."""
     warnings.formatwarning = one_line_warning
     app()
+
+
+# Study commands (sweep, tune, work, studies, runs, best) live in their own module.
+from trainlab import cli_studies  # noqa: E402, F401

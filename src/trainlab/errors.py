@@ -15,3 +15,7 @@ class ModelError(TrainlabError):
 
 class RunError(TrainlabError):
     """A run folder that cannot be written, read or resumed."""
+
+
+class StudyError(TrainlabError):
+    """A study store that cannot be reached, or a study that is missing or inconsistent."""

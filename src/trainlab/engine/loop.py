@@ -24,7 +24,7 @@ from trainlab.engine.metrics import MetricAccumulator
 from trainlab.engine.monitor import is_improvement
 from trainlab.engine.schedules import LRSchedule
 
-Status = Literal["running", "completed", "early_stopped", "diverged", "budget_exhausted"]
+Status = Literal["running", "completed", "early_stopped", "diverged", "budget_exhausted", "pruned"]
 
 # How often (in optimizer steps) the loop reads the loss back from the device: often enough to
 # catch a divergence quickly and drive the progress bar, rarely enough not to stall a GPU.

@@ -1,0 +1,411 @@
+"""``trainlab sweep | tune | work | studies | runs | best``: studies from the command line.
+
+Registered on the main app by ``trainlab.cli``; every command parses flags and calls
+``trainlab.experiments``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from trainlab.cli import app, console, err_console, flag_overrides, print_columns, user_errors
+from trainlab.config import load_config, parse_value, split_top_level
+from trainlab.errors import StudyError
+
+STORAGE_HELP = "study store URL (default: TRAINLAB_STORAGE, else sqlite in the runs folder)"
+StorageOption = Annotated[str | None, typer.Option("--storage", help=STORAGE_HELP)]
+RunsDirOption = Annotated[
+    Path, typer.Option("--runs-dir", help="where run folders go: <runs-dir>/<study>/trial-NNNN")
+]
+WorkersOption = Annotated[
+    int, typer.Option(min=1, help="parallel workers on this machine (they share the cores)")
+]
+ThreadsOption = Annotated[
+    int | None, typer.Option(min=1, help="torch threads per worker (default: cores / workers)")
+]
+DeviceOption = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1, mps")]
+DataRootOption = Annotated[str | None, typer.Option(help="data cache folder on this machine")]
+OfflineOption = Annotated[bool, typer.Option(help="never download; fail if data is missing")]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="base config file (YAML)")
+]
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", help="override a base config key: optim.lr=0.05")
+]
+MetricOption = Annotated[
+    str | None,
+    typer.Option(help="validation metric to rank by: val.loss, val.accuracy, "
+                 "val.balanced_accuracy, val.macro_f1 (default: the config's monitor)"),
+]  # fmt: skip
+
+
+def quiet_optuna() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # workers print their own lines
+
+
+def runtime_options(device: str | None, data_root: str | None, offline: bool) -> dict[str, Any]:
+    """Where this machine's workers run: never part of the study's definition."""
+    runtime: dict[str, Any] = {}
+    if device:
+        runtime["device"] = device
+    if data_root:
+        runtime["data.root"] = data_root
+    if offline:
+        runtime["data.download"] = False
+    return runtime
+
+
+def base_config(config: Path | None, set_: list[str] | None, **flags: Any):
+    return load_config(config, flag_overrides(**flags) + list(set_ or []))
+
+
+def grid_mapping(items: list[str]) -> dict[str, list[Any]]:
+    """``optim.lr=5e-4,1e-4`` (repeatable) -> ``{"optim.lr": [5e-4, 1e-4]}``."""
+    from trainlab.experiments.space import parse_assignment
+
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, values = parse_assignment(item, "--grid")
+        if key in grid:
+            raise StudyError(f"--grid {key} is given twice; list all its values in one flag")
+        grid[key] = [parse_value(value) for value in split_top_level(values)]
+    return grid
+
+
+def sample_mapping(items: list[str]) -> dict[str, str]:
+    from trainlab.experiments.space import parse_assignment
+
+    sample: dict[str, str] = {}
+    for item in items:
+        key, spec = parse_assignment(item, "--sample")
+        if key in sample:
+            raise StudyError(f"--sample {key} is given twice")
+        sample[key] = spec
+    return sample
+
+
+def echo(line: str) -> None:
+    console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def interrupted(study: str) -> typer.Exit:
+    err_console.print(
+        f"interrupted; finished runs of {study} are kept — run the same command again to "
+        "continue (the interrupted run resumes from its last epoch)",
+        highlight=False,
+    )
+    return typer.Exit(130)
+
+
+# -- formatting ------------------------------------------------------------------------------
+
+
+def fmt_value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.4f}" if 1e-3 <= abs(value) < 1e4 or value == 0 else f"{value:.3g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def mean_std(mean: float | None, std: float | None, n: int) -> str:
+    if mean is None:
+        return "-"
+    spread = f" ± {std:.4f}" if std is not None else ""
+    return f"{mean:.4f}{spread} (n={n})"
+
+
+def print_ranking(report: Any, top: int) -> None:
+    from trainlab.experiments.results import ConfigResult
+
+    spec_metric = report.info.metric
+    test_metric = spec_metric.split(".", 1)[1]
+    ranked: list[ConfigResult] = report.ranked[:top]
+    if not ranked:
+        console.print(f"no completed runs in {report.name} yet")
+        return
+    keys = list(ranked[0].overrides)
+    headers = ["rank", *keys, f"{spec_metric} mean ± std (n)", f"test.{test_metric}", "runs"]
+    rows = []
+    for index, group in enumerate(ranked, start=1):
+        rows.append([str(index), *(fmt_value(group.overrides.get(k)) for k in keys),
+                     mean_std(group.mean, group.std, group.n),
+                     mean_std(group.test_mean(test_metric), group.test_std(test_metric),
+                              len(group.test.get(test_metric, []))),
+                     " ".join(f"#{n}" for n in group.numbers)])  # fmt: skip
+    print_columns(headers, rows)
+
+
+def print_best(report: Any) -> None:
+    best = report.best
+    metric = report.info.metric
+    if best is None:
+        console.print(f"no completed runs in {report.name} yet")
+        return
+    test_metric = metric.split(".", 1)[1]
+    configuration = " ".join(f"{k}={fmt_value(v)}" for k, v in best.overrides.items())
+    console.print(f"[bold]best of {report.name}[/] by mean {metric} over its repeats:")
+    console.print(f"  configuration  {configuration or 'base config'}", highlight=False)
+    console.print(f"  {metric:<13}  {mean_std(best.mean, best.std, best.n)}", highlight=False)
+    console.print(
+        f"  test.{test_metric:<8}  "
+        + mean_std(best.test_mean(test_metric), best.test_std(test_metric),
+                   len(best.test.get(test_metric, [])))
+        + "  (reported, not used to choose)",
+        highlight=False,
+    )  # fmt: skip
+    for run_dir in best.run_dirs:
+        console.print(f"  run folder     {run_dir}", highlight=False, soft_wrap=True)
+
+
+def print_study_end(report: Any) -> None:
+    counts = report.info.counts
+    console.print(
+        f"\n{report.name}: {counts['completed']} completed, {counts['pruned']} pruned, "
+        f"{counts['failed']} failed, {counts['running']} running elsewhere, "
+        f"{counts['waiting']} waiting"
+    )
+    print_ranking(report, top=10)
+    console.print()
+    print_best(report)
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+@app.command(
+    epilog=(
+        "**Examples**\n\n"
+        "* `trainlab sweep --study lr-study --dataset mnist-5k --model cnn "
+        "--grid optim.lr=5e-4,1e-4,5e-5 --grid data.batch_size=8,16,32 --repeats 3`\n\n"
+        "* `trainlab sweep --study optimizers --config examples/base.yaml "
+        "--grid optim.name=adam,adagrad,rmsprop,sgd,momentum --workers 2`\n\n"
+        "* `trainlab sweep --study random-lr --sample optim.lr=loguniform:1e-5:1e-2 "
+        "--sample model.options.dropout=uniform:0:0.5 --samples 20`\n\n"
+        "* the same command again continues the study; on other machines add "
+        "`--storage postgresql://user@host/db` to share it"
+    )
+)
+@user_errors
+def sweep(
+    study: Annotated[str, typer.Option(help="study name (also the run folder name)")],
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(help="key=v1,v2,... : every value is tried (repeatable: a full grid)"),
+    ] = None,
+    sample: Annotated[
+        list[str] | None,
+        typer.Option(help="key=loguniform:A:B | uniform:A:B | int:A:B | logint:A:B (repeatable)"),
+    ] = None,
+    samples: Annotated[int, typer.Option(min=1, help="random draws of the --sample keys")] = 10,
+    repeats: Annotated[int, typer.Option(min=1, help="seeds per configuration")] = 1,
+    metric: MetricOption = None,
+    seed: Annotated[int | None, typer.Option(help="first seed (default: the config's)")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    dataset: Annotated[str | None, typer.Option(help="base dataset")] = None,
+    model: Annotated[str | None, typer.Option(help="base model")] = None,
+    epochs: Annotated[str | None, typer.Option(help="epochs per run, or auto")] = None,
+    workers: WorkersOption = 1,
+    threads: ThreadsOption = None,
+    storage: StorageOption = None,
+    runs_dir: RunsDirOption = Path("runs"),
+    device: DeviceOption = None,
+    data_root: DataRootOption = None,
+    offline: OfflineOption = False,
+) -> None:
+    """Run a grid and/or random sweep with seed repeats, as one study in the store."""
+    from trainlab.experiments import sweep as run_sweep
+
+    quiet_optuna()
+    base = base_config(config, set_, dataset=dataset, model=model, epochs=epochs)
+    try:
+        report = run_sweep(
+            study, base, grid=grid_mapping(grid or []), sample=sample_mapping(sample or []),
+            samples=samples, repeats=repeats, metric=metric, seed=seed, storage=storage,
+            runs_dir=runs_dir, workers=workers, threads=threads,
+            runtime=runtime_options(device, data_root, offline), echo=echo,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        raise interrupted(study) from None
+    print_study_end(report)
+
+
+@app.command(
+    epilog=(
+        "**Examples**\n\n"
+        "* `trainlab tune --study spinal-k49 --config examples/k49.yaml "
+        "--space examples/k49-space.yaml --trials 50 --pruner median "
+        "--metric val.balanced_accuracy`\n\n"
+        "**Space file** (one line per config key):\n\n"
+        "    optim.lr: loguniform:1e-4:1e-2\n\n"
+        "    optim.name: [adam, sgd, rmsprop]\n\n"
+        "    model.options.dropout: uniform:0:0.5\n\n"
+        "    data.batch_size: [64, 128, 256]"
+    )
+)
+@user_errors
+def tune(
+    study: Annotated[str, typer.Option(help="study name (also the run folder name)")],
+    space: Annotated[Path, typer.Option(help="YAML search space: config key -> distribution")],
+    trials: Annotated[int, typer.Option(min=1, help="trials in total, over all workers")] = 20,
+    metric: MetricOption = None,
+    sampler: Annotated[str, typer.Option(help="tpe, random, gp, qmc or cmaes")] = "tpe",
+    pruner: Annotated[
+        str, typer.Option(help="median, halving (successive halving), hyperband or none")
+    ] = "median",
+    seed: Annotated[int | None, typer.Option(help="sampler seed (default: the config's)")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    dataset: Annotated[str | None, typer.Option(help="base dataset")] = None,
+    model: Annotated[str | None, typer.Option(help="base model")] = None,
+    epochs: Annotated[str | None, typer.Option(help="epochs per trial, or auto")] = None,
+    workers: WorkersOption = 1,
+    threads: ThreadsOption = None,
+    storage: StorageOption = None,
+    runs_dir: RunsDirOption = Path("runs"),
+    device: DeviceOption = None,
+    data_root: DataRootOption = None,
+    offline: OfflineOption = False,
+) -> None:
+    """Search hyperparameters with Optuna (TPE by default), pruning runs that fall behind."""
+    from trainlab.experiments import tune as run_tune
+
+    quiet_optuna()
+    base = base_config(config, set_, dataset=dataset, model=model, epochs=epochs)
+    try:
+        report = run_tune(
+            study, base, space=space, trials=trials, metric=metric, sampler=sampler,
+            pruner=pruner, seed=seed, storage=storage, runs_dir=runs_dir, workers=workers,
+            threads=threads, runtime=runtime_options(device, data_root, offline), echo=echo,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        raise interrupted(study) from None
+    print_study_end(report)
+
+
+@app.command()
+@user_errors
+def work(
+    study: Annotated[str, typer.Argument(help="study to work on")],
+    workers: WorkersOption = 1,
+    threads: ThreadsOption = None,
+    storage: StorageOption = None,
+    runs_dir: RunsDirOption = Path("runs"),
+    device: DeviceOption = None,
+    data_root: DataRootOption = None,
+    offline: OfflineOption = False,
+) -> None:
+    """Join an existing study as a worker: everything it needs is in the store.
+
+    Example, on a second machine: `trainlab work lr-study --storage postgresql://me@db/studies`
+    """
+    from trainlab.experiments import open_store, resolve_storage_url
+    from trainlab.experiments.launch import LaunchOptions, run_workers
+    from trainlab.experiments.study import open_study
+    from trainlab.experiments.sweep import report as study_report
+
+    quiet_optuna()
+    store = open_store(resolve_storage_url(storage, runs_dir))
+    open_study(store, study)  # a clear error for an unknown study before any worker starts
+    options = LaunchOptions(workers=workers, threads=threads, runs_dir=runs_dir,
+                            runtime=runtime_options(device, data_root, offline))  # fmt: skip
+    try:
+        run_workers(store.url, study, options, echo)
+    except KeyboardInterrupt:
+        raise interrupted(study) from None
+    print_study_end(study_report(store, study))
+
+
+@app.command()
+@user_errors
+def studies(storage: StorageOption = None, runs_dir: RunsDirOption = Path("runs")) -> None:
+    """List the studies in the store with counts of their runs."""
+    from trainlab.experiments import list_studies, open_store, resolve_storage_url
+
+    store = open_store(resolve_storage_url(storage, runs_dir))
+    infos = list_studies(store)
+    if not infos:
+        console.print(f"no studies in {store.display_url} yet; start one with `trainlab sweep`")
+        return
+    rows = []
+    for info in infos:
+        c = info.counts
+        rows.append([info.name, info.kind, f"{c['completed']}/{info.planned or '?'}",
+                     str(c["pruned"]), str(c["running"]), str(c["waiting"]), str(c["failed"]),
+                     info.metric, fmt_value(info.best_value)])  # fmt: skip
+    print_columns(["study", "kind", "completed", "pruned", "running", "waiting", "failed",
+                   "metric", "best run"], rows)  # fmt: skip
+    console.print(f"[dim]store {store.display_url}[/]", highlight=False)
+
+
+@app.command()
+@user_errors
+def runs(
+    study: Annotated[str, typer.Argument(help="study name (see `trainlab studies`)")],
+    all_: Annotated[
+        bool, typer.Option("--all", help="also show lost attempts that were run again")
+    ] = False,
+    storage: StorageOption = None,
+    runs_dir: RunsDirOption = Path("runs"),
+) -> None:
+    """One line per run: parameters, status, best epoch, validation and test metrics, folder."""
+    from trainlab.experiments import open_store, resolve_storage_url, study_runs
+    from trainlab.experiments.study import open_study
+
+    store = open_store(resolve_storage_url(storage, runs_dir))
+    _, spec = open_study(store, study)
+    rows = study_runs(store, study, include_retried=all_)
+    if not rows:
+        console.print(f"{study} has no runs yet")
+        return
+    keys = [axis.key for axis in spec.all_axes()]
+    metric = spec.metric.split(".", 1)[1]
+    headers = ["#", "status", *keys, "seed", "epoch", spec.metric, f"test.{metric}",
+               "seconds", "run folder / reason"]  # fmt: skip
+    lines = []
+    for row in rows:
+        status = row.status + (f" (#{row.retry_of})" if row.retry_of is not None else "")
+        where = row.run_dir or ""
+        if row.state == "FAIL" and row.reason:
+            where = row.reason if not row.run_dir else f"{row.reason} — {row.run_dir}"
+        lines.append([str(row.number), status, *(fmt_value(row.overrides.get(k)) for k in keys),
+                      fmt_value(row.seed), fmt_value(row.best_epoch),
+                      fmt_value(row.val.get(metric)), fmt_value(row.test.get(metric)),
+                      fmt_value(row.seconds), where])  # fmt: skip
+    print_columns(headers, lines)
+
+
+@app.command()
+@user_errors
+def best(
+    study: Annotated[str, typer.Argument(help="study name (see `trainlab studies`)")],
+    top: Annotated[int, typer.Option(min=1, help="configurations to rank")] = 10,
+    storage: StorageOption = None,
+    runs_dir: RunsDirOption = Path("runs"),
+) -> None:
+    """The best configuration by mean validation metric over its repeats, and its run folders."""
+    from trainlab.experiments import open_store, resolve_storage_url
+    from trainlab.experiments.study import open_study
+    from trainlab.experiments.sweep import report as study_report
+
+    store = open_store(resolve_storage_url(storage, runs_dir))
+    open_study(store, study)
+    report = study_report(store, study)
+    print_ranking(report, top)
+    console.print()
+    print_best(report)
+    dashboard = store.display_url.replace("+psycopg", "")
+    console.print(f"[dim]browse it: optuna-dashboard {shlex.quote(dashboard)}[/]", highlight=False)

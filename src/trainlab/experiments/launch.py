@@ -1,0 +1,124 @@
+"""Running workers on this machine: in this process, or as N processes sharing the cores.
+
+Workers on other machines are the same thing started there: ``trainlab sweep``/``tune`` with
+the same arguments and ``--storage postgresql://...``, or ``trainlab work STUDY --storage ...``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainlab.experiments.store import open_store
+from trainlab.experiments.worker import (
+    HEARTBEAT_SECONDS,
+    LOST_AFTER_SECONDS,
+    WorkerOptions,
+    work,
+)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+@dataclass
+class LaunchOptions:
+    workers: int = 1
+    threads: int | None = None  # torch threads per worker; default: the cores split evenly
+    runs_dir: Path = Path("runs")
+    heartbeat: float = HEARTBEAT_SECONDS
+    lost_after: float = LOST_AFTER_SECONDS
+    runtime: dict[str, Any] = field(default_factory=dict)  # device, data.root, data.download
+    max_runs: int | None = None  # per worker
+
+    def threads_per_worker(self) -> int | None:
+        if self.threads is not None:
+            return self.threads
+        return None if self.workers == 1 else max(1, available_cores() // self.workers)
+
+
+def _worker_options(options: LaunchOptions, name: str, echo: Callable[[str], None]):
+    return WorkerOptions(runs_dir=Path(options.runs_dir), name=name, heartbeat=options.heartbeat,
+                         lost_after=options.lost_after, runtime=dict(options.runtime),
+                         max_runs=options.max_runs, echo=echo)  # fmt: skip
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def run_workers(
+    url: str, study_name: str, options: LaunchOptions, echo: Callable[[str], None] = print
+) -> list[int]:
+    """Run ``options.workers`` workers until the study has nothing left; their exit codes."""
+    if options.workers == 1:
+        import torch
+
+        previous = torch.get_num_threads()
+        _set_threads(options.threads_per_worker())
+        try:
+            work(open_store(url), study_name, _worker_options(options, "w1", echo))
+        finally:
+            torch.set_num_threads(previous)
+        return [0]
+    context = multiprocessing.get_context("spawn")  # no forked torch/thread state, any platform
+    processes = [
+        context.Process(
+            target=_worker_process,
+            args=(url, study_name, asdict(options), index),
+            name=f"trainlab-w{index + 1}",
+        )
+        for index in range(options.workers)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        # The terminal sent Ctrl-C to the workers too; make sure, then let them record it.
+        for process in processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGINT)
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.terminate()
+        raise
+    codes = [process.exitcode if process.exitcode is not None else -1 for process in processes]
+    for index, code in enumerate(codes):
+        if code != 0:
+            how = f"signal {-code}" if code < 0 else f"exit code {code}"
+            echo(f"worker w{index + 1} ended with {how}; its unfinished run is resumed by the "
+                 "next worker that looks (run the same command again)")  # fmt: skip
+    return codes
+
+
+def _worker_process(url: str, study_name: str, options: dict[str, Any], index: int) -> None:
+    launch = LaunchOptions(**{**options, "runs_dir": Path(options["runs_dir"])})
+    threads = launch.threads_per_worker()
+    if threads is not None:
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # before torch starts its pools
+    _set_threads(threads)
+
+    def echo(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        work(open_store(url), study_name, _worker_options(launch, f"w{index + 1}", echo), index)
+    except KeyboardInterrupt:
+        sys.exit(130)

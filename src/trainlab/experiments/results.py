@@ -1,0 +1,173 @@
+"""Reading studies back: one row per run, counts per study, configurations ranked by the mean
+validation metric over their repeats (mean ± standard deviation, with n always shown)."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainlab.experiments import study as s
+from trainlab.experiments.store import Store
+
+
+@dataclass
+class RunRow:
+    """One trial as ``trainlab runs`` shows it."""
+
+    number: int
+    state: str  # Optuna state: WAITING, RUNNING, COMPLETE, PRUNED, FAIL
+    status: str  # trainlab status: completed, early_stopped, pruned, diverged, error, lost, ...
+    reason: str | None
+    overrides: dict[str, Any]
+    seed: int | None
+    repeat: int | None
+    value: float | None  # the study metric at the best validation epoch
+    best_epoch: int | None
+    epochs_run: int | None
+    seconds: float | None
+    val: dict[str, float]
+    test: dict[str, float]
+    run_dir: str | None
+    host: str | None
+    retry_of: int | None
+    retried: bool  # a lost attempt whose retry continues it
+    history: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+
+def _row(trial: Any, continued: set[int]) -> RunRow:
+    attrs = trial.user_attrs
+    state = trial.state.name
+    default_status = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "error"}.get(
+        state, state.lower()
+    )
+    return RunRow(
+        number=trial.number,
+        state=state,
+        status=attrs.get(s.STATUS, default_status) if state != "RUNNING" else "running",
+        reason=attrs.get(s.REASON),
+        overrides=attrs.get(s.OVERRIDES, {}),
+        seed=attrs.get(s.SEED),
+        repeat=attrs.get(s.REPEAT),
+        value=trial.value if state == "COMPLETE" else None,
+        best_epoch=attrs.get(s.BEST_EPOCH),
+        epochs_run=attrs.get(s.EPOCHS_RUN),
+        seconds=attrs.get(s.SECONDS),
+        val={k[4:]: v for k, v in attrs.items() if k.startswith("val.")},
+        test={k[5:]: v for k, v in attrs.items() if k.startswith("test.")},
+        run_dir=attrs.get(s.RUN_DIR),
+        host=attrs.get(s.HOST),
+        retry_of=attrs.get(s.RETRY_OF),
+        retried=trial.number in continued,
+        history=attrs.get(s.HISTORY, []),
+    )
+
+
+def study_runs(store: Store, name: str, *, include_retried: bool = False) -> list[RunRow]:
+    """Every run of a study in trial order; lost attempts that were retried only on request."""
+    study, _ = s.open_study(store, name)
+    trials = study.get_trials(deepcopy=False)
+    continued = {t.user_attrs[s.RETRY_OF] for t in trials if s.RETRY_OF in t.user_attrs}
+    rows = [_row(trial, continued) for trial in trials]
+    return [row for row in rows if include_retried or not row.retried]
+
+
+@dataclass
+class StudyInfo:
+    name: str
+    kind: str
+    metric: str
+    direction: str
+    counts: dict[str, int]  # completed, pruned, running, waiting, failed, retried
+    best_value: float | None
+    planned: int | None  # sweeps: planned runs; searches: the trial budget
+
+
+def count_states(rows: list[RunRow]) -> dict[str, int]:
+    counts = dict.fromkeys(("completed", "pruned", "running", "waiting", "failed", "retried"), 0)
+    for row in rows:
+        if row.retried:
+            counts["retried"] += 1
+        elif row.state == "COMPLETE":
+            counts["completed"] += 1
+        elif row.state == "FAIL":
+            counts["failed"] += 1
+        else:
+            counts[row.state.lower()] = counts.get(row.state.lower(), 0) + 1
+    return counts
+
+
+def list_studies(store: Store) -> list[StudyInfo]:
+    import optuna
+
+    infos = []
+    for name in sorted(optuna.get_all_study_names(storage=store.storage)):
+        try:
+            _study, spec = s.open_study(store, name)
+        except Exception:
+            continue
+        rows = study_runs(store, name, include_retried=True)
+        values = [r.value for r in rows if r.value is not None and math.isfinite(r.value)]
+        best = None
+        if values:
+            best = min(values) if spec.direction == "minimize" else max(values)
+        planned = spec.trials if spec.kind == "tune" else None
+        if spec.kind == "sweep":
+            planned = len(s.sweep_plan(spec))
+        infos.append(StudyInfo(name, spec.kind, spec.metric, spec.direction, count_states(rows),
+                               best, planned))  # fmt: skip
+    return infos
+
+
+@dataclass
+class ConfigResult:
+    """One configuration of a study over its repeats (seeds)."""
+
+    overrides: dict[str, Any]
+    values: list[float]  # the study metric of each completed repeat
+    test: dict[str, list[float]]  # test metrics of the same runs (reported, never selected on)
+    numbers: list[int]
+    run_dirs: list[str]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def std(self) -> float | None:
+        """Sample standard deviation; None for a single run, which has no spread to show."""
+        return statistics.stdev(self.values) if self.n > 1 else None
+
+    def test_mean(self, metric: str) -> float | None:
+        values = self.test.get(metric) or []
+        return statistics.fmean(values) if values else None
+
+    def test_std(self, metric: str) -> float | None:
+        values = self.test.get(metric) or []
+        return statistics.stdev(values) if len(values) > 1 else None
+
+
+def rank_configurations(store: Store, name: str) -> tuple[s.StudySpec, list[ConfigResult]]:
+    """Completed runs grouped by configuration, best mean validation metric first."""
+    _, spec = s.open_study(store, name)
+    groups: dict[str, ConfigResult] = {}
+    for row in study_runs(store, name):
+        if row.state != "COMPLETE" or row.value is None or not math.isfinite(row.value):
+            continue
+        key = json.dumps(row.overrides, sort_keys=True)
+        group = groups.setdefault(key, ConfigResult(row.overrides, [], {}, [], []))
+        group.values.append(row.value)
+        group.numbers.append(row.number)
+        if row.run_dir:
+            group.run_dirs.append(row.run_dir)
+        for metric, value in row.test.items():
+            if isinstance(value, (int, float)):
+                group.test.setdefault(metric, []).append(float(value))
+    ranked = sorted(groups.values(), key=lambda g: g.mean, reverse=spec.direction == "maximize")
+    return spec, ranked

@@ -1,0 +1,188 @@
+"""The study store: Optuna's RDB storage, SQLite in the runs folder by default, PostgreSQL for
+workers on many machines.
+
+Optuna keeps every trial's state, parameters, intermediate values and attributes in ordinary
+transactions, so a worker killed at any moment leaves the database consistent. What Optuna does
+not give is an exclusive section across processes: claiming "the next configuration nobody has
+taken" must be atomic, and SQLite (through Python's driver, which opens a transaction only at
+the first write) cannot make Optuna's own read-then-update claim atomic. :meth:`Store.lock` is
+that section: a file lock beside a SQLite file, an advisory lock on a PostgreSQL server. Both
+are released by the operating system or the server when the holder dies, so a kill -9 never
+leaves a study locked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import warnings
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainlab.errors import StudyError
+
+STORAGE_ENV = "TRAINLAB_STORAGE"
+STORE_FILE = "studies.db"
+# How long a worker waits for another one's SQLite write before giving up, seconds.
+SQLITE_TIMEOUT = 120
+SUPPORTED = "sqlite:///path/to/studies.db or postgresql://user[:password]@host[:port]/database"
+
+
+def default_storage_url(runs_dir: str | Path = "runs") -> str:
+    """``sqlite:////abs/runs/studies.db``: absolute, so workers started elsewhere find it."""
+    return f"sqlite:///{(Path(runs_dir).expanduser().resolve() / STORE_FILE).as_posix()}"
+
+
+def resolve_storage_url(storage: str | None, runs_dir: str | Path = "runs") -> str:
+    """``--storage`` > ``TRAINLAB_STORAGE`` > the SQLite file in the runs folder."""
+    url = storage or os.environ.get(STORAGE_ENV) or default_storage_url(runs_dir)
+    return normalize_url(url)
+
+
+def normalize_url(url: str) -> str:
+    """Accept what people type: ``postgres://`` and a driver-less ``postgresql://`` work with
+    whichever PostgreSQL driver is installed (psycopg 3 ships with trainlab)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise StudyError(f"storage {url!r} is not a database URL; use {SUPPORTED}")
+    if scheme in ("postgres", "postgresql"):
+        scheme = "postgresql" if _has_module("psycopg2") else "postgresql+psycopg"
+    elif scheme == "sqlite" and rest.startswith("/") and not rest.startswith("//"):
+        path = rest[1:]
+        if path and path != ":memory:":
+            rest = "/" + Path(path).expanduser().resolve().as_posix()
+    dialect = scheme.split("+")[0]
+    if dialect not in ("sqlite", "postgresql"):
+        raise StudyError(f"unsupported storage {redact(url)!r}; use {SUPPORTED}")
+    return f"{scheme}://{rest}"
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and listings."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    scheme, _, rest = url.partition("://")
+    if not scheme.startswith("sqlite") or rest in ("/", "/:memory:"):
+        return None
+    return Path(rest[1:])
+
+
+@dataclass
+class Store:
+    """An opened study store: the Optuna storage plus the cross-process lock that goes with it."""
+
+    url: str
+    storage: Any  # optuna.storages.RDBStorage
+
+    @property
+    def dialect(self) -> str:
+        return self.url.split("://")[0].split("+")[0]
+
+    @property
+    def display_url(self) -> str:
+        return redact(self.url)
+
+    def study_id(self, study: Any) -> int:
+        return self.storage.get_study_id_from_name(study.study_name)
+
+    @contextlib.contextmanager
+    def lock(self, study_name: str) -> Iterator[None]:
+        """Hold the study's exclusive section (claims, planning, recovery of lost runs)."""
+        with study_lock(self.url, study_name, engine=self.storage.engine):
+            yield
+
+
+@contextlib.contextmanager
+def study_lock(url: str, study_name: str, engine: Any = None) -> Iterator[None]:
+    path = sqlite_path(url)
+    if path is not None:
+        from filelock import FileLock
+
+        # One lock file per store: SQLite serialises writers anyway, and study creation (which
+        # happens before a study exists) needs the same lock.
+        with FileLock(str(path) + ".lock"):
+            yield
+        return
+    if url.startswith("postgresql"):
+        with _postgres_lock(url, study_name, engine):
+            yield
+        return
+    yield  # in-memory SQLite: one process only
+
+
+@contextlib.contextmanager
+def _postgres_lock(url: str, study_name: str, engine: Any) -> Iterator[None]:
+    import sqlalchemy
+
+    owned = engine is None
+    engine = engine or sqlalchemy.create_engine(url)
+    key = zlib.crc32(f"trainlab:{study_name}".encode())  # advisory lock ids are 64-bit ints
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            connection.commit()
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                connection.commit()
+    finally:
+        if owned:
+            engine.dispose()
+
+
+def _prepare_sqlite(path: Path) -> None:
+    """Create the folder, and switch the file to write-ahead logging once: readers (listings,
+    optuna-dashboard) then never block the workers' writes."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(path, timeout=SQLITE_TIMEOUT)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+        finally:
+            connection.close()
+    except (OSError, sqlite3.Error) as error:
+        raise StudyError(f"cannot open the study store {path}: {error}") from None
+
+
+def open_store(url: str) -> Store:
+    """Open (creating tables on first use) the store at ``url``; one clear line if unreachable."""
+    import optuna
+    import sqlalchemy.exc
+
+    url = normalize_url(url)
+    engine_kwargs: dict[str, Any] = {}
+    path = sqlite_path(url)
+    if path is not None:
+        _prepare_sqlite(path)
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT}
+    else:
+        # Drop connections the server closed (restarts, idle timeouts) instead of failing on them.
+        engine_kwargs["pool_pre_ping"] = True
+    try:
+        with study_lock(url, "__schema__"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
+        reason = str(getattr(error, "orig", None) or error.__cause__ or error).strip()
+        reason = reason.splitlines()[0] if reason else type(error).__name__
+        raise StudyError(f"cannot open the study store {redact(url)}: {reason}") from None
+    except ImportError as error:
+        raise StudyError(f"no database driver for {redact(url)}: {error}") from None
+    return Store(url, storage)

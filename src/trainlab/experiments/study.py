@@ -1,0 +1,371 @@
+"""A study in the store: its definition (kind, base config, metric, axes), its sweep plan, and
+the trainlab attributes every trial carries.
+
+Everything a worker needs is in the store, not in the command line that created the study: a
+worker on another machine joins with only the study name and the storage URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+import trainlab
+from trainlab.config import MonitorName, TrainConfig, build_config, set_dotted
+from trainlab.errors import StudyError
+from trainlab.experiments.space import Axis, draw
+from trainlab.experiments.store import Store
+
+# Study attributes
+SPEC_ATTR = "trainlab.spec"
+# Trial attributes (user attributes: shown by optuna-dashboard)
+KEY = "trainlab.key"  # identity of a planned sweep entry: configuration + repeat
+REPEAT = "trainlab.repeat"
+SEED = "trainlab.seed"
+OVERRIDES = "trainlab.overrides"  # the configuration: dotted key -> config value (no seed)
+RUN_NAME = "trainlab.run_name"  # run folder name inside <runs>/<study>/
+RETRY_OF = "trainlab.retry_of"  # number of the lost attempt this trial continues
+STATUS = "trainlab.status"
+REASON = "trainlab.reason"
+RUN_DIR = "trainlab.run_dir"
+HOST = "trainlab.host"
+BEST_EPOCH = "trainlab.best_epoch"
+EPOCHS_RUN = "trainlab.epochs_run"
+SECONDS = "trainlab.seconds"
+RESUMED_FROM = "trainlab.resumed_from_epoch"
+HISTORY = "trainlab.history"
+# Trial system attributes (bookkeeping)
+WORKER = "trainlab:worker"
+HEARTBEAT = "trainlab:heartbeat"
+
+# A run that failed because its worker went away (killed, machine lost, Ctrl-C) is run again
+# (resumed from its folder); one that failed on its own (an error, divergence) would fail again.
+RETRYABLE = ("lost", "interrupted")
+# Keys that say where and how a run executes, not what it computes: free to differ between
+# the workers of one study.
+RUNTIME_KEYS = ("device", "progress", "out", "data.root", "data.download")
+
+SAMPLERS = ("tpe", "random", "gp", "qmc", "cmaes")
+PRUNERS = ("median", "halving", "hyperband", "none")
+
+
+def direction_of(metric: str) -> Literal["minimize", "maximize"]:
+    return "minimize" if metric.endswith("loss") else "maximize"
+
+
+def check_metric(metric: str) -> str:
+    """The objective is a validation metric: the test split never chooses anything."""
+    valid = MonitorName.__args__  # type: ignore[attr-defined]
+    if metric in valid:
+        return metric
+    if metric.startswith("test."):
+        raise StudyError(
+            f"--metric {metric}: studies select on the validation split only (the test split is "
+            f"for the final report); use {metric.replace('test.', 'val.', 1)}"
+        )
+    raise StudyError(f"unknown metric {metric!r}; use one of {', '.join(valid)}")
+
+
+def _strip_runtime(tree: dict[str, Any]) -> dict[str, Any]:
+    tree = json.loads(json.dumps(tree))
+    for dotted in RUNTIME_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = tree
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(leaf, None)
+    return tree
+
+
+@dataclass
+class StudySpec:
+    """What a study is: kept in the store as one study attribute."""
+
+    name: str
+    kind: Literal["sweep", "tune"]
+    base: dict[str, Any]  # base TrainConfig as plain JSON (runtime keys removed)
+    metric: str
+    axes: list[Axis] = field(default_factory=list)  # sweep: grid axes; tune: the search space
+    sampled: list[Axis] = field(default_factory=list)  # sweep: randomly sampled axes
+    samples: int = 1  # sweep: random draws of the sampled axes
+    repeats: int = 1  # sweep: seeds per configuration
+    seed: int = 0  # draws of a random sweep, sampler seed of a search
+    trials: int = 0  # tune: total trials
+    sampler: str = "tpe"
+    pruner: str = "none"
+
+    @property
+    def direction(self) -> Literal["minimize", "maximize"]:
+        return direction_of(self.metric)
+
+    def all_axes(self) -> list[Axis]:
+        return [*self.axes, *self.sampled]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "base": self.base, "metric": self.metric,
+                "axes": [a.to_dict() for a in self.axes],
+                "sampled": [a.to_dict() for a in self.sampled], "samples": self.samples,
+                "repeats": self.repeats, "seed": self.seed, "trials": self.trials,
+                "sampler": self.sampler, "pruner": self.pruner,
+                "trainlab_version": trainlab.__version__}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, name: str, data: dict[str, Any]) -> StudySpec:
+        return cls(
+            name=name,
+            kind=data["kind"],
+            base=data["base"],
+            metric=data["metric"],
+            axes=[Axis.from_dict(a) for a in data["axes"]],
+            sampled=[Axis.from_dict(a) for a in data.get("sampled", [])],
+            samples=data.get("samples", 1),
+            repeats=data.get("repeats", 1),
+            seed=data.get("seed", 0),
+            trials=data.get("trials", 0),
+            sampler=data.get("sampler", "tpe"),
+            pruner=data.get("pruner", "none"),
+        )
+
+    def identity(self) -> dict[str, Any]:
+        """What a second command must agree on to join this study (counts may grow)."""
+        data = self.to_json()
+        return {key: data[key] for key in ("kind", "base", "metric", "axes", "sampled", "seed")}
+
+    # -- configurations ------------------------------------------------------------------
+
+    def trial_config(
+        self, overrides: dict[str, Any], seed: int, runtime: dict[str, Any] | None = None
+    ) -> TrainConfig:
+        """Base config + this trial's values (+ this machine's runtime keys); the monitor is the
+        study metric, so the epoch kept, the value recorded and the objective all mean the
+        same "best"."""
+        tree = json.loads(json.dumps(self.base))
+        for key, value in {**overrides, **(runtime or {})}.items():
+            set_dotted(tree, key, value)
+        tree.update(seed=seed, monitor=self.metric, mode="auto", progress=False)
+        return build_config(tree)
+
+
+def base_tree(config: TrainConfig) -> dict[str, Any]:
+    return _strip_runtime(config.model_dump(mode="json"))
+
+
+# -- the sweep plan --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    key: str
+    params: dict[str, Any]  # Optuna representation (encoded choices stay JSON text)
+    overrides: dict[str, Any]  # config values
+    repeat: int
+    seed: int
+
+
+def entry_key(params: dict[str, Any], repeat: int) -> str:
+    text = json.dumps({"params": params, "repeat": repeat}, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def sweep_plan(spec: StudySpec) -> list[PlanEntry]:
+    """Every (configuration, repeat) of a sweep, repeat-major: the first full table of all
+    configurations arrives before the second seed of any of them."""
+    grid_choices = [axis.distribution.choices for axis in spec.axes]
+    grid_points = [dict(zip([a.key for a in spec.axes], point, strict=True))
+                   for point in itertools.product(*grid_choices)]  # fmt: skip
+    sample_points: list[dict[str, Any]] = [{}]
+    if spec.sampled:
+        rng = np.random.default_rng(spec.seed)
+        sample_points = [{a.key: draw(a, rng) for a in spec.sampled} for _ in range(spec.samples)]
+    axes = {axis.key: axis for axis in spec.all_axes()}
+    base_seed = int(spec.base.get("seed", 0))
+    entries = []
+    for repeat in range(spec.repeats):
+        for grid_point in grid_points:
+            for sample_point in sample_points:
+                params = {**grid_point, **sample_point}
+                overrides = {key: axes[key].to_config(value) for key, value in params.items()}
+                entries.append(PlanEntry(entry_key(params, repeat), params, overrides, repeat,
+                                         base_seed + repeat))  # fmt: skip
+    return entries
+
+
+def validate_plan(spec: StudySpec, entries: list[PlanEntry]) -> None:
+    """Build every configuration before running any: a typo fails now, not after an hour."""
+    from trainlab.models import get_model_info
+
+    seen: set[str] = set()
+    for entry in entries:
+        text = json.dumps(entry.overrides, sort_keys=True)
+        if text in seen:
+            continue
+        seen.add(text)
+        try:
+            config = spec.trial_config(entry.overrides, entry.seed)
+            get_model_info(config.model.name)
+        except trainlab.TrainlabError as error:
+            where = ", ".join(f"{k}={v}" for k, v in entry.overrides.items()) or "base config"
+            raise StudyError(f"configuration {where} is invalid: {error}") from None
+
+
+# -- creating and joining --------------------------------------------------------------------
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        found = []
+        for key in sorted(set(old) | set(new)):
+            found += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return found
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def create_or_join(store: Store, spec: StudySpec) -> Any:
+    """Create the study, or join it when it exists with the same definition."""
+    import optuna
+
+    with store.lock(spec.name):
+        try:
+            study = optuna.load_study(study_name=spec.name, storage=store.storage)
+        except KeyError:
+            study = optuna.create_study(
+                study_name=spec.name, storage=store.storage, direction=spec.direction
+            )
+            study.set_user_attr(SPEC_ATTR, spec.to_json())
+            return study
+        existing = study.user_attrs.get(SPEC_ATTR)
+        if existing is None:
+            raise StudyError(
+                f"study {spec.name!r} in {store.display_url} was not made by trainlab; "
+                "choose another --study name"
+            )
+        old = StudySpec.from_json(spec.name, existing)
+        differs = _differences(old.identity(), spec.identity())
+        if differs:
+            shown = ", ".join(d.replace("base.", "") for d in differs[:6])
+            raise StudyError(
+                f"study {spec.name!r} already exists with a different definition "
+                f"(differs in: {shown}); re-run it with the same settings, or choose a new --study"
+            )
+        # The same study asked for more: more seeds, more samples or more trials.
+        grown = StudySpec.from_json(spec.name, existing)
+        grown.repeats, grown.samples = (
+            max(old.repeats, spec.repeats),
+            max(old.samples, spec.samples),
+        )
+        grown.trials = max(old.trials, spec.trials)
+        grown.sampler, grown.pruner = spec.sampler, spec.pruner
+        if grown.to_json() != existing:
+            study.set_user_attr(SPEC_ATTR, grown.to_json())
+        return study
+
+
+def load_spec(study: Any) -> StudySpec:
+    data = study.user_attrs.get(SPEC_ATTR)
+    if data is None:
+        raise StudyError(f"study {study.study_name!r} was not made by trainlab")
+    return StudySpec.from_json(study.study_name, data)
+
+
+def open_study(store: Store, name: str, *, worker_index: int = 0) -> tuple[Any, StudySpec]:
+    """Load a study with the sampler and pruner its definition names."""
+    import optuna
+
+    try:
+        summary_names = optuna.get_all_study_names(storage=store.storage)
+    except optuna.exceptions.StorageInternalError as error:
+        raise StudyError(f"cannot read {store.display_url}: {error.__cause__ or error}") from None
+    if name not in summary_names:
+        known = ", ".join(sorted(summary_names)) or "none yet"
+        raise StudyError(f"no study {name!r} in {store.display_url}; studies: {known}")
+    study = optuna.load_study(study_name=name, storage=store.storage)
+    spec = load_spec(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental-feature notices are not for users
+        study.sampler = make_sampler(spec, worker_index)
+        study.pruner = make_pruner(spec)
+    return study, spec
+
+
+def make_sampler(spec: StudySpec, worker_index: int = 0) -> Any:
+    import optuna
+
+    if spec.kind == "sweep":
+        return optuna.samplers.RandomSampler(seed=spec.seed)  # unused: every trial is planned
+    # Each worker its own seed, or two workers starting together would propose the same point.
+    seed = spec.seed + 1000 * worker_index
+    name = spec.sampler
+    if name == "tpe":
+        # constant_liar: running trials count as bad guesses, so parallel workers spread out.
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    needs = {"gp": ("scipy",), "qmc": ("scipy",), "cmaes": ("cmaes",)}
+    missing = [m for m in needs.get(name, ()) if not _importable(m)]
+    if missing:
+        raise StudyError(f"sampler {name!r} needs {', '.join(missing)}: pip install {missing[0]}")
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    raise StudyError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
+
+
+def make_pruner(spec: StudySpec) -> Any:
+    import optuna
+
+    name = spec.pruner if spec.kind == "tune" else "none"
+    if name == "median":
+        # Five full trials before judging, and never on the first two epochs: early epochs
+        # of a good configuration are often worse than a fast-starting bad one.
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise StudyError(f"unknown pruner {name!r}; use one of {', '.join(PRUNERS)}")
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def enqueue_plan(store: Store, study: Any, entries: list[PlanEntry]) -> int:
+    """Queue the planned entries that are not in the study yet (call inside the study lock).
+
+    Idempotent: a worker killed half-way through planning leaves a prefix that the next one
+    completes; entries are recognised by their key, whatever state their trials are in.
+    """
+    from optuna.trial import TrialState, create_trial
+
+    present = {t.user_attrs.get(KEY) for t in study.get_trials(deepcopy=False)}
+    study_id = store.study_id(study)
+    added = 0
+    for entry in entries:
+        if entry.key in present:
+            continue
+        template = create_trial(
+            state=TrialState.WAITING,
+            system_attrs={"fixed_params": entry.params},
+            user_attrs={
+                KEY: entry.key,
+                REPEAT: entry.repeat,
+                SEED: entry.seed,
+                OVERRIDES: entry.overrides,
+            },
+        )
+        store.storage.create_new_trial(study_id, template_trial=template)
+        added += 1
+    return added

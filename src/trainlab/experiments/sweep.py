@@ -1,0 +1,149 @@
+"""``trainlab.sweep``: a grid and/or random sweep with seed repeats, as one Optuna study."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainlab.config import TrainConfig
+from trainlab.errors import StudyError
+from trainlab.experiments import study as s
+from trainlab.experiments.launch import LaunchOptions, run_workers
+from trainlab.experiments.results import ConfigResult, StudyInfo, list_studies, rank_configurations
+from trainlab.experiments.space import Axis, categorical, parse_distribution
+from trainlab.experiments.store import Store, open_store, resolve_storage_url
+
+# Keys a study sets itself: the seed comes from --repeats, the monitor from --metric.
+RESERVED_KEYS = {
+    "seed": "use --repeats N for seeds",
+    "monitor": "use --metric",
+    "mode": "use --metric",
+    "out": "run folders are <runs>/<study>/trial-NNNN",
+    "progress": "workers print one line per run",
+}
+
+
+@dataclass
+class StudyReport:
+    """Where a study stands after a command: counts and the configurations ranked."""
+
+    name: str
+    storage: str  # URL without password
+    info: StudyInfo
+    ranked: list[ConfigResult]
+
+    @property
+    def best(self) -> ConfigResult | None:
+        return self.ranked[0] if self.ranked else None
+
+
+def as_base_config(config: TrainConfig | Mapping[str, Any] | str | Path | None) -> TrainConfig:
+    from trainlab.training import _as_config
+
+    return _as_config(config if not isinstance(config, Mapping) else dict(config))
+
+
+def check_axis_keys(axes: Sequence[Axis]) -> None:
+    seen: set[str] = set()
+    for axis in axes:
+        root = axis.key.split(".")[0]
+        if axis.key in RESERVED_KEYS or root in RESERVED_KEYS:
+            raise StudyError(f"{axis.key} cannot be varied by a study: {RESERVED_KEYS[root]}")
+        if axis.key in seen:
+            raise StudyError(f"{axis.key} is varied twice (in --grid and --sample?); give it once")
+        seen.add(axis.key)
+
+
+def grid_axes(grid: Mapping[str, Sequence[Any]] | Sequence[Axis] | None) -> list[Axis]:
+    if grid is None:
+        return []
+    if isinstance(grid, Mapping):
+        return [categorical(key, list(values)) for key, values in grid.items()]
+    return list(grid)
+
+
+def sample_axes(sample: Mapping[str, Any] | Sequence[Axis] | None) -> list[Axis]:
+    if sample is None:
+        return []
+    if isinstance(sample, Mapping):
+        return [parse_distribution(key, spec) for key, spec in sample.items()]
+    return list(sample)
+
+
+def report(store: Store, name: str) -> StudyReport:
+    info = next(i for i in list_studies(store) if i.name == name)
+    _, ranked = rank_configurations(store, name)
+    return StudyReport(name, store.display_url, info, ranked)
+
+
+def sweep(
+    study: str,
+    config: TrainConfig | Mapping[str, Any] | str | Path | None = None,
+    *,
+    grid: Mapping[str, Sequence[Any]] | Sequence[Axis] | None = None,
+    sample: Mapping[str, Any] | Sequence[Axis] | None = None,
+    samples: int = 1,
+    repeats: int = 1,
+    metric: str | None = None,
+    seed: int | None = None,
+    storage: str | None = None,
+    runs_dir: str | Path = "runs",
+    workers: int = 1,
+    threads: int | None = None,
+    runtime: Mapping[str, Any] | None = None,
+    echo: Callable[[str], None] = print,
+    launch: LaunchOptions | None = None,
+) -> StudyReport:
+    """Run every configuration of ``grid`` × ``samples`` random draws of ``sample``, each
+    ``repeats`` times with seeds ``seed, seed+1, ...``; returns the study ranked by the mean
+    validation ``metric`` (default: the config's monitor).
+
+    The same call again continues the study: finished runs are kept, lost ones resumed, and
+    only missing ones run. ``grid={"optim.lr": [1e-3, 1e-4]}``;
+    ``sample={"optim.lr": "loguniform:1e-5:1e-2"}``.
+    """
+    base = as_base_config(config)
+    axes, sampled = grid_axes(grid), sample_axes(sample)
+    check_axis_keys([*axes, *sampled])
+    if repeats < 1 or samples < 1:
+        raise StudyError("--repeats and --samples must be at least 1")
+    spec = s.StudySpec(
+        name=check_study_name(study),
+        kind="sweep",
+        base=s.base_tree(base),
+        metric=s.check_metric(metric or base.monitor),
+        axes=axes,
+        sampled=sampled,
+        samples=samples if sampled else 1,
+        repeats=repeats,
+        seed=base.seed if seed is None else seed,
+    )
+    entries = s.sweep_plan(spec)
+    s.validate_plan(spec, entries)
+    store = open_store(resolve_storage_url(storage, runs_dir))
+    optuna_study = s.create_or_join(store, spec)
+    with store.lock(spec.name):
+        added = s.enqueue_plan(store, optuna_study, s.sweep_plan(s.load_spec(optuna_study)))
+    configurations = len(entries) // spec.repeats
+    echo(
+        f"study {spec.name}: {configurations} configuration(s) × {spec.repeats} seed(s) = "
+        f"{len(entries)} runs, {added} newly planned; store {store.display_url}"
+    )
+    options = launch or LaunchOptions()
+    options.workers, options.threads, options.runs_dir = workers, threads, Path(runs_dir)
+    options.runtime = dict(runtime or {})
+    run_workers(store.url, spec.name, options, echo)
+    return report(store, spec.name)
+
+
+def check_study_name(name: str) -> str:
+    """A study name is also a folder name under the runs folder."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name or ""):
+        raise StudyError(
+            f"study name {name!r}: use letters, digits, '.', '_' and '-' (it names a folder)"
+        )
+    return name

@@ -1,0 +1,94 @@
+"""``trainlab.tune``: an Optuna search (TPE by default) with pruning on the validation metric."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainlab.config import TrainConfig
+from trainlab.errors import StudyError
+from trainlab.experiments import study as s
+from trainlab.experiments.launch import LaunchOptions, run_workers
+from trainlab.experiments.space import Axis, draw, load_space, parse_distribution
+from trainlab.experiments.store import open_store, resolve_storage_url
+from trainlab.experiments.sweep import (
+    StudyReport,
+    as_base_config,
+    check_axis_keys,
+    check_study_name,
+    report,
+)
+
+
+def space_axes(space: str | Path | Mapping[str, Any] | list[Axis]) -> list[Axis]:
+    if isinstance(space, (str, Path)):
+        return load_space(space)
+    if isinstance(space, Mapping):
+        return [parse_distribution(key, spec) for key, spec in space.items()]
+    return list(space)
+
+
+def tune(
+    study: str,
+    config: TrainConfig | Mapping[str, Any] | str | Path | None = None,
+    *,
+    space: str | Path | Mapping[str, Any] | list[Axis],
+    trials: int = 20,
+    metric: str | None = None,
+    sampler: str = "tpe",
+    pruner: str = "median",
+    seed: int | None = None,
+    storage: str | None = None,
+    runs_dir: str | Path = "runs",
+    workers: int = 1,
+    threads: int | None = None,
+    runtime: Mapping[str, Any] | None = None,
+    echo: Callable[[str], None] = print,
+    launch: LaunchOptions | None = None,
+) -> StudyReport:
+    """Search ``space`` for ``trials`` trials in total (over all workers and all invocations),
+    maximising or minimising the validation ``metric`` at each run's best epoch; unpromising
+    runs are pruned on their per-epoch validation values."""
+    base = as_base_config(config)
+    axes = space_axes(space)
+    if not axes:
+        raise StudyError("the search space is empty")
+    check_axis_keys(axes)
+    if trials < 1:
+        raise StudyError("--trials must be at least 1")
+    spec = s.StudySpec(
+        name=check_study_name(study),
+        kind="tune",
+        base=s.base_tree(base),
+        metric=s.check_metric(metric or base.monitor),
+        axes=axes,
+        trials=trials,
+        seed=base.seed if seed is None else seed,
+        sampler=sampler,
+        pruner=pruner,
+    )
+    s.make_sampler(spec)  # unknown names and missing packages fail before anything runs
+    s.make_pruner(spec)
+    check_space_fits(spec)
+    store = open_store(resolve_storage_url(storage, runs_dir))
+    s.create_or_join(store, spec)
+    echo(
+        f"study {spec.name}: {spec.sampler} search of {len(axes)} parameter(s) for {trials} "
+        f"trials, pruner {spec.pruner}, {spec.direction} {spec.metric}; store {store.display_url}"
+    )
+    options = launch or LaunchOptions()
+    options.workers, options.threads, options.runs_dir = workers, threads, Path(runs_dir)
+    options.runtime = dict(runtime or {})
+    run_workers(store.url, spec.name, options, echo)
+    return report(store, spec.name)
+
+
+def check_space_fits(spec: s.StudySpec) -> None:
+    """A few random points of the space must make valid configurations (typos fail now)."""
+    rng = np.random.default_rng(0)
+    points = [{a.key: a.to_config(draw(a, rng)) for a in spec.axes} for _ in range(3)]
+    entries = [s.PlanEntry("", {}, point, 0, int(spec.base.get("seed", 0))) for point in points]
+    s.validate_plan(spec, entries)

@@ -1,0 +1,480 @@
+"""A worker: take the next configuration nobody has taken, run it, record it, repeat.
+
+Every step that decides who runs what happens inside the study's lock (see ``store.py``):
+
+1. runs whose worker is gone are marked ``lost`` (same machine: its process is dead; another
+   machine: no heartbeat for ``lost_after`` seconds) and queued again with the same parameters
+   and the same run folder, so the retry resumes from the last saved epoch;
+2. the first waiting trial is claimed (sweeps plan all their trials up front; a search asks its
+   sampler for a new one while its trial budget lasts).
+
+Training itself runs outside the lock. A heartbeat thread keeps the claim alive; the result is
+recorded as user attributes and then told to Optuna, so a worker killed between the two leaves
+a finished run folder that the retry adopts without training again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainlab.engine.callbacks import Callback
+from trainlab.errors import TrainlabError
+from trainlab.experiments import study as s
+from trainlab.experiments.store import Store
+
+HEARTBEAT_SECONDS = 10.0
+LOST_AFTER_SECONDS = 60.0  # no heartbeat this long from another machine: its worker is gone
+POLL_SECONDS = 2.0
+TRAINING_STATUS_TO_STATE = {"completed": "COMPLETE", "early_stopped": "COMPLETE",
+                            "budget_exhausted": "COMPLETE", "pruned": "PRUNED"}  # fmt: skip
+ERROR_FILE = "error.txt"
+
+
+# -- who is running what -----------------------------------------------------------------------
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _process_start(pid: int) -> str | None:
+    """Start time of a process (clock ticks since boot): tells a reused pid from the original."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def process_alive(pid: int, started: str | None = None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): the signal check is all we have
+    if state in ("Z", "X"):  # killed, not yet reaped by its parent
+        return False
+    return started is None or _process_start(pid) == started
+
+
+def worker_identity(name: str) -> dict[str, Any]:
+    pid = os.getpid()
+    return {"name": name, "host": socket.gethostname(), "boot": _boot_id(), "pid": pid,
+            "started": _process_start(pid)}  # fmt: skip
+
+
+def same_machine(worker: dict[str, Any]) -> bool:
+    return worker.get("host") == socket.gethostname() and worker.get("boot") == _boot_id()
+
+
+def lost_reason(trial: Any, now: float, lost_after: float) -> str | None:
+    """Why a RUNNING trial's worker is considered gone, or None while it is alive."""
+    worker = trial.system_attrs.get(s.WORKER) or {}
+    if worker and same_machine(worker):
+        if process_alive(int(worker["pid"]), worker.get("started")):
+            return None
+        return f"worker {worker.get('name', '?')} (pid {worker['pid']}) stopped without finishing"
+    last = trial.system_attrs.get(s.HEARTBEAT)
+    if last is None and trial.datetime_start is not None:
+        last = trial.datetime_start.timestamp()
+    if last is None or now - float(last) > lost_after:
+        host = worker.get("host", "an unknown machine")
+        return f"no heartbeat from {host} for more than {lost_after:.0f} s"
+    return None
+
+
+class Heartbeat:
+    """Writes a timestamp into the trial every ``interval`` seconds while a run trains."""
+
+    def __init__(self, storage: Any, trial_id: int, interval: float):
+        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="trainlab-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 5)
+
+    def _beat(self) -> None:
+        while not self._stop.is_set():
+            # A missed beat (database busy, connection dropped) is retried; the run goes on.
+            with contextlib.suppress(Exception):
+                self.storage.set_trial_system_attr(self.trial_id, s.HEARTBEAT, time.time())
+            self._stop.wait(self.interval)
+
+
+# -- recovery and claims (inside the study lock) -----------------------------------------------
+
+
+def recover_lost(store: Store, study: Any, lost_after: float) -> list[str]:
+    """Fail runs whose worker is gone and queue them again; returns one message per recovery."""
+    import optuna
+    from optuna.trial import TrialState
+
+    storage, messages, now = store.storage, [], time.time()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        reason = lost_reason(trial, now, lost_after)
+        if reason is None:
+            continue
+        try:
+            storage.set_trial_user_attr(trial._trial_id, s.STATUS, "lost")
+            storage.set_trial_user_attr(trial._trial_id, s.REASON, reason)
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # it finished after all
+        messages.append(f"run #{trial.number} lost: {reason}")
+    trials = study.get_trials(deepcopy=False)
+    continued = {t.user_attrs.get(s.RETRY_OF) for t in trials}
+    for trial in trials:
+        if (trial.state == TrialState.FAIL and trial.user_attrs.get(s.STATUS) in s.RETRYABLE
+                and trial.number not in continued):  # fmt: skip
+            number = requeue(store, study, trial)
+            messages.append(f"run #{trial.number} queued again as #{number}, resuming its folder")
+    return messages
+
+
+def requeue(store: Store, study: Any, trial: Any) -> int:
+    from optuna.trial import TrialState, create_trial
+
+    carried = (s.KEY, s.REPEAT, s.SEED, s.OVERRIDES, s.RUN_NAME)
+    user_attrs = {key: trial.user_attrs[key] for key in carried if key in trial.user_attrs}
+    user_attrs.setdefault(s.RUN_NAME, run_name(trial.number))
+    user_attrs[s.RETRY_OF] = trial.number
+    params = trial.system_attrs.get("fixed_params") or trial.params
+    template = create_trial(state=TrialState.WAITING, system_attrs={"fixed_params": params},
+                            user_attrs=user_attrs)  # fmt: skip
+    storage = store.storage
+    trial_id = storage.create_new_trial(store.study_id(study), template_trial=template)
+    return storage.get_trial_number_from_id(trial_id)
+
+
+def effective_trials(study: Any) -> int:
+    """Trials that count against a search's budget: a lost attempt and its retry count once."""
+    trials = study.get_trials(deepcopy=False)
+    continued = {t.user_attrs.get(s.RETRY_OF) for t in trials}
+    return sum(1 for t in trials if t.number not in continued)
+
+
+def claim(store: Store, study: Any, spec: s.StudySpec, me: dict[str, Any]) -> Any | None:
+    """The next trial for this worker, already RUNNING and marked as ours; None when done."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    storage = store.storage
+    for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        # Mark it ours before it turns RUNNING: a RUNNING trial always names its worker.
+        storage.set_trial_system_attr(waiting._trial_id, s.WORKER, me)
+        storage.set_trial_system_attr(waiting._trial_id, s.HEARTBEAT, time.time())
+        if storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING):
+            return optuna.Trial(study, waiting._trial_id)
+    if spec.kind == "tune" and effective_trials(study) < spec.trials:
+        template = create_trial(state=TrialState.RUNNING,
+                                system_attrs={s.WORKER: me, s.HEARTBEAT: time.time()})  # fmt: skip
+        return optuna.Trial(study, storage.create_new_trial(store.study_id(study), template))
+    return None
+
+
+def alive_elsewhere(study: Any) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+# -- running one trial ------------------------------------------------------------------------
+
+
+def run_name(number: int) -> str:
+    return f"trial-{number:04d}"
+
+
+class TrialReporter(Callback):
+    """Reports the monitored validation metric after every epoch (Optuna intermediate values,
+    which pruners read) and stops the run when the pruner says so."""
+
+    def __init__(self, trial: Any, prune: bool):
+        self.trial, self.prune = trial, prune
+
+    def on_fit_start(self, trainer: Any) -> None:
+        for record in trainer.state.history:  # a resumed run: epochs done before the loss
+            self.report(record, trainer.monitor_key)
+
+    def on_epoch_end(self, trainer: Any, record: dict[str, float]) -> None:
+        self.report(record, trainer.monitor_key)
+        if self.prune and trainer.state.status == "running" and self.trial.should_prune():
+            trainer.request_stop("pruned", f"pruned after epoch {trainer.state.epoch}")
+
+    def report(self, record: dict[str, float], column: str) -> None:
+        value = record.get(column)
+        if value is not None and math.isfinite(value):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a step reported twice is ignored, fine
+                self.trial.report(float(value), step=int(record["epoch"]))
+
+
+@dataclass
+class TrialOutcome:
+    number: int
+    status: str  # completed, early_stopped, budget_exhausted, pruned, diverged, error, lost...
+    reason: str | None = None
+    value: float | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {f"{prefix}.{k}": v for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}  # fmt: skip
+
+
+def _rounded(history: list[dict[str, float]]) -> list[dict[str, Any]]:
+    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else
+                 float(f"{v:.6g}") if isinstance(v, float) else v) for k, v in row.items()}
+            for row in history]  # fmt: skip
+
+
+def outcome_from_summary(number: int, summary: dict[str, Any], history: list, run_dir: Path,
+                         resumed_from: int | None) -> TrialOutcome:  # fmt: skip
+    status = summary["status"]
+    value = summary.get("best_value")
+    reason = summary.get("stop_reason")
+    if status == "diverged" or value is None or not math.isfinite(value):
+        status = "diverged"
+        reason = reason or "no finite validation value"
+        value = None
+    attrs = {
+        s.STATUS: status,
+        s.REASON: reason,
+        s.BEST_EPOCH: summary.get("best_epoch"),
+        s.EPOCHS_RUN: summary.get("epochs_run"),
+        s.SECONDS: summary.get("train_seconds"),
+        s.RUN_DIR: str(run_dir.resolve()),
+        s.HOST: socket.gethostname(),
+        s.HISTORY: _rounded(history),
+        **_scalars(summary.get("val") or {}, "val"),
+        **_scalars(summary.get("test") or {}, "test"),
+    }
+    if resumed_from:
+        attrs[s.RESUMED_FROM] = resumed_from
+    return TrialOutcome(number, status, reason, value, attrs)
+
+
+def execute(trial: Any, spec: s.StudySpec, options: WorkerOptions) -> TrialOutcome:
+    """Run (or resume, or adopt) the trial's run folder and describe what came of it."""
+    from trainlab.runs.record import (
+        CONFIG_FILE,
+        has_resume_state,
+        read_history,
+        read_run_config,
+        read_summary,
+    )
+    from trainlab.training import train
+
+    overrides = suggest(trial, spec)
+    seed = int(trial.user_attrs.get(s.SEED, spec.base.get("seed", 0)))
+    name = trial.user_attrs.get(s.RUN_NAME) or run_name(trial.number)
+    trial.set_user_attr(s.OVERRIDES, overrides)
+    trial.set_user_attr(s.SEED, seed)
+    trial.set_user_attr(s.RUN_NAME, name)
+    run_dir = Path(options.runs_dir) / spec.name / name
+    reporter = TrialReporter(trial, prune=spec.kind == "tune" and spec.pruner != "none")
+
+    summary = read_summary(run_dir) if run_dir.is_dir() else None
+    if summary is not None and summary.get("status") not in (None, "running"):
+        # Finished before its worker was lost: adopt it, train nothing.
+        history = read_history(run_dir)
+        column = read_run_config(run_dir).monitor.replace(".", "_")
+        for record in history:
+            reporter.report(record, column)
+        return outcome_from_summary(trial.number, summary, history, run_dir, None)
+    resumed_from = None
+    if (run_dir / CONFIG_FILE).is_file():
+        resumed_from = len(read_history(run_dir)) if has_resume_state(run_dir) else 0
+        runtime = [f"{key}={str(value).lower() if isinstance(value, bool) else value}"
+                   for key, value in options.runtime.items()]  # fmt: skip
+        result = train(resume=run_dir, callbacks=[reporter], runtime_overrides=runtime)
+    else:
+        if run_dir.exists():  # killed before its config was written: nothing to keep
+            _clear(run_dir)
+        config = spec.trial_config(overrides, seed, options.runtime)
+        config.out = str(run_dir)
+        result = train(config, callbacks=[reporter])
+    return outcome_from_summary(trial.number, result.summary, result.history, run_dir,
+                                resumed_from)  # fmt: skip
+
+
+def _clear(run_dir: Path) -> None:
+    import shutil
+
+    shutil.rmtree(run_dir)
+
+
+def suggest(trial: Any, spec: s.StudySpec) -> dict[str, Any]:
+    """Config values of this trial: planned (sweeps, retries) or chosen by the sampler now."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    overrides = {}
+    for axis in spec.all_axes():
+        d = axis.distribution
+        if isinstance(d, CategoricalDistribution):
+            param = trial.suggest_categorical(axis.key, d.choices)
+        elif isinstance(d, FloatDistribution):
+            param = trial.suggest_float(axis.key, d.low, d.high, log=d.log, step=d.step)
+        else:
+            param = trial.suggest_int(axis.key, d.low, d.high, log=d.log, step=d.step)
+        overrides[axis.key] = axis.to_config(param)
+    return overrides
+
+
+def record(store: Store, study: Any, trial: Any, outcome: TrialOutcome) -> bool:
+    """Attributes first, then the state: a kill between the two leaves a run to adopt.
+    False when another worker already declared this run lost (its retry adopts our folder)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = store.storage
+    try:
+        for key, value in outcome.attrs.items():
+            storage.set_trial_user_attr(trial._trial_id, key, value)
+        state = TRAINING_STATUS_TO_STATE.get(outcome.status)
+        if state == "COMPLETE":
+            study.tell(trial, outcome.value)
+        elif state == "PRUNED":
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    except RuntimeError as error:  # tell() on a trial that is no longer RUNNING
+        if "finished" in str(error).lower() or "state" in str(error).lower():
+            return False
+        raise
+    return True
+
+
+# -- the worker loop --------------------------------------------------------------------------
+
+
+@dataclass
+class WorkerOptions:
+    runs_dir: Path = Path("runs")
+    name: str = "w1"
+    heartbeat: float = HEARTBEAT_SECONDS
+    lost_after: float = LOST_AFTER_SECONDS
+    poll: float = POLL_SECONDS
+    max_runs: int | None = None  # stop after this many runs (None: until the study is done)
+    wait_for_others: bool = True  # when idle, wait for runs of other workers (they may be lost)
+    runtime: dict[str, Any] = field(default_factory=dict)  # this machine's device, data.root...
+    echo: Callable[[str], None] = print
+
+
+def describe(overrides: dict[str, Any], seed: int | None = None) -> str:
+    parts = [f"{key}={value}" for key, value in overrides.items()]
+    if seed is not None:
+        parts.append(f"seed={seed}")
+    return " ".join(parts) or "base config"
+
+
+def work(store: Store, study_name: str, options: WorkerOptions, worker_index: int = 0) -> list[int]:
+    """Run trials of ``study_name`` until none is left; returns the numbers of the trials run."""
+    study, spec = s.open_study(store, study_name, worker_index=worker_index)
+    me = worker_identity(options.name)
+    done: list[int] = []
+    waiting_said = False
+    while options.max_runs is None or len(done) < options.max_runs:
+        with store.lock(study_name):
+            for message in recover_lost(store, study, options.lost_after):
+                options.echo(f"[{options.name}] {message}")
+            trial = claim(store, study, spec, me)
+            others = alive_elsewhere(study) if trial is None else 0
+        if trial is None:
+            if not others or not options.wait_for_others:
+                break
+            if not waiting_said:
+                options.echo(f"[{options.name}] waiting for {others} run(s) of other workers")
+                waiting_said = True
+            time.sleep(options.poll)
+            continue
+        waiting_said = False
+        done.append(trial.number)
+        run_one(store, study, spec, trial, options)
+    return done
+
+
+def run_one(
+    store: Store, study: Any, spec: s.StudySpec, trial: Any, options: WorkerOptions
+) -> TrialOutcome:
+    from optuna.trial import TrialState
+
+    tag = f"[{options.name}] #{trial.number:04d}"
+    with Heartbeat(store.storage, trial._trial_id, options.heartbeat):
+        try:
+            outcome = execute(trial, spec, options)
+        except KeyboardInterrupt:
+            # Marked so that the next `trainlab sweep`/`tune` continues this run folder.
+            trial.set_user_attr(s.STATUS, "interrupted")
+            trial.set_user_attr(s.REASON, "interrupted (Ctrl-C)")
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        except Exception as error:  # one broken run must not stop the study
+            outcome = error_outcome(trial, spec, options, error)
+    overrides = trial.user_attrs.get(s.OVERRIDES, {})
+    recorded = record(store, study, trial, outcome)
+    options.echo(f"{tag} {describe(overrides, trial.user_attrs.get(s.SEED))}: "
+                 + summary_line(spec, outcome)
+                 + ("" if recorded else " (already declared lost; its retry adopts this folder)"))  # fmt: skip
+    return outcome
+
+
+def error_outcome(trial: Any, spec: s.StudySpec, options: WorkerOptions,
+                  error: Exception) -> TrialOutcome:  # fmt: skip
+    name = trial.user_attrs.get(s.RUN_NAME) or run_name(trial.number)
+    run_dir = Path(options.runs_dir) / spec.name / name
+    reason = str(error) if isinstance(error, TrainlabError) else f"{type(error).__name__}: {error}"
+    attrs: dict[str, Any] = {s.STATUS: "error", s.REASON: reason, s.HOST: socket.gethostname()}
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / ERROR_FILE).write_text(traceback.format_exc(), encoding="utf-8")
+        attrs[s.RUN_DIR] = str(run_dir.resolve())
+    except OSError:
+        pass
+    return TrialOutcome(trial.number, "error", reason, None, attrs)
+
+
+def summary_line(spec: s.StudySpec, outcome: TrialOutcome) -> str:
+    attrs = outcome.attrs
+    if outcome.value is None:
+        return f"{outcome.status} ({outcome.reason})"
+    test_key = "test." + spec.metric.split(".", 1)[1]
+    parts = [
+        f"{outcome.status}, {spec.metric} {outcome.value:.4f} (epoch {attrs.get(s.BEST_EPOCH)})"
+    ]
+    if test_key in attrs:
+        parts.append(f"{test_key} {attrs[test_key]:.4f}")
+    if attrs.get(s.SECONDS) is not None:
+        parts.append(f"{attrs[s.SECONDS]:.1f} s")
+    if attrs.get(s.RESUMED_FROM):
+        parts.append(f"resumed after epoch {attrs[s.RESUMED_FROM]}")
+    return ", ".join(parts) + f" → {attrs.get(s.RUN_DIR)}"
