@@ -8,6 +8,7 @@ root, so under root the server runs as the ``postgres`` system user that the pac
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -71,10 +72,8 @@ class PostgresServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
             self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
-        except (subprocess.SubprocessError, OSError):
-            pass
         shutil.rmtree(self.root, ignore_errors=True)
 
 

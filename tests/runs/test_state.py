@@ -76,7 +76,7 @@ def test_flatten_unflatten_is_exact_and_json_safe() -> None:
 def test_save_load_nested(tmp_path: Path) -> None:
     json_path = save_state(tmp_path / "state", NESTED)
     assert json_path == tmp_path / "state.json"
-    assert (tmp_path / "state.safetensors").is_file()
+    assert tensor_file(tmp_path, "state").is_file()
     _assert_same(load_state(tmp_path / "state"), NESTED)
     json.loads(json_path.read_text(), parse_constant=_reject_constant)
 
@@ -237,7 +237,7 @@ def test_missing_files(tmp_path: Path) -> None:
     with pytest.raises(RunError, match="missing state file"):
         load_state(tmp_path / "nothing")
     save_state(tmp_path / "s", {"x": torch.ones(2)})
-    (tmp_path / "s.safetensors").unlink()
+    tensor_file(tmp_path, "s").unlink()
     with pytest.raises(RunError, match="missing file"):
         load_state(tmp_path / "s")
 
@@ -282,18 +282,46 @@ def test_newer_format(tmp_path: Path) -> None:
 )
 def test_damaged_tensor_file(tmp_path: Path, damage: Callable[[bytes], bytes]) -> None:
     save_state(tmp_path / "s", {"x": torch.arange(100.0)})
-    tensor_file = tmp_path / "s.safetensors"
-    tensor_file.write_bytes(damage(tensor_file.read_bytes()))
-    with pytest.raises(RunError, match=r"s\.safetensors"):
+    path = tensor_file(tmp_path, "s")
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(RunError, match=r"s\.[0-9a-f]{16}\.safetensors"):
         load_state(tmp_path / "s")
 
 
+def tensor_file(folder: Path, name: str) -> Path:
+    (path,) = folder.glob(f"{name}.*.safetensors")
+    return path
+
+
+def test_a_save_killed_before_its_json_leaves_the_previous_state(tmp_path: Path) -> None:
+    save_state(tmp_path / "s", {"x": torch.zeros(3)})
+    old_json = (tmp_path / "s.json").read_text()
+    old_tensors = tensor_file(tmp_path, "s").read_bytes()
+    save_state(tmp_path / "s", {"x": torch.ones(3)})
+    # The moment before the JSON commit: the new tensor file exists, the old JSON is in place.
+    (tmp_path / "s.json").write_text(old_json)
+    (tmp_path / json.loads(old_json)["tensors_file"]).write_bytes(old_tensors)
+    assert torch.equal(load_state(tmp_path / "s")["x"], torch.zeros(3))
+    save_state(tmp_path / "s", {"x": torch.full((3,), 2.0)})  # the next save tidies up
+    assert len(list(tmp_path.glob("s.*.safetensors"))) == 1
+
+
+def test_states_saved_with_one_plain_tensor_file_still_load(tmp_path: Path) -> None:
+    save_state(tmp_path / "s", {"x": torch.ones(3)})
+    document = json.loads((tmp_path / "s.json").read_text())
+    tensor_file(tmp_path, "s").rename(tmp_path / "s.safetensors")
+    del document["tensors_file"]
+    (tmp_path / "s.json").write_text(json.dumps(document))
+    assert torch.equal(load_state(tmp_path / "s")["x"], torch.ones(3))
+
+
 def test_json_from_another_save_is_detected(tmp_path: Path) -> None:
-    # A crash between the two writes leaves new tensors beside the previous JSON.
+    # Files copied together by hand from two saves: the JSON's checksum tells.
     save_state(tmp_path / "s", {"x": torch.zeros(3)})
     old_json = (tmp_path / "s.json").read_text()
     save_state(tmp_path / "s", {"x": torch.ones(3)})
     (tmp_path / "s.json").write_text(old_json)
+    tensor_file(tmp_path, "s").rename(tmp_path / json.loads(old_json)["tensors_file"])
     with pytest.raises(RunError, match="different"):
         load_state(tmp_path / "s")
 

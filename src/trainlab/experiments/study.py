@@ -286,20 +286,23 @@ def open_study(store: Store, name: str, *, worker_index: int = 0) -> tuple[Any, 
         raise StudyError(f"no study {name!r} in {store.display_url}; studies: {known}")
     study = optuna.load_study(study_name=name, storage=store.storage)
     spec = load_spec(study)
+    # A continued search must not replay the random start of the first invocation: the seed
+    # stream also depends on how many trials exist (a fresh study stays reproducible).
+    stream = worker_index + 1000 * len(study.get_trials(deepcopy=False))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # experimental-feature notices are not for users
-        study.sampler = make_sampler(spec, worker_index)
+        study.sampler = make_sampler(spec, stream)
         study.pruner = make_pruner(spec)
     return study, spec
 
 
-def make_sampler(spec: StudySpec, worker_index: int = 0) -> Any:
+def make_sampler(spec: StudySpec, stream: int = 0) -> Any:
     import optuna
 
     if spec.kind == "sweep":
         return optuna.samplers.RandomSampler(seed=spec.seed)  # unused: every trial is planned
-    # Each worker its own seed, or two workers starting together would propose the same point.
-    seed = spec.seed + 1000 * worker_index
+    # Each worker its own stream, or two workers starting together would propose the same point.
+    seed = (spec.seed + 7919 * stream) % 2**32
     name = spec.sampler
     if name == "tpe":
         # constant_liar: running trials count as bad guesses, so parallel workers spread out.

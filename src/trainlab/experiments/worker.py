@@ -217,8 +217,10 @@ class TrialReporter(Callback):
 
     def __init__(self, trial: Any, prune: bool):
         self.trial, self.prune = trial, prune
+        self.resumed_from = 0  # epochs the run already had when this trial took it over
 
     def on_fit_start(self, trainer: Any) -> None:
+        self.resumed_from = trainer.state.epoch
         for record in trainer.state.history:  # a resumed run: epochs done before the loss
             self.report(record, trainer.monitor_key)
 
@@ -285,7 +287,6 @@ def execute(trial: Any, spec: s.StudySpec, options: WorkerOptions) -> TrialOutco
     """Run (or resume, or adopt) the trial's run folder and describe what came of it."""
     from trainlab.runs.record import (
         CONFIG_FILE,
-        has_resume_state,
         read_history,
         read_run_config,
         read_summary,
@@ -309,9 +310,7 @@ def execute(trial: Any, spec: s.StudySpec, options: WorkerOptions) -> TrialOutco
         for record in history:
             reporter.report(record, column)
         return outcome_from_summary(trial.number, summary, history, run_dir, None)
-    resumed_from = None
     if (run_dir / CONFIG_FILE).is_file():
-        resumed_from = len(read_history(run_dir)) if has_resume_state(run_dir) else 0
         runtime = [f"{key}={str(value).lower() if isinstance(value, bool) else value}"
                    for key, value in options.runtime.items()]  # fmt: skip
         result = train(resume=run_dir, callbacks=[reporter], runtime_overrides=runtime)
@@ -322,7 +321,7 @@ def execute(trial: Any, spec: s.StudySpec, options: WorkerOptions) -> TrialOutco
         config.out = str(run_dir)
         result = train(config, callbacks=[reporter])
     return outcome_from_summary(trial.number, result.summary, result.history, run_dir,
-                                resumed_from)  # fmt: skip
+                                reporter.resumed_from)  # fmt: skip
 
 
 def _clear(run_dir: Path) -> None:

@@ -158,7 +158,10 @@ class RunRecorder(Callback):
         save_state(self.run_dir / RESUME_STATE, trainer.state_dict())
 
     def save_best(self, trainer: Trainer) -> None:
-        best_row = trainer.state.history[-1] if trainer.state.history else {}
+        best_row = next(
+            (row for row in trainer.state.history if row["epoch"] == trainer.state.best_epoch),
+            trainer.state.history[-1] if trainer.state.history else {},
+        )
         save_checkpoint(
             self.run_dir / CHECKPOINT_DIR,
             trainer.eval_model,
@@ -173,7 +176,7 @@ class RunRecorder(Callback):
         )
 
     def on_fit_end(self, trainer: Trainer) -> None:
-        if trainer.state.best_epoch is None:
-            # Diverged before any finite validation: keep the (last) weights so the run is
-            # still inspectable; the summary says it diverged.
-            self.save_best(trainer)
+        # The trainer has restored the best weights: save them once more, so the final
+        # checkpoint is whole even if a kill once cut a mid-run save between its two files.
+        # Diverged before any finite validation: the (last) weights, still inspectable.
+        self.save_best(trainer)

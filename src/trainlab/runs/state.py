@@ -21,10 +21,13 @@ Finite floats are exact already: ``json`` writes the shortest ``repr`` that read
 the same double. Dict, list and tuple subclasses (``OrderedDict``, named tuples) come back
 as the plain type; they compare equal.
 
-On disk a state is two files, ``<name>.safetensors`` and ``<name>.json``, written in that
-order, each atomically. The JSON holds the SHA-256 of the tensor file, so a JSON left beside
-tensors from a different save (a crash between the two writes) or a damaged tensor file is
-detected instead of silently mixing states.
+On disk a state is a JSON file ``<name>.json`` and the tensor file it names,
+``<name>.<digest>.safetensors``. Each save writes a new tensor file first and then replaces
+the JSON atomically: the JSON is the commit point, so a process killed at any moment leaves
+either the previous pair or the new one, never a mix (older tensor files are removed after the
+commit). The JSON also holds the SHA-256 of its tensor file, so a damaged or swapped file is
+detected instead of silently mixing states. States written before this scheme, with a plain
+``<name>.safetensors``, still load.
 """
 
 from __future__ import annotations
@@ -243,22 +246,35 @@ def state_paths(path: str | Path) -> tuple[Path, Path]:
 
 
 def save_state(path: str | Path, obj: Any) -> Path:
-    """Save nested state as ``<name>.safetensors`` + ``<name>.json``; returns the JSON path.
+    """Save nested state as ``<name>.json`` + the tensor file it names; returns the JSON path.
 
-    Tensors are written first and the JSON last, each atomically, so an existing JSON means
-    a complete pair. Raises ``TypeError`` for values that cannot be saved (before writing).
+    A new tensor file is written first, then the JSON replaces the old one atomically, then
+    tensor files of earlier saves are removed: an existing JSON always names a complete file.
+    Raises ``TypeError`` for values that cannot be saved (before writing anything).
     """
-    tensor_path, json_path = state_paths(path)
+    canonical, json_path = state_paths(path)
     tensors, skeleton = flatten_state(obj)
-    digest = save_tensors(tensor_path, tensors)
+    data = safetensors.torch.save(prepare_tensors(tensors))
+    digest = hashlib.sha256(data).hexdigest()
+    tensor_path = _generation_path(canonical, digest)
+    write_bytes_atomic(tensor_path, data)
     document = {
         "format": "trainlab-state",
         "format_version": STATE_FORMAT_VERSION,
+        "tensors_file": tensor_path.name,
         "tensors_sha256": digest,
         "skeleton": skeleton,
     }
     write_json_atomic(json_path, document)
+    for stale in (canonical, *canonical.parent.glob(canonical.stem + ".*.safetensors")):
+        if stale != tensor_path:
+            stale.unlink(missing_ok=True)
     return json_path
+
+
+def _generation_path(canonical: Path, digest: str) -> Path:
+    """``resume/state.safetensors`` -> ``resume/state.<first 16 hex of the digest>.safetensors``."""
+    return canonical.with_name(f"{canonical.stem}.{digest[:16]}.safetensors")
 
 
 def load_state(
@@ -282,6 +298,11 @@ def load_state(
     device = device if device is not None else map_location
     tensor_path, json_path = state_paths(path)
     document = _read_state_json(json_path)
+    named = document.get("tensors_file")
+    if named is not None:
+        if not isinstance(named, str) or Path(named).name != named:
+            raise RunError(f"corrupt state file {json_path}: bad tensors_file {named!r}")
+        tensor_path = json_path.with_name(named)
     digest = document.get("tensors_sha256")
     tensors = load_tensors(tensor_path, sha256=digest, device=device)
     try:

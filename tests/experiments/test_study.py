@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import pytest
+
+from trainlab.config import build_config
+from trainlab.errors import StudyError
+from trainlab.experiments import study as s
+from trainlab.experiments.space import categorical, parse_distribution
+from trainlab.experiments.store import open_store
+
+
+def spec_of(base: dict, **fields) -> s.StudySpec:
+    return s.StudySpec(name="demo", kind="sweep", base=s.base_tree(build_config(base)),
+                       metric="val.accuracy", **fields)  # fmt: skip
+
+
+def test_plan_is_the_full_grid_times_repeats_repeat_major(study_base):
+    spec = spec_of(study_base, axes=[categorical("optim.lr", [1e-3, 1e-4]),
+                                     categorical("data.batch_size", [8, 16, 32])], repeats=3)  # fmt: skip
+    plan = s.sweep_plan(spec)
+    assert len(plan) == 2 * 3 * 3
+    assert len({entry.key for entry in plan}) == len(plan)
+    # every configuration once before any second seed
+    assert [entry.repeat for entry in plan] == [0] * 6 + [1] * 6 + [2] * 6
+    assert [entry.seed for entry in plan[:6]] == [0] * 6 and plan[6].seed == 1
+    assert plan[0].overrides == {"optim.lr": 1e-3, "data.batch_size": 8}
+    assert s.sweep_plan(spec) == plan  # deterministic: the same command plans the same keys
+
+
+def test_random_samples_are_drawn_once_from_the_seed(study_base):
+    axis = parse_distribution("optim.lr", "loguniform:1e-5:1e-2")
+    ten = s.sweep_plan(spec_of(study_base, sampled=[axis], samples=10, seed=3))
+    twenty = s.sweep_plan(spec_of(study_base, sampled=[axis], samples=20, seed=3))
+    assert [e.key for e in twenty[:10]] == [e.key for e in ten]  # more samples extend the plan
+    assert len({e.params["optim.lr"] for e in ten}) == 10
+    other_seed = s.sweep_plan(spec_of(study_base, sampled=[axis], samples=10, seed=4))
+    assert other_seed[0].params != ten[0].params
+
+
+def test_grid_and_samples_combine(study_base):
+    spec = spec_of(study_base, axes=[categorical("optim.name", ["adam", "sgd"])],
+                   sampled=[parse_distribution("optim.lr", "uniform:0.01:0.1")], samples=3,
+                   repeats=2)  # fmt: skip
+    assert len(s.sweep_plan(spec)) == 2 * 3 * 2
+
+
+def test_trial_config_uses_the_study_metric_as_monitor(study_base):
+    spec = spec_of(study_base, axes=[categorical("optim.lr", [0.01])])
+    config = spec.trial_config({"optim.lr": 0.01}, seed=7, runtime={"device": "cpu"})
+    assert (config.optim.lr, config.seed, config.monitor, config.device) == (
+        0.01,
+        7,
+        "val.accuracy",
+        "cpu",
+    )
+    assert config.progress is False
+
+
+def test_runtime_keys_are_not_part_of_a_study(study_base):
+    here = s.base_tree(
+        build_config({**study_base, "device": "cpu", "data": {**study_base["data"], "root": "/a"}})
+    )
+    there = s.base_tree(
+        build_config({**study_base, "device": "cuda", "data": {**study_base["data"], "root": "/b"}})
+    )
+    assert here == there
+
+
+def test_metrics_are_validation_metrics():
+    assert s.check_metric("val.balanced_accuracy") == "val.balanced_accuracy"
+    with pytest.raises(StudyError, match=r"validation split only.*val.accuracy"):
+        s.check_metric("test.accuracy")
+    with pytest.raises(StudyError, match="unknown metric"):
+        s.check_metric("accuracy")
+    assert s.direction_of("val.loss") == "minimize" and s.direction_of("val.macro_f1") == "maximize"
+
+
+def test_invalid_configurations_fail_before_anything_runs(study_base):
+    spec = spec_of(study_base, axes=[categorical("optim.name", ["adam", "adamm"])])
+    with pytest.raises(StudyError, match=r"optim.name=adamm is invalid"):
+        s.validate_plan(spec, s.sweep_plan(spec))
+    spec = spec_of(study_base, axes=[categorical("model.name", ["mlp", "vgg19"])])
+    with pytest.raises(StudyError, match="vgg19"):
+        s.validate_plan(spec, s.sweep_plan(spec))
+
+
+def test_joining_a_study_needs_the_same_definition(tmp_path, study_base):
+    store = open_store(f"sqlite:///{tmp_path / 'studies.db'}")
+    spec = spec_of(study_base, axes=[categorical("optim.lr", [1e-3, 1e-4])], repeats=2)
+    s.create_or_join(store, spec)
+    same_more_repeats = spec_of(study_base, axes=[categorical("optim.lr", [1e-3, 1e-4])], repeats=3)
+    study = s.create_or_join(store, same_more_repeats)
+    assert s.load_spec(study).repeats == 3
+    other_grid = spec_of(study_base, axes=[categorical("optim.lr", [1e-2])])
+    with pytest.raises(StudyError, match=r"different definition.*axes"):
+        s.create_or_join(store, other_grid)
+    other_base = spec_of({**study_base, "epochs": 5}, axes=[categorical("optim.lr", [1e-3, 1e-4])])
+    with pytest.raises(StudyError, match="differs in: epochs"):
+        s.create_or_join(store, other_base)
+
+
+def test_planning_is_idempotent(tmp_path, study_base):
+    store = open_store(f"sqlite:///{tmp_path / 'studies.db'}")
+    spec = spec_of(study_base, axes=[categorical("optim.lr", [1e-3, 1e-4])], repeats=2)
+    study = s.create_or_join(store, spec)
+    plan = s.sweep_plan(spec)
+    assert s.enqueue_plan(store, study, plan[:1]) == 1  # a planner killed after one entry
+    assert s.enqueue_plan(store, study, plan) == 3
+    assert s.enqueue_plan(store, study, plan) == 0
+    trials = study.get_trials()
+    assert sorted(t.user_attrs[s.KEY] for t in trials) == sorted(e.key for e in plan)
+    assert all(t.state.name == "WAITING" for t in trials)
+
+
+def test_unknown_study_lists_the_known_ones(tmp_path, study_base):
+    store = open_store(f"sqlite:///{tmp_path / 'studies.db'}")
+    s.create_or_join(store, spec_of(study_base))
+    with pytest.raises(StudyError, match=r"no study 'nope'.*studies: demo"):
+        s.open_study(store, "nope")
+
+
+def test_samplers_and_pruners_by_name(study_base):
+    import optuna
+
+    spec = spec_of(study_base)
+    spec.kind = "tune"
+    for name, cls in [
+        ("tpe", optuna.samplers.TPESampler),
+        ("random", optuna.samplers.RandomSampler),
+    ]:
+        spec.sampler = name
+        assert isinstance(s.make_sampler(spec), cls)
+    spec.sampler = "annealing"
+    with pytest.raises(StudyError, match=r"unknown sampler.*tpe"):
+        s.make_sampler(spec)
+    for name, cls in [("median", optuna.pruners.MedianPruner),
+                      ("halving", optuna.pruners.SuccessiveHalvingPruner),
+                      ("hyperband", optuna.pruners.HyperbandPruner),
+                      ("none", optuna.pruners.NopPruner)]:  # fmt: skip
+        spec.pruner = name
+        assert isinstance(s.make_pruner(spec), cls)
+    spec.pruner = "asha"
+    with pytest.raises(StudyError, match="unknown pruner"):
+        s.make_pruner(spec)

@@ -1,0 +1,162 @@
+"""Contract tests of a sweep, run on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import optuna
+import pytest
+
+from trainlab.errors import StudyError
+from trainlab.experiments import open_store, rank_configurations, study_runs, sweep
+from trainlab.experiments import study as s
+from trainlab.runs.checkpoint import load_checkpoint
+from trainlab.runs.record import read_history, read_summary
+
+
+def run_sweep(store_url, tmp_path, base, lines=None, **kwargs):
+    lines = [] if lines is None else lines
+    return sweep(
+        "grid", base, storage=store_url, runs_dir=tmp_path / "runs", echo=lines.append, **kwargs
+    )
+
+
+def test_a_grid_with_repeats_runs_every_run_once_and_ranks_by_mean(store_url, tmp_path, study_base):
+    lines: list[str] = []
+    grid = {"optim.lr": [3e-3, 3e-5]}
+    report = run_sweep(
+        store_url, tmp_path, study_base, lines, grid=grid, repeats=2, metric="val.accuracy"
+    )
+    assert report.info.counts["completed"] == 4 and report.info.planned == 4
+    best, worst = report.ranked
+    assert best.overrides == {"optim.lr": 3e-3} and best.n == 2 and worst.n == 2
+    assert best.mean > worst.mean  # 3e-5 barely moves in two epochs
+    assert best.std is not None and best.mean == pytest.approx(sum(best.values) / 2)
+    rows = study_runs(open_store(store_url), "grid")
+    assert sorted((r.overrides["optim.lr"], r.seed) for r in rows) == [
+        (3e-5, 0),
+        (3e-5, 1),
+        (3e-3, 0),
+        (3e-3, 1),
+    ]
+    assert all(
+        (tmp_path / "runs" / "grid" / f"trial-{r.number:04d}" / "summary.json").is_file()
+        for r in rows
+    )
+
+    # The same command again: nothing runs twice.
+    again: list[str] = []
+    report = run_sweep(
+        store_url, tmp_path, study_base, again, grid=grid, repeats=2, metric="val.accuracy"
+    )
+    assert not [line for line in again if "] #" in line]
+    assert "0 newly planned" in again[0] and report.info.counts["completed"] == 4
+    # More seeds later: only the new ones run.
+    more: list[str] = []
+    run_sweep(store_url, tmp_path, study_base, more, grid=grid, repeats=3, metric="val.accuracy")
+    assert len([line for line in more if "] #" in line]) == 2
+
+
+def test_best_means_the_best_validation_epoch_everywhere(store_url, tmp_path, study_base):
+    base = {**study_base, "epochs": 4}
+    run_sweep(store_url, tmp_path, base, grid={"optim.lr": [0.05]}, metric="val.loss")
+    study = optuna.load_study(study_name="grid", storage=open_store(store_url).storage)
+    (trial,) = study.trials
+    run_dir = trial.user_attrs[s.RUN_DIR]
+    summary, history = read_summary(run_dir), read_history(run_dir)
+    best_epoch = summary["best_epoch"]
+    best_row = history[best_epoch - 1]
+    assert best_row["val_loss"] == min(row["val_loss"] for row in history)
+    # objective given to Optuna == value recorded == the epoch's history row == checkpoint
+    assert (
+        trial.value == pytest.approx(summary["best_value"]) == pytest.approx(best_row["val_loss"])
+    )
+    assert trial.intermediate_values[best_epoch] == pytest.approx(best_row["val_loss"])
+    assert sorted(trial.intermediate_values) == [row["epoch"] for row in history]
+    assert trial.user_attrs["val.loss"] == pytest.approx(best_row["val_loss"])
+    metadata = load_checkpoint(f"{run_dir}/checkpoint").metadata
+    assert metadata["epoch"] == best_epoch and metadata["value"] == pytest.approx(trial.value)
+    assert trial.user_attrs[s.BEST_EPOCH] == best_epoch
+    assert len(trial.user_attrs[s.HISTORY]) == len(history)
+
+
+def test_errors_and_divergence_are_recorded_and_the_study_goes_on(store_url, tmp_path, study_base):
+    lines: list[str] = []
+    grid = {"model.options.hidden": [[16], [-5]], "optim.lr": [1e-3, 1e12]}
+    report = run_sweep(
+        store_url, tmp_path, {**study_base, "optim": {"name": "sgd"}}, lines, grid=grid
+    )
+    rows = {(json.dumps(r.overrides["model.options.hidden"]), r.overrides["optim.lr"]): r
+            for r in study_runs(open_store(store_url), "grid")}  # fmt: skip
+    assert rows[("[16]", 1e-3)].state == "COMPLETE"
+    diverged = rows[("[16]", 1e12)]
+    assert (diverged.state, diverged.status) == (
+        "FAIL",
+        "diverged",
+    ) and "loss became" in diverged.reason
+    broken = rows[("[-5]", 1e-3)]
+    assert (broken.state, broken.status) == ("FAIL", "error")
+    assert "hidden" in broken.reason and (tmp_path / "runs" / "grid").is_dir()
+    assert report.info.counts == {"completed": 1, "pruned": 0, "running": 0, "waiting": 0,
+                                  "failed": 3, "retried": 0}  # fmt: skip
+    assert len([line for line in lines if "] #" in line]) == 4
+    # failed runs are not run again by the same command: they would fail again
+    again: list[str] = []
+    run_sweep(store_url, tmp_path, {**study_base, "optim": {"name": "sgd"}}, again, grid=grid)
+    assert not [line for line in again if "] #" in line]
+
+
+def test_random_sampling_sweep(store_url, tmp_path, study_base):
+    report = run_sweep(store_url, tmp_path, study_base, sample={"optim.lr": "loguniform:1e-4:1e-2"},
+                       samples=3, metric="val.accuracy")  # fmt: skip
+    assert report.info.counts["completed"] == 3
+    values = [g.overrides["optim.lr"] for g in report.ranked]
+    assert len(set(values)) == 3 and all(1e-4 <= v <= 1e-2 for v in values)
+    study = optuna.load_study(study_name="grid", storage=open_store(store_url).storage)
+    assert all(t.distributions["optim.lr"].log for t in study.trials)
+
+
+def test_mistakes_fail_before_any_run(tmp_path, study_base):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    with pytest.raises(StudyError, match="--repeats"):
+        run_sweep(url, tmp_path, study_base, grid={"seed": [1, 2]})
+    with pytest.raises(StudyError, match="study name"):
+        sweep("../escape", study_base, storage=url, runs_dir=tmp_path)
+    with pytest.raises(StudyError, match="twice"):
+        run_sweep(
+            url, tmp_path, study_base, grid={"optim.lr": [1e-3]}, sample={"optim.lr": "uniform:0:1"}
+        )
+    with pytest.raises(StudyError, match="invalid"):
+        run_sweep(url, tmp_path, study_base, grid={"optim.momentum": ["fast"]})
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_study_opens_in_optuna_dashboard(store_url, tmp_path, study_base):
+    from io import BytesIO
+    from wsgiref.util import setup_testing_defaults
+
+    from optuna_dashboard import wsgi
+
+    run_sweep(
+        store_url, tmp_path, study_base, grid={"optim.lr": [1e-3, 3e-3]}, metric="val.accuracy"
+    )
+    app = wsgi(open_store(store_url).storage)
+
+    def get(path: str):
+        environ: dict = {"PATH_INFO": path, "REQUEST_METHOD": "GET", "wsgi.input": BytesIO()}
+        setup_testing_defaults(environ)
+        status: list[str] = []
+        body = b"".join(app(environ, lambda code, headers, *rest: status.append(code)))
+        assert status[0].startswith("200"), (path, status, body[:300])
+        return json.loads(body)
+
+    studies = get("/api/studies")["study_summaries"]
+    assert [summary["study_name"] for summary in studies] == ["grid"]
+    detail = get(f"/api/studies/{studies[0]['study_id']}")
+    assert len(detail["trials"]) == 2
+    trial = detail["trials"][0]
+    assert {p["name"] for p in trial["params"]} == {"optim.lr"}
+    assert trial["intermediate_values"] and trial["state"] == "Complete"
+    ranked = rank_configurations(open_store(store_url), "grid")[1]
+    assert math.isclose(max(t["values"][0] for t in detail["trials"]), ranked[0].mean)

@@ -1,0 +1,143 @@
+"""Liveness, recovery and claims: the rules that keep two workers off one configuration."""
+
+from __future__ import annotations
+
+import datetime
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+from trainlab.config import build_config
+from trainlab.experiments import study as s
+from trainlab.experiments.space import categorical
+from trainlab.experiments.store import open_store
+from trainlab.experiments.worker import (
+    claim,
+    lost_reason,
+    process_alive,
+    recover_lost,
+    worker_identity,
+)
+
+
+def test_process_alive_tells_dead_zombie_and_reused_pids():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    started = worker_identity("x")["started"]
+    assert process_alive(os.getpid(), started)
+    time.sleep(0.5)  # exited but not reaped yet: a zombie, which is not alive
+    assert not process_alive(child.pid)
+    child.wait()
+    assert not process_alive(child.pid)
+    assert not process_alive(os.getpid(), started="1")  # same pid, another process start
+
+
+def fake_trial(worker=None, heartbeat=None, started=None):
+    system_attrs = {}
+    if worker is not None:
+        system_attrs[s.WORKER] = worker
+    if heartbeat is not None:
+        system_attrs[s.HEARTBEAT] = heartbeat
+    return SimpleNamespace(system_attrs=system_attrs, datetime_start=started)
+
+
+def test_lost_reason_on_this_machine_follows_the_process():
+    me = worker_identity("w1")
+    assert lost_reason(fake_trial(me, heartbeat=0.0), time.time(), 60) is None  # alive wins
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead = {**me, "pid": child.pid, "started": None}
+    assert "stopped without finishing" in lost_reason(
+        fake_trial(dead, time.time()), time.time(), 60
+    )
+
+
+def test_lost_reason_on_another_machine_follows_the_heartbeat():
+    remote = {"name": "w1", "host": "elsewhere", "boot": "x", "pid": 1, "started": None}
+    now = time.time()
+    assert lost_reason(fake_trial(remote, heartbeat=now - 5), now, 60) is None
+    assert "no heartbeat from elsewhere" in lost_reason(fake_trial(remote, now - 61), now, 60)
+    old_start = datetime.datetime.fromtimestamp(now - 120)
+    assert lost_reason(fake_trial(started=old_start), now, 60) is not None  # never claimed
+
+
+def make_study(store, study_base, n_lr=2, repeats=1, kind="sweep"):
+    spec = s.StudySpec(name="w", kind=kind, base=s.base_tree(build_config(study_base)),
+                       metric="val.accuracy", repeats=repeats, trials=n_lr,
+                       axes=[categorical("optim.lr", [10.0 ** -k for k in range(1, n_lr + 1)])])  # fmt: skip
+    study = s.create_or_join(store, spec)
+    if kind == "sweep":
+        with store.lock("w"):
+            s.enqueue_plan(store, study, s.sweep_plan(spec))
+    return study, spec
+
+
+def test_a_dead_workers_run_is_failed_as_lost_and_queued_again(store_url, study_base):
+    store = open_store(store_url)
+    study, spec = make_study(store, study_base)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    ghost = {**worker_identity("w9"), "pid": child.pid, "started": None}
+    with store.lock("w"):
+        trial = claim(store, study, spec, ghost)
+        trial.set_user_attr(s.RUN_NAME, "trial-0000")
+        messages = recover_lost(store, study, lost_after=60)
+        assert recover_lost(store, study, lost_after=60) == []  # idempotent
+    assert [m.split(":")[0] for m in messages] == [
+        "run #0 lost",
+        "run #0 queued again as #2, resuming its folder",
+    ]
+    first, _, retry = study.get_trials()
+    assert first.state.name == "FAIL" and first.user_attrs[s.STATUS] == "lost"
+    assert retry.state.name == "WAITING"
+    assert retry.user_attrs[s.RETRY_OF] == 0
+    assert retry.user_attrs[s.KEY] == first.user_attrs[s.KEY]
+    assert retry.user_attrs[s.RUN_NAME] == "trial-0000"  # the retry resumes the same folder
+    assert retry.system_attrs["fixed_params"] == first.system_attrs["fixed_params"]
+
+
+def _claim_all(url: str, results, worker: int) -> None:
+    store = open_store(url)
+    study, spec = s.open_study(store, "w")
+    me = worker_identity(f"w{worker}")
+    while True:
+        with store.lock("w"):
+            trial = claim(store, study, spec, me)
+        if trial is None:
+            return
+        results.put((worker, trial.number))
+        study.tell(trial, 0.5)
+
+
+def test_concurrent_claims_never_hand_out_a_trial_twice(store_url, study_base):
+    store = open_store(store_url)
+    make_study(store, study_base, n_lr=6, repeats=4)  # 24 waiting trials
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    processes = [context.Process(target=_claim_all, args=(store_url, results, i)) for i in range(4)]
+    for process in processes:
+        process.start()
+    claimed = [results.get(timeout=120) for _ in range(24)]
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    numbers = [number for _, number in claimed]
+    assert sorted(numbers) == list(range(24))  # each exactly once
+    assert len({worker for worker, _ in claimed}) > 1  # and the work was shared
+
+
+def test_a_search_stops_at_its_trial_budget(store_url, study_base):
+    store = open_store(store_url)
+    study, spec = make_study(store, study_base, n_lr=3, kind="tune")
+    me = worker_identity("w1")
+    numbers = []
+    for _ in range(5):
+        with store.lock("w"):
+            trial = claim(store, study, spec, me)
+        if trial is None:
+            break
+        numbers.append(trial.number)
+        study.tell(trial, 0.1)
+    assert numbers == [0, 1, 2]
