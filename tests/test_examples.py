@@ -1,23 +1,27 @@
-"""Every example config in examples/ validates and names a registered dataset and model."""
+"""Every example in examples/ is valid: configs name a registered dataset and model, and each
+search space (``*-space.yaml``) makes valid configurations of the config it goes with."""
 
+import copy
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from trainlab.config import load_config
+from trainlab.config import load_config, set_dotted
 from trainlab.data.registry import available_names
+from trainlab.experiments.space import draw, load_space
 from trainlab.models import create_model, model_options
 
-EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
+FOLDER = Path(__file__).parents[1] / "examples"
+SPACES = sorted(FOLDER.glob("*-space.yaml"))
+CONFIGS = sorted(set(FOLDER.glob("*.yaml")) - set(SPACES))
 
 
 def test_there_are_examples():
-    assert EXAMPLES
+    assert CONFIGS and SPACES
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_example_config_is_valid(path):
-    config = load_config(path)
+def check_config(config):
     assert config.data.dataset in available_names()
     unknown = set(config.model.options) - set(model_options(config.model.name))
     assert not unknown, f"unknown model options {unknown}"
@@ -28,3 +32,21 @@ def test_example_config_is_valid(path):
         image_size=(32, 32),
         **config.model.options,
     )
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_example_config_is_valid(path):
+    check_config(load_config(path))
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
+def test_example_search_space_fits_its_config(path):
+    config_path = path.with_name(path.name.removesuffix("-space.yaml") + ".yaml")
+    assert config_path.is_file(), f"{path.name} goes with {config_path.name}"
+    base = load_config(config_path).model_dump(mode="json")
+    rng = np.random.default_rng(0)
+    for _ in range(5):  # random points of the space make valid configurations
+        tree = copy.deepcopy(base)
+        for axis in load_space(path):
+            set_dotted(tree, axis.key, axis.to_config(draw(axis, rng)))
+        check_config(load_config(base=tree))

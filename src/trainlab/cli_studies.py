@@ -120,6 +120,13 @@ def fmt_value(value: Any) -> str:
     return str(value)
 
 
+def fmt_param(value: Any) -> str:
+    """A configuration value as people write it: 0.003, 3e-05, adam, [32,16]."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return fmt_value(value)
+
+
 def mean_std(mean: float | None, std: float | None, n: int) -> str:
     if mean is None:
         return "-"
@@ -140,7 +147,7 @@ def print_ranking(report: Any, top: int) -> None:
     headers = ["rank", *keys, f"{spec_metric} mean ± std (n)", f"test.{test_metric}", "runs"]
     rows = []
     for index, group in enumerate(ranked, start=1):
-        rows.append([str(index), *(fmt_value(group.overrides.get(k)) for k in keys),
+        rows.append([str(index), *(fmt_param(group.overrides.get(k)) for k in keys),
                      mean_std(group.mean, group.std, group.n),
                      mean_std(group.test_mean(test_metric), group.test_std(test_metric),
                               len(group.test.get(test_metric, []))),
@@ -155,9 +162,11 @@ def print_best(report: Any) -> None:
         console.print(f"no completed runs in {report.name} yet")
         return
     test_metric = metric.split(".", 1)[1]
-    configuration = " ".join(f"{k}={fmt_value(v)}" for k, v in best.overrides.items())
+    configuration = " ".join(f"{k}={fmt_param(v)}" for k, v in best.overrides.items())
     console.print(f"[bold]best of {report.name}[/] by mean {metric} over its repeats:")
-    console.print(f"  configuration  {configuration or 'base config'}", highlight=False)
+    console.print(
+        f"  configuration  {configuration or 'base config'}", highlight=False, soft_wrap=True
+    )
     console.print(f"  {metric:<13}  {mean_std(best.mean, best.std, best.n)}", highlight=False)
     console.print(
         f"  test.{test_metric:<8}  "
@@ -348,7 +357,7 @@ def studies(storage: StorageOption = None, runs_dir: RunsDirOption = Path("runs"
                      info.metric, fmt_value(info.best_value)])  # fmt: skip
     print_columns(["study", "kind", "completed", "pruned", "running", "waiting", "failed",
                    "metric", "best run"], rows)  # fmt: skip
-    console.print(f"[dim]store {store.display_url}[/]", highlight=False)
+    console.print(f"[dim]store {store.display_url}[/]", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -381,10 +390,11 @@ def runs(
         where = row.run_dir or ""
         if row.state == "FAIL" and row.reason:
             where = row.reason if not row.run_dir else f"{row.reason} — {row.run_dir}"
-        lines.append([str(row.number), status, *(fmt_value(row.overrides.get(k)) for k in keys),
+        seconds = "-" if row.seconds is None else f"{row.seconds:.1f}"
+        lines.append([str(row.number), status, *(fmt_param(row.overrides.get(k)) for k in keys),
                       fmt_value(row.seed), fmt_value(row.best_epoch),
                       fmt_value(row.val.get(metric)), fmt_value(row.test.get(metric)),
-                      fmt_value(row.seconds), where])  # fmt: skip
+                      seconds, where])  # fmt: skip
     print_columns(headers, lines)
 
 
@@ -408,4 +418,8 @@ def best(
     console.print()
     print_best(report)
     dashboard = store.display_url.replace("+psycopg", "")
-    console.print(f"[dim]browse it: optuna-dashboard {shlex.quote(dashboard)}[/]", highlight=False)
+    console.print(  # a command to copy: never broken over lines
+        f"[dim]browse it: optuna-dashboard {shlex.quote(dashboard)}[/]",
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -141,3 +141,37 @@ def test_a_search_stops_at_its_trial_budget(store_url, study_base):
         numbers.append(trial.number)
         study.tell(trial, 0.1)
     assert numbers == [0, 1, 2]
+
+
+def test_the_heartbeat_thread_keeps_writing_until_stopped(tmp_path, study_base):
+    from trainlab.experiments.worker import Heartbeat
+
+    store = open_store(f"sqlite:///{tmp_path / 'studies.db'}")
+    study, spec = make_study(store, study_base)
+    with store.lock("w"):
+        trial = claim(store, study, spec, worker_identity("w1"))
+
+    def beat():
+        return store.storage.get_trial(trial._trial_id).system_attrs[s.HEARTBEAT]
+
+    first = beat()
+    with Heartbeat(store.storage, trial._trial_id, interval=0.05):
+        time.sleep(0.4)
+        during = beat()
+    time.sleep(0.2)
+    assert first < during == beat()  # it beat while running and stopped afterwards
+
+
+def test_a_silent_worker_on_another_machine_is_recovered_after_the_grace_period(
+    store_url, study_base
+):
+    store = open_store(store_url)
+    study, spec = make_study(store, study_base)
+    remote = {"name": "w1", "host": "other-machine", "boot": "b", "pid": 1, "started": None}
+    with store.lock("w"):
+        trial = claim(store, study, spec, remote)
+        assert recover_lost(store, study, lost_after=30) == []  # it beat just now
+        store.storage.set_trial_system_attr(trial._trial_id, s.HEARTBEAT, time.time() - 31)
+        messages = recover_lost(store, study, lost_after=30)
+    assert "no heartbeat from other-machine for more than 30 s" in messages[0]
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "WAITING", "WAITING"]

@@ -54,8 +54,8 @@ def check_invariants(store, study: str, keys: int) -> list:
     per_key = Counter(t.user_attrs[s.KEY] for t in completed)
     assert len(per_key) == keys and set(per_key.values()) == {1}, per_key  # each exactly once
     for trial in trials:
-        if trial.state.name == "FAIL":  # only lost attempts, each continued by one retry
-            assert trial.user_attrs[s.STATUS] == "lost", trial.user_attrs
+        if trial.state.name == "FAIL":  # only lost or interrupted attempts, each continued once
+            assert trial.user_attrs[s.STATUS] in s.RETRYABLE, trial.user_attrs
             retries = [t for t in trials if t.user_attrs.get(s.RETRY_OF) == trial.number]
             assert len(retries) == 1
             assert retries[0].user_attrs[s.RUN_NAME] == trial.user_attrs.get(
@@ -138,3 +138,26 @@ def test_kill_at_any_moment_then_the_same_command_finishes(store_url, tmp_path):
     if store_url.startswith("sqlite"):
         database = store_url.removeprefix("sqlite:///")
         assert sqlite3.connect(database).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_ctrl_c_records_the_run_as_interrupted_and_the_next_command_resumes_it(tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs' / 'studies.db'}"
+    runs, log = tmp_path / "runs", tmp_path / "log.txt"
+    command = sweep_command(url, runs, "ctrl-c", "2e-3", 3.0)
+    process = start(command, log)
+    state = runs / "ctrl-c" / "trial-0000" / "resume" / "state.json"
+    try:
+        wait_for(state.is_file, timeout=120, what="the first saved epoch")
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=60) == 130
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert "run the same command again to continue" in log.read_text()
+    store = open_store(url)
+    (first,) = trials_of(store, "ctrl-c")
+    assert (first.state.name, first.user_attrs[s.STATUS]) == ("FAIL", "interrupted")
+    final = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert "queued again" in final.stdout and "resumed after epoch" in final.stdout
+    check_invariants(store, "ctrl-c", keys=1)

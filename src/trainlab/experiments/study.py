@@ -211,7 +211,9 @@ def validate_plan(spec: StudySpec, entries: list[PlanEntry]) -> None:
             get_model_info(config.model.name)
         except trainlab.TrainlabError as error:
             where = ", ".join(f"{k}={v}" for k, v in entry.overrides.items()) or "base config"
-            raise StudyError(f"configuration {where} is invalid: {error}") from None
+            lines = str(error).removeprefix("invalid configuration:").strip().splitlines()
+            reason = "; ".join(line.strip() for line in lines)
+            raise StudyError(f"configuration {where} is invalid: {reason}") from None
 
 
 # -- creating and joining --------------------------------------------------------------------

@@ -390,7 +390,8 @@ class WorkerOptions:
 
 
 def describe(overrides: dict[str, Any], seed: int | None = None) -> str:
-    parts = [f"{key}={value}" for key, value in overrides.items()]
+    parts = [f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+             for key, value in overrides.items()]  # fmt: skip
     if seed is not None:
         parts.append(f"seed={seed}")
     return " ".join(parts) or "base config"

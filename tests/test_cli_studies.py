@@ -1,0 +1,88 @@
+"""The study commands from the command line: output people read, and one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from trainlab.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def where(tmp_path, monkeypatch):
+    monkeypatch.delenv("TRAINLAB_STORAGE", raising=False)
+    return ["--runs-dir", str(tmp_path / "runs")]
+
+
+SMALL = ["--dataset", "mnist-5k", "--model", "mlp", "--epochs", "2", "--set", "data.train_size=300",
+         "--set", "data.val_size=100", "--set", "model.options.hidden=[32]"]  # fmt: skip
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_sweep_then_studies_runs_and_best(where, tmp_path):
+    result = invoke("sweep", "--study", "lr-study", *SMALL, "--grid", "optim.lr=3e-3,3e-5",
+                    "--repeats", "2", "--metric", "val.accuracy", *where)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "2 configuration(s) × 2 seed(s) = 4 runs" in result.output
+    assert result.output.count("] #") == 4
+    assert "best of lr-study by mean val.accuracy over its repeats" in result.output
+    assert "(n=2)" in result.output
+
+    studies = invoke("studies", *where)
+    assert studies.exit_code == 0
+    line = next(line for line in studies.output.splitlines() if line.startswith("lr-study"))
+    assert line.split()[:3] == ["lr-study", "sweep", "4/4"]
+
+    runs = invoke("runs", "lr-study", *where)
+    lines = runs.output.strip().splitlines()
+    assert lines[0].split()[:4] == ["#", "status", "optim.lr", "seed"]
+    assert len(lines) == 5 and all(
+        str(tmp_path / "runs" / "lr-study") in line for line in lines[1:]
+    )
+    assert {line.split()[2] for line in lines[1:]} == {"0.003", "3e-05"}
+
+    best = invoke("best", "lr-study", *where)
+    assert best.exit_code == 0
+    assert "configuration  optim.lr=0.003" in best.output
+    assert best.output.count("run folder") == 2
+    assert "optuna-dashboard sqlite:///" in best.output
+
+
+def test_tune_from_a_space_file(where, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("optim.lr: loguniform:1e-4:1e-2\nmodel.options.dropout: uniform:0:0.3\n")
+    result = invoke("tune", "--study", "search", *SMALL, "--space", str(space), "--trials", "3",
+                    "--metric", "val.balanced_accuracy", "--pruner", "none", *where)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "tpe search of 2 parameter(s) for 3 trials" in result.output
+    assert result.output.count("] #") == 3
+    work = invoke("work", "search", *where)  # nothing left for a late worker
+    assert work.exit_code == 0 and "] #" not in work.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["runs", "nope"], "no study 'nope'"),
+        (["best", "nope"], "no study 'nope'"),
+        (["sweep", "--study", "x", "--grid", "optim.lr"], "--grid expects key=value"),
+        (["sweep", "--study", "x", "--grid", "optim.lr=1e-3", "--metric", "test.accuracy"],
+         "validation split only"),
+        (["sweep", "--study", "x", "--grid", "optim.name=adam,lion"], "optim.name=lion is invalid"),
+        (["sweep", "--study", "x", "--sample", "optim.lr=normal:0:1"], "unknown distribution"),
+        (["sweep", "--study", "x", "--storage", "mysql://me:pw@h/d"], "unsupported storage"),
+        (["tune", "--study", "x", "--space", "missing.yaml"], "search space file not found"),
+        (["tune", "--study", "x", "--space", "missing.yaml", "--sampler", "nope"], "not found"),
+    ],
+)  # fmt: skip
+def test_mistakes_are_one_line_and_exit_2(where, args, message):
+    result = runner.invoke(app, [*args, *where])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
