@@ -160,3 +160,14 @@ def test_the_study_opens_in_optuna_dashboard(store_url, tmp_path, study_base):
     assert trial["intermediate_values"] and trial["state"] == "Complete"
     ranked = rank_configurations(open_store(store_url), "grid")[1]
     assert math.isclose(max(t["values"][0] for t in detail["trials"]), ranked[0].mean)
+
+
+def test_a_stale_run_folder_of_another_study_is_never_adopted(tmp_path, study_base):
+    first = f"sqlite:///{tmp_path / 'first.db'}"
+    run_sweep(first, tmp_path, study_base, grid={"optim.lr": [1e-3]})
+    # A new store beside the old runs folder: same study name, another configuration.
+    report = run_sweep(f"sqlite:///{tmp_path / 'second.db'}", tmp_path, study_base,
+                       grid={"optim.lr": [2e-3]})  # fmt: skip
+    (row,) = study_runs(open_store(f"sqlite:///{tmp_path / 'second.db'}"), "grid")
+    assert row.status == "error" and "holds another run (optim.lr=0.001" in row.reason
+    assert report.info.counts["failed"] == 1

@@ -16,6 +16,7 @@ a finished run folder that the retry adopts without training again.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import socket
@@ -32,6 +33,7 @@ from trainlab.engine.callbacks import Callback
 from trainlab.errors import TrainlabError
 from trainlab.experiments import study as s
 from trainlab.experiments.store import Store
+from trainlab.runs.record import SUMMARY_FILE
 
 HEARTBEAT_SECONDS = 10.0
 LOST_AFTER_SECONDS = 60.0  # no heartbeat this long from another machine: its worker is gone
@@ -302,6 +304,8 @@ def execute(trial: Any, spec: s.StudySpec, options: WorkerOptions) -> TrialOutco
     run_dir = Path(options.runs_dir) / spec.name / name
     reporter = TrialReporter(trial, prune=spec.kind == "tune" and spec.pruner != "none")
 
+    if (run_dir / CONFIG_FILE).is_file():
+        check_folder_is_this_run(run_dir, overrides, seed)
     summary = read_summary(run_dir) if run_dir.is_dir() else None
     if summary is not None and summary.get("status") not in (None, "running"):
         # Finished before its worker was lost: adopt it, train nothing.
@@ -322,6 +326,24 @@ def execute(trial: Any, spec: s.StudySpec, options: WorkerOptions) -> TrialOutco
         result = train(config, callbacks=[reporter])
     return outcome_from_summary(trial.number, result.summary, result.history, run_dir,
                                 reporter.resumed_from)  # fmt: skip
+
+
+def check_folder_is_this_run(run_dir: Path, overrides: dict[str, Any], seed: int) -> None:
+    """A folder continued or adopted must hold this very configuration: a store recreated
+    beside an old runs folder would otherwise pass off another study's run as this one."""
+    from trainlab.runs.record import read_run_config
+
+    saved = read_run_config(run_dir).model_dump(mode="json")
+    expected = {**overrides, "seed": seed}
+    for key, value in expected.items():
+        node: Any = saved
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if json.dumps(node, sort_keys=True) != json.dumps(value, sort_keys=True):
+            raise TrainlabError(
+                f"{run_dir} holds another run ({key}={node!r}, this one has {value!r}); "
+                "was the study store replaced? Move that folder away and run again"
+            )
 
 
 def _clear(run_dir: Path) -> None:
@@ -364,10 +386,9 @@ def record(store: Store, study: Any, trial: Any, outcome: TrialOutcome) -> bool:
             study.tell(trial, state=TrialState.PRUNED)
         else:
             study.tell(trial, state=TrialState.FAIL)
-    except optuna.exceptions.UpdateFinishedTrialError:
-        return False
-    except RuntimeError as error:  # tell() on a trial that is no longer RUNNING
-        if "finished" in str(error).lower() or "state" in str(error).lower():
+    except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
+        # Finished by someone else meanwhile (declared lost): not an error of ours.
+        if storage.get_trial(trial._trial_id).state.is_finished():
             return False
         raise
     return True
@@ -454,12 +475,13 @@ def error_outcome(trial: Any, spec: s.StudySpec, options: WorkerOptions,
     run_dir = Path(options.runs_dir) / spec.name / name
     reason = str(error) if isinstance(error, TrainlabError) else f"{type(error).__name__}: {error}"
     attrs: dict[str, Any] = {s.STATUS: "error", s.REASON: reason, s.HOST: socket.gethostname()}
-    try:
+    if (run_dir / SUMMARY_FILE).is_file():
+        return TrialOutcome(trial.number, "error", reason, None, attrs)  # a finished run: not ours
+    # The traceback goes beside the run, for whoever debugs it; the store keeps the reason.
+    with contextlib.suppress(OSError):
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / ERROR_FILE).write_text(traceback.format_exc(), encoding="utf-8")
         attrs[s.RUN_DIR] = str(run_dir.resolve())
-    except OSError:
-        pass
     return TrialOutcome(trial.number, "error", reason, None, attrs)
 
 
