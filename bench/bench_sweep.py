@@ -20,14 +20,11 @@ parallel workers are for; this measures how much that buys.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,23 +41,20 @@ def learning_rates(count: int) -> list[float]:
     return [float(f"{3e-3 * 0.1 ** (i / (count - 1)):.2g}") for i in range(count)]
 
 
-@contextlib.contextmanager
-def quiet_stdout(enabled: bool) -> Iterator[None]:
-    """Silence the workers' one line per run. Spawned workers print to the inherited file
-    descriptor 1, not to ``sys.stdout``, so the descriptor itself is pointed at /dev/null."""
-    if not enabled:
-        yield
-        return
-    sys.stdout.flush()
-    saved = os.dup(1)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 1)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            os.dup2(saved, 1)
-            os.close(saved)
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all processes of the machine have used since boot (Linux), or None."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_seconds() -> float:
+    """CPU seconds of this process and its finished children (the joined worker processes)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def base_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -78,14 +72,16 @@ def measure(args: argparse.Namespace, workers: int, threads: int) -> dict[str, f
     lrs = learning_rates(args.configs)
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as folder:
         url = f"sqlite:///{Path(folder) / 'studies.db'}"
+        busy, own = machine_busy_seconds(), own_seconds()
         started = time.perf_counter()
-        with quiet_stdout(not args.verbose):
-            report = sweep(
-                "bench", base_config(args), grid={"optim.lr": lrs}, repeats=args.seeds,
-                storage=url, runs_dir=Path(folder) / "runs", workers=workers, threads=threads,
-                echo=print if args.verbose else (lambda line: None),
-            )  # fmt: skip
+        report = sweep(
+            "bench", base_config(args), grid={"optim.lr": lrs}, repeats=args.seeds,
+            storage=url, runs_dir=Path(folder) / "runs", workers=workers, threads=threads,
+            echo=print if args.verbose else (lambda line: None),  # workers' lines come here too
+        )  # fmt: skip
         seconds = time.perf_counter() - started
+        own = own_seconds() - own
+        busy_after = machine_busy_seconds()
         rows = study_runs(open_store(url), "bench")
     planned = len(lrs) * args.seeds
     completed = report.info.counts["completed"]
@@ -98,6 +94,9 @@ def measure(args: argparse.Namespace, workers: int, threads: int) -> dict[str, f
         "runs_per_minute": 60 * completed / seconds,
         "run_seconds": statistics.fmean(train_seconds),  # training time of one run, mean
         "best": report.best.mean,  # same runs either way: a check, not a result
+        # Cores kept busy by other processes meanwhile: a benchmark taken beside other work is
+        # not a measurement of this machine (the single worker suffers more: it needs every core).
+        "others": max(0.0, (busy_after - busy - own) / seconds) if busy is not None else 0.0,
     }
 
 
@@ -137,7 +136,7 @@ def main() -> None:
           f"{os.cpu_count()} logical cores ({available_cores()} usable), using {cores}; "
           f"{args.dataset} train {args.train_size} / val {args.val_size}, model {args.model}, "
           f"epochs {args.epochs}; lr {learning_rates(args.configs)} × {args.seeds} seeds "
-          f"= {runs} runs")  # fmt: skip
+          f"= {runs} runs; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
     arms = {
         f"1 worker × {cores} threads": (1, cores),
         f"{cores} workers × 1 thread": (cores, 1),
@@ -153,22 +152,31 @@ def main() -> None:
             print(f"  repeat {repeat} {name:22s} {outcome['seconds']:6.1f} s  "
                   f"{outcome['runs_per_minute']:5.1f} runs/min  "
                   f"{outcome['run_seconds']:4.1f} s training per run  "
-                  f"best val {outcome['best']:.4f}")  # fmt: skip
+                  f"best val {outcome['best']:.4f}  other processes {outcome['others']:.2f} cores")  # fmt: skip
 
     print(f"\n| median of {args.repeats}, {runs} runs ({cores}-core CPU) | wall seconds | runs/min "
-          "| training seconds per run |")  # fmt: skip
-    print("|---|---|---|---|")
+          "| training seconds per run | cores busy with other work |")  # fmt: skip
+    print("|---|---|---|---|---|")
     medians = {}
     for name, outcomes in results.items():
         medians[name] = {key: statistics.median(o[key] for o in outcomes) for key in outcomes[0]}
         m = medians[name]
         print(f"| {name} | {m['seconds']:.1f} | {m['runs_per_minute']:.1f} "
-              f"| {m['run_seconds']:.1f} |")  # fmt: skip
+              f"| {m['run_seconds']:.1f} | {m['others']:.2f} |")  # fmt: skip
     single, parallel = (medians[name] for name in arms)
     ratio = parallel["runs_per_minute"] / single["runs_per_minute"]
     print(f"\n{cores} workers × 1 thread / 1 worker × {cores} threads: {ratio:.2f}x the runs per "
           f"minute (median runs/min {parallel['runs_per_minute']:.1f} vs "
           f"{single['runs_per_minute']:.1f})")  # fmt: skip
+    # Training alone, without starting processes or planning: what a long sweep tends to.
+    training = (cores / parallel["run_seconds"]) / (1 / single["run_seconds"])
+    print(f"training alone (runs per second of training, no start-up): {training:.2f}x")
+    worst = max(o["others"] for outcomes in results.values() for o in outcomes)
+    if worst > 0.2:
+        print(
+            f"warning: other processes kept up to {worst:.2f} cores busy during a measurement; "
+            "run again on a quiet machine"
+        )
 
 
 if __name__ == "__main__":  # required: parallel workers are spawned processes

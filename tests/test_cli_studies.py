@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from typer.testing import CliRunner
 
@@ -48,7 +50,7 @@ def test_sweep_then_studies_runs_and_best(where, tmp_path):
 
     best = invoke("best", "lr-study", *where)
     assert best.exit_code == 0
-    assert "configuration  optim.lr=0.003" in best.output
+    assert re.search(r"^  configuration +optim\.lr=0\.003$", best.output, re.MULTILINE)
     assert best.output.count("run folder") == 2
     assert "optuna-dashboard sqlite:///" in best.output
 

@@ -45,12 +45,6 @@ MetricOption = Annotated[
 ]  # fmt: skip
 
 
-def quiet_optuna() -> None:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # workers print their own lines
-
-
 def runtime_options(device: str | None, data_root: str | None, offline: bool) -> dict[str, Any]:
     """Where this machine's workers run: never part of the study's definition."""
     runtime: dict[str, Any] = {}
@@ -163,20 +157,18 @@ def print_best(report: Any) -> None:
         return
     test_metric = metric.split(".", 1)[1]
     configuration = " ".join(f"{k}={fmt_param(v)}" for k, v in best.overrides.items())
+    test = mean_std(best.test_mean(test_metric), best.test_std(test_metric),
+                    len(best.test.get(test_metric, [])))  # fmt: skip
+    rows = [
+        ("configuration", configuration or "base config"),
+        (metric, mean_std(best.mean, best.std, best.n)),
+        (f"test.{test_metric}", f"{test}  (reported, never used to choose)"),
+        *(("run folder", run_dir) for run_dir in best.run_dirs),
+    ]
+    width = max(len(label) for label, _ in rows)
     console.print(f"[bold]best of {report.name}[/] by mean {metric} over its repeats:")
-    console.print(
-        f"  configuration  {configuration or 'base config'}", highlight=False, soft_wrap=True
-    )
-    console.print(f"  {metric:<13}  {mean_std(best.mean, best.std, best.n)}", highlight=False)
-    console.print(
-        f"  test.{test_metric:<8}  "
-        + mean_std(best.test_mean(test_metric), best.test_std(test_metric),
-                   len(best.test.get(test_metric, [])))
-        + "  (reported, not used to choose)",
-        highlight=False,
-    )  # fmt: skip
-    for run_dir in best.run_dirs:
-        console.print(f"  run folder     {run_dir}", highlight=False, soft_wrap=True)
+    for label, value in rows:  # long values (paths, configurations) stay on one line
+        console.print(f"  {label:<{width}}  {value}", highlight=False, markup=False, soft_wrap=True)
 
 
 def print_study_end(report: Any) -> None:
@@ -238,7 +230,6 @@ def sweep(
     """Run a grid and/or random sweep with seed repeats, as one study in the store."""
     from trainlab.experiments import sweep as run_sweep
 
-    quiet_optuna()
     base = base_config(config, set_, dataset=dataset, model=model, epochs=epochs)
     try:
         report = run_sweep(
@@ -292,7 +283,6 @@ def tune(
     """Search hyperparameters with Optuna (TPE by default), pruning runs that fall behind."""
     from trainlab.experiments import tune as run_tune
 
-    quiet_optuna()
     base = base_config(config, set_, dataset=dataset, model=model, epochs=epochs)
     try:
         report = run_tune(
@@ -326,7 +316,6 @@ def work(
     from trainlab.experiments.study import open_study
     from trainlab.experiments.sweep import report as study_report
 
-    quiet_optuna()
     store = open_store(resolve_storage_url(storage, runs_dir))
     open_study(store, study)  # a clear error for an unknown study before any worker starts
     options = LaunchOptions(workers=workers, threads=threads, runs_dir=runs_dir,

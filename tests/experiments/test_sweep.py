@@ -171,3 +171,24 @@ def test_a_stale_run_folder_of_another_study_is_never_adopted(tmp_path, study_ba
     (row,) = study_runs(open_store(f"sqlite:///{tmp_path / 'second.db'}"), "grid")
     assert row.status == "error" and "holds another run (optim.lr=0.001" in row.reason
     assert report.info.counts["failed"] == 1
+
+
+def test_local_workers_share_the_runs_and_report_through_echo(tmp_path, study_base):
+    lines: list[str] = []
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    report = run_sweep(url, tmp_path, study_base, lines, grid={"optim.lr": [1e-3, 2e-3, 3e-3, 4e-3]},
+                       workers=2, threads=1)  # fmt: skip
+    assert report.info.counts["completed"] == 4
+    run_lines = [line for line in lines if "] #" in line]
+    assert len(run_lines) == 4 and {line[:4] for line in run_lines} == {"[w1]", "[w2]"}
+
+
+def test_workers_that_cannot_start_are_an_error_not_a_silent_return(tmp_path):
+    from trainlab.experiments.launch import LaunchOptions, run_workers
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    open_store(url)
+    lines: list[str] = []
+    with pytest.raises(StudyError, match="every worker failed"):
+        run_workers(url, "no-such-study", LaunchOptions(workers=2, runs_dir=tmp_path), lines.append)
+    assert sum("ended with exit code 1" in line for line in lines) == 2

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
+from trainlab.errors import StudyError
 from trainlab.experiments.store import open_store
 from trainlab.experiments.worker import (
     HEARTBEAT_SECONDS,
@@ -64,7 +67,11 @@ def _set_threads(threads: int | None) -> None:
 def run_workers(
     url: str, study_name: str, options: LaunchOptions, echo: Callable[[str], None] = print
 ) -> list[int]:
-    """Run ``options.workers`` workers until the study has nothing left; their exit codes."""
+    """Run ``options.workers`` workers until the study has nothing left; their exit codes.
+
+    More than one worker means processes started with ``spawn``: a script that calls
+    ``sweep(..., workers=2)`` needs the usual ``if __name__ == "__main__":`` guard.
+    """
     if options.workers == 1:
         import torch
 
@@ -76,17 +83,19 @@ def run_workers(
             torch.set_num_threads(previous)
         return [0]
     context = multiprocessing.get_context("spawn")  # no forked torch/thread state, any platform
-    processes = [
-        context.Process(
-            target=_worker_process,
-            args=(url, study_name, asdict(options), index),
-            name=f"trainlab-w{index + 1}",
-        )
-        for index in range(options.workers)
-    ]
-    for process in processes:
+    # One pipe per worker carries its lines to ``echo``: no lock shared between workers, so a
+    # worker killed in the middle of a line cannot block the others.
+    readers, processes = [], []
+    for index in range(options.workers):
+        reader, writer = context.Pipe(duplex=False)
+        process = context.Process(target=_worker_process, name=f"trainlab-w{index + 1}",
+                                  args=(url, study_name, asdict(options), index, writer))  # fmt: skip
         process.start()
+        writer.close()  # the child holds its own copy; EOF then means the worker is gone
+        readers.append(reader)
+        processes.append(process)
     try:
+        _relay(readers, echo)
         for process in processes:
             process.join()
     except KeyboardInterrupt:
@@ -100,23 +109,42 @@ def run_workers(
                 process.terminate()
         raise
     codes = [process.exitcode if process.exitcode is not None else -1 for process in processes]
-    for index, code in enumerate(codes):
-        if code != 0:
-            how = f"signal {-code}" if code < 0 else f"exit code {code}"
-            echo(f"worker w{index + 1} ended with {how}; its unfinished run is resumed by the "
-                 "next worker that looks (run the same command again)")  # fmt: skip
+    _report_exits(codes, echo)
     return codes
 
 
-def _worker_process(url: str, study_name: str, options: dict[str, Any], index: int) -> None:
+def _relay(readers: list[Any], echo: Callable[[str], None]) -> None:
+    """Pass the workers' lines on until every worker has closed its pipe."""
+    open_readers = list(readers)
+    while open_readers:
+        for reader in wait(open_readers):
+            try:
+                echo(reader.recv())
+            except (EOFError, OSError, pickle.UnpicklingError):
+                open_readers.remove(reader)  # finished, or killed mid-line
+
+
+def _report_exits(codes: list[int], echo: Callable[[str], None]) -> None:
+    failed = [(index, code) for index, code in enumerate(codes) if code != 0]
+    for index, code in failed:
+        how = f"signal {-code}" if code < 0 else f"exit code {code}"
+        echo(f"worker w{index + 1} ended with {how}; a run it left unfinished is resumed by the "
+             "next worker that looks (run the same command again)")  # fmt: skip
+    if failed and len(failed) == len(codes):
+        raise StudyError(
+            "every worker failed (see above); started from a script? `workers > 1` needs "
+            '`if __name__ == "__main__":` around the call'
+        )
+
+
+def _worker_process(
+    url: str, study_name: str, options: dict[str, Any], index: int, lines: Any
+) -> None:
     launch = LaunchOptions(**{**options, "runs_dir": Path(options["runs_dir"])})
-    threads = launch.threads_per_worker()
-    if threads is not None:
-        os.environ["OMP_NUM_THREADS"] = str(threads)  # before torch starts its pools
-    _set_threads(threads)
+    _set_threads(launch.threads_per_worker())
 
     def echo(line: str) -> None:
-        print(line, flush=True)
+        lines.send(line)
 
     try:
         work(open_store(url), study_name, _worker_options(launch, f"w{index + 1}", echo), index)

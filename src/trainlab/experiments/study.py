@@ -55,6 +55,13 @@ SAMPLERS = ("tpe", "random", "gp", "qmc", "cmaes")
 PRUNERS = ("median", "halving", "hyperband", "none")
 
 
+def quiet_optuna() -> None:
+    """trainlab prints one line per run; Optuna's own INFO lines would repeat them."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def direction_of(metric: str) -> Literal["minimize", "maximize"]:
     return "minimize" if metric.endswith("loss") else "maximize"
 

@@ -94,7 +94,6 @@ def sweep(
     threads: int | None = None,
     runtime: Mapping[str, Any] | None = None,
     echo: Callable[[str], None] = print,
-    launch: LaunchOptions | None = None,
 ) -> StudyReport:
     """Run every configuration of ``grid`` × ``samples`` random draws of ``sample``, each
     ``repeats`` times with seeds ``seed, seed+1, ...``; returns the study ranked by the mean
@@ -131,9 +130,8 @@ def sweep(
         f"study {spec.name}: {configurations} configuration(s) × {spec.repeats} seed(s) = "
         f"{len(entries)} runs, {added} newly planned; store {store.display_url}"
     )
-    options = launch or LaunchOptions()
-    options.workers, options.threads, options.runs_dir = workers, threads, Path(runs_dir)
-    options.runtime = dict(runtime or {})
+    options = LaunchOptions(workers=workers, threads=threads, runs_dir=Path(runs_dir),
+                            runtime=dict(runtime or {}))  # fmt: skip
     run_workers(store.url, spec.name, options, echo)
     return report(store, spec.name)
 

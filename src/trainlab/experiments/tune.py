@@ -47,7 +47,6 @@ def tune(
     threads: int | None = None,
     runtime: Mapping[str, Any] | None = None,
     echo: Callable[[str], None] = print,
-    launch: LaunchOptions | None = None,
 ) -> StudyReport:
     """Search ``space`` for ``trials`` trials in total (over all workers and all invocations),
     maximising or minimising the validation ``metric`` at each run's best epoch; unpromising
@@ -79,9 +78,8 @@ def tune(
         f"study {spec.name}: {spec.sampler} search of {len(axes)} parameter(s) for {trials} "
         f"trials, pruner {spec.pruner}, {spec.direction} {spec.metric}; store {store.display_url}"
     )
-    options = launch or LaunchOptions()
-    options.workers, options.threads, options.runs_dir = workers, threads, Path(runs_dir)
-    options.runtime = dict(runtime or {})
+    options = LaunchOptions(workers=workers, threads=threads, runs_dir=Path(runs_dir),
+                            runtime=dict(runtime or {}))  # fmt: skip
     run_workers(store.url, spec.name, options, echo)
     return report(store, spec.name)
 

@@ -33,11 +33,10 @@ from trainlab.engine.callbacks import Callback
 from trainlab.errors import TrainlabError
 from trainlab.experiments import study as s
 from trainlab.experiments.store import Store
-from trainlab.runs.record import SUMMARY_FILE
 
 HEARTBEAT_SECONDS = 10.0
 LOST_AFTER_SECONDS = 60.0  # no heartbeat this long from another machine: its worker is gone
-POLL_SECONDS = 2.0
+POLL_SECONDS = 0.5  # an idle worker re-checks for lost runs this often (one cheap query)
 TRAINING_STATUS_TO_STATE = {"completed": "COMPLETE", "early_stopped": "COMPLETE",
                             "budget_exhausted": "COMPLETE", "pruned": "PRUNED"}  # fmt: skip
 ERROR_FILE = "error.txt"
@@ -420,6 +419,7 @@ def describe(overrides: dict[str, Any], seed: int | None = None) -> str:
 
 def work(store: Store, study_name: str, options: WorkerOptions, worker_index: int = 0) -> list[int]:
     """Run trials of ``study_name`` until none is left; returns the numbers of the trials run."""
+    s.quiet_optuna()
     study, spec = s.open_study(store, study_name, worker_index=worker_index)
     me = worker_identity(options.name)
     done: list[int] = []
@@ -475,6 +475,8 @@ def error_outcome(trial: Any, spec: s.StudySpec, options: WorkerOptions,
     run_dir = Path(options.runs_dir) / spec.name / name
     reason = str(error) if isinstance(error, TrainlabError) else f"{type(error).__name__}: {error}"
     attrs: dict[str, Any] = {s.STATUS: "error", s.REASON: reason, s.HOST: socket.gethostname()}
+    from trainlab.runs.record import SUMMARY_FILE
+
     if (run_dir / SUMMARY_FILE).is_file():
         return TrialOutcome(trial.number, "error", reason, None, attrs)  # a finished run: not ours
     # The traceback goes beside the run, for whoever debugs it; the store keeps the reason.
@@ -488,7 +490,8 @@ def error_outcome(trial: Any, spec: s.StudySpec, options: WorkerOptions,
 def summary_line(spec: s.StudySpec, outcome: TrialOutcome) -> str:
     attrs = outcome.attrs
     if outcome.value is None:
-        return f"{outcome.status} ({outcome.reason})"
+        where = f" → {attrs[s.RUN_DIR]}" if attrs.get(s.RUN_DIR) else ""
+        return f"{outcome.status} ({outcome.reason}){where}"
     test_key = "test." + spec.metric.split(".", 1)[1]
     parts = [
         f"{outcome.status}, {spec.metric} {outcome.value:.4f} (epoch {attrs.get(s.BEST_EPOCH)})"
