@@ -443,5 +443,5 @@ def main() -> None:
     app()
 
 
-# Study commands (sweep, tune, work, studies, runs, best) live in their own module.
-from trainlab import cli_studies  # noqa: E402, F401
+# Study commands (sweep, tune, work, studies, runs, best) and reports live in their own modules.
+from trainlab import cli_reports, cli_studies  # noqa: E402, F401

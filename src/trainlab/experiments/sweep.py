@@ -103,6 +103,7 @@ def sweep(
     only missing ones run. ``grid={"optim.lr": [1e-3, 1e-4]}``;
     ``sample={"optim.lr": "loguniform:1e-5:1e-2"}``.
     """
+    s.quiet_optuna()
     base = as_base_config(config)
     axes, sampled = grid_axes(grid), sample_axes(sample)
     check_axis_keys([*axes, *sampled])

@@ -51,6 +51,7 @@ def tune(
     """Search ``space`` for ``trials`` trials in total (over all workers and all invocations),
     maximising or minimising the validation ``metric`` at each run's best epoch; unpromising
     runs are pruned on their per-epoch validation values."""
+    s.quiet_optuna()
     base = as_base_config(config)
     axes = space_axes(space)
     if not axes:

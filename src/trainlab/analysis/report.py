@@ -1,0 +1,352 @@
+"""``trainlab report``: a study (or one run) as Markdown + PNG figures + CSV, or one HTML page.
+
+Sections, in order: what was run (and what failed or is still running), the results table,
+learning curves, overfitting diagnostics, loss versus accuracy, the best configuration (confusion
+matrix, per-class metrics, most confident mistakes), parameter effects, the environment, and the
+rules behind the diagnostics.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainlab._io import write_text_atomic
+from trainlab.analysis import diagnostics, plots, stats
+from trainlab.analysis.collect import RunData, StudyData
+from trainlab.analysis.document import (
+    Bullets,
+    Document,
+    Figure,
+    Heading,
+    Note,
+    Paragraph,
+    Table,
+    render_html,
+    render_markdown,
+    table_csv,
+)
+from trainlab.analysis.tables import ConfigGroup, ResultTable, build_table, format_param
+
+MAX_CURVES = 12  # configurations drawn in the learning-curve grids (the best ones)
+GALLERY_SIZE = 24
+
+
+@dataclass
+class ReportFiles:
+    folder: Path
+    main: Path  # report.md or report.html
+    figures: list[Path]
+    csv: Path | None
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f}%"
+
+
+def _describe_counts(data: StudyData) -> tuple[Paragraph, list[Note]]:
+    states: dict[str, int] = {}
+    for run in data.runs:
+        states[run.state] = states.get(run.state, 0) + 1
+    parts = [f"{count} {state.lower()}" for state, count in sorted(states.items())]
+    what = {"sweep": "grid/random sweep", "tune": "Optuna search", "run": "single run"}[data.kind]
+    keys = ", ".join(f"`{k}`" for k in data.keys) or "nothing (one configuration)"
+    text = (f"A {what} of **{len(data.runs)}** run(s) ({', '.join(parts) or 'none'}), varying "
+            f"{keys}; selection metric `{data.metric}` ({data.direction}d, on the validation "
+            f"split; the test split is reported, never used to choose). Source: `{data.store}`.")  # fmt: skip
+    notes = []
+    failed = [r for r in data.runs if r.state == "FAIL"]
+    unfinished = [r for r in data.runs if r.state in ("RUNNING", "WAITING")]
+    if failed:
+        notes.append(Note(f"{len(failed)} run(s) failed; they are listed below and left out of "
+                          "the statistics."))  # fmt: skip
+    if unfinished:
+        notes.append(Note(f"{len(unfinished)} run(s) are still running or waiting: this report "
+                          "is a snapshot of an unfinished study."))  # fmt: skip
+    return Paragraph(text), notes
+
+
+def _unfinished_table(data: StudyData) -> Table | None:
+    rows = [
+        [f"#{run.number}", run.status, " ".join(f"{k}={format_param(v)}" for k, v in
+                                                  run.overrides.items()) or "–",
+         str(run.seed if run.seed is not None else "–"), run.reason or "–",
+         str(run.run_dir or run.host or "–")]
+        for run in data.runs if run.state in ("FAIL", "RUNNING", "WAITING")
+    ]  # fmt: skip
+    if not rows:
+        return None
+    return Table(["run", "status", "configuration", "seed", "reason", "where"], rows)
+
+
+# -- sections --------------------------------------------------------------------------------
+
+
+def results_section(doc: Document, table: ResultTable, folder: Path) -> Path:
+    doc.add(Heading("Results"), Table(table.headers(), table.rows(), table.numeric()))
+    headers, rows = table.csv()
+    csv_path = folder / "results.csv"
+    write_text_atomic(csv_path, table_csv(headers, rows))
+    doc.add(Paragraph(
+        f"Each cell is mean ± sample standard deviation over seeds, with n the number of "
+        f"completed runs; the metrics are those of each run's best validation epoch by "
+        f"`{table.metric}`. The interval is the 95% t-interval of the mean of `{table.metric}`. "
+        f"**vs. best**: {stats.TEST_DESCRIPTION} The same numbers, unrounded: `{csv_path.name}`."
+    ))  # fmt: skip
+    return csv_path
+
+
+def _histories(group: ConfigGroup) -> list[list[dict[str, float]]]:
+    return [run.history for run in group.runs if run.history]
+
+
+def _curves(group: ConfigGroup) -> plots.LearningCurves:
+    runs = [run for run in group.runs if run.history]
+    stops = [run.epochs_run if run.status == "early_stopped" else None for run in runs]
+    return plots.learning_curves([run.history for run in runs], stops,
+                                 best_epochs=[run.best_epoch for run in runs])  # fmt: skip
+
+
+def curves_section(doc: Document, table: ResultTable, figures: Path) -> list[Path]:
+    shown = [g for g in table.groups if _histories(g)][:MAX_CURVES]
+    if not shown:
+        return []
+    curves = {g.label(): _curves(g) for g in shown}
+    paths = [
+        plots.draw_learning_curves(curves, figures / "curves-loss.png", metric="loss"),
+        plots.draw_learning_curves(curves, figures / "curves-accuracy.png", metric="accuracy"),
+    ]
+    more = (
+        f" (the best {MAX_CURVES} of {len(table.groups)})" if len(table.groups) > MAX_CURVES else ""
+    )
+    doc.add(Heading("Learning curves"),
+            Paragraph(f"Train and validation curves per configuration{more}: the line is the mean "
+                      "over seeds, the band ± one standard deviation (train dashed, validation solid); "
+                      "the dotted line marks the median best (kept) epoch, triangles early stops."),
+            Figure(paths[0], "Loss per epoch: train vs validation"),
+            Figure(paths[1], "Accuracy per epoch: train vs validation"))  # fmt: skip
+    return paths
+
+
+def diagnostics_section(doc: Document, table: ResultTable) -> None:
+    rows = []
+    for group in table.groups[:MAX_CURVES]:
+        histories = _histories(group)
+        if not histories:
+            continue
+        early = any(run.status == "early_stopped" for run in group.runs)
+        found = diagnostics.diagnose_mean(histories, early_stopped=early)
+        rows.append([group.label(), found.verdict,
+                     str(found.overfit_onset or "–"),
+                     "–" if found.gap_loss is None else f"{found.gap_loss:+.4f}",
+                     "–" if found.gap_accuracy is None else f"{100 * found.gap_accuracy:+.2f} pts",
+                     "yes" if found.early_stopped else "no", found.finding])  # fmt: skip
+    if not rows:
+        return
+    doc.add(Heading("Overfitting diagnostics"),
+            Paragraph("On the mean curves over seeds; the rules are at the end of the report. "
+                      "Gaps are at the last epoch: val − train loss, train − val accuracy."),
+            Table(["configuration", "verdict", "overfitting from epoch", "loss gap",
+                   "accuracy gap", "early stopped", "finding"], rows))  # fmt: skip
+
+
+def scatter_section(doc: Document, data: StudyData, figures: Path) -> Path | None:
+    histories = [run.history for run in data.completed if run.history]
+    if not histories:
+        return None
+    points = plots.loss_accuracy_points(histories)
+    path = plots.draw_scatter(points, figures / "loss-vs-accuracy.png")
+    corr = points.correlation
+    rho = "undefined" if corr.rho is None or math.isnan(corr.rho) else f"{corr.rho:.3f}"
+    p = "" if corr.p is None else f", p = {corr.p:.2g}"
+    doc.add(Heading("Validation loss versus accuracy"),
+            Paragraph(f"Across all epochs of all completed runs (n = {corr.n} epochs), Spearman's "
+                      f"rank correlation between validation loss and validation accuracy is "
+                      f"**ρ = {rho}**{p}. Strongly negative means the loss ranks epochs as the "
+                      "accuracy does; near zero means a lower loss did not buy accuracy "
+                      "(e.g. over-confident predictions)."),
+            Figure(path, "Validation loss vs validation accuracy, one point per epoch"))  # fmt: skip
+    return path
+
+
+def best_section(doc: Document, data: StudyData, table: ResultTable, figures: Path,
+                 root: str | None) -> list[Path]:  # fmt: skip
+    if not table.groups:
+        return []
+    group = table.groups[0]
+    reverse = data.direction == "maximize"
+    run = sorted(group.runs, key=lambda r: r.value or 0.0, reverse=reverse)[0]
+    doc.add(Heading("The best configuration"),
+            Paragraph(f"**{group.label()}** — its best seed is run #{run.number} "
+                      f"(`{data.metric}` = {run.value:.4f}, test accuracy "
+                      f"{_pct(run.test.get('accuracy'))})."))  # fmt: skip
+    summary = run.summary()
+    if summary is None:
+        where = f" (it ran on {run.host})" if run.host else ""
+        doc.add(Note(f"The run folder of run #{run.number} is not on this machine{where}: no "
+                     "confusion matrix or gallery.", "info"))  # fmt: skip
+        return []
+    test = summary.get("test", {})
+    classes = summary.get("dataset", {}).get("classes") or []
+    paths = []
+    if test.get("confusion_matrix"):
+        confusion = plots.confusion_data(test["confusion_matrix"], classes)
+        paths.append(plots.draw_confusion(confusion, figures / "confusion.png"))
+        doc.add(Figure(paths[-1], f"Confusion matrix of run #{run.number} on the test split "
+                                  "(rows: true class; colour: share of the row)"))  # fmt: skip
+    per_class = test.get("per_class") or {}
+    if per_class:
+        rows = [[name, _pct(m.get("precision")), _pct(m.get("recall")), _pct(m.get("f1")),
+                 str(m.get("support", "–"))] for name, m in per_class.items()]  # fmt: skip
+        doc.add(Table(["class", "precision", "recall", "F1", "support"], rows,
+                      [False, True, True, True, True]))  # fmt: skip
+    gallery = _gallery(run, summary, figures, root)
+    if gallery is not None:
+        paths.append(gallery)
+        doc.add(Figure(gallery, f"The {GALLERY_SIZE} most confidently misclassified test images "
+                                "(true → predicted, confidence)"))  # fmt: skip
+    return paths
+
+
+def _gallery(run: RunData, summary: dict[str, Any], figures: Path, root: str | None) -> Path | None:
+    from trainlab.analysis import gallery
+    from trainlab.data import load_dataset
+    from trainlab.errors import TrainlabError
+
+    checkpoint = run.run_dir / "checkpoint" if run.run_dir else None
+    dataset = summary.get("dataset", {}).get("name")
+    if checkpoint is None or not checkpoint.is_dir() or not dataset:
+        return None
+    try:
+        probabilities, labels = gallery.predict_test_set(checkpoint, dataset=dataset, root=root)
+        images = load_dataset(dataset, root=root, download=False).test.images
+    except TrainlabError:
+        return None  # the data is not here (e.g. never downloaded on this machine)
+    mistakes = gallery.most_confident_mistakes(probabilities, labels, GALLERY_SIZE)
+    if not mistakes:
+        return None
+    classes = summary.get("dataset", {}).get("classes") or []
+    return gallery.draw_gallery(images, mistakes, classes, figures / "mistakes.png")
+
+
+def effects_section(doc: Document, data: StudyData, figures: Path) -> list[Path]:
+    completed = data.completed
+    if not completed or not data.keys:
+        return []
+    paths: list[Path] = []
+    doc.add(Heading("Parameter effects"))
+    if data.kind == "tune" and data.study is not None:
+        ordered = sorted(data.runs, key=lambda r: r.number)
+        history = plots.optimization_history(
+            [run.value if run.completed else None for run in ordered], data.direction,
+            trial_numbers=[run.number for run in ordered],
+        )  # fmt: skip
+        paths.append(plots.draw_optimization_history(history, figures / "history.png",
+                                                     metric=data.metric))  # fmt: skip
+        doc.add(
+            Figure(paths[-1], f"Optimisation history: `{data.metric}` per trial and best so far")
+        )
+        found = plots.importances(data.study)
+        if found:
+            paths.append(plots.draw_importances(found, figures / "importances.png"))
+            doc.add(Figure(paths[-1], "Parameter importances (Optuna)"))
+    for index, key in enumerate(data.keys):
+        effect = plots.param_effect([run.overrides.get(key) for run in completed],
+                                    [run.value for run in completed])  # fmt: skip
+        path = figures / f"effect-{index}.png"
+        paths.append(plots.draw_param_effect(effect, path, parameter=key, metric=data.metric))
+        doc.add(Figure(path, f"`{data.metric}` versus `{key}` (mean and 95% interval over all "
+                             "runs at each value; other parameters pooled)"))  # fmt: skip
+    return paths
+
+
+def environment_lines(environment: dict[str, Any]) -> list[str]:
+    """environment.json (see runs/environment.py) as short lines a reader can check."""
+    python = environment.get("python") or {}
+    system = environment.get("platform") or {}
+    cpu, torch_info = environment.get("cpu") or {}, environment.get("torch") or {}
+    cuda, device = environment.get("cuda") or {}, environment.get("device") or {}
+    lines = [
+        f"Python {python.get('version', '?')} ({python.get('implementation', '?')}), "
+        f"torch {torch_info.get('version', '?')} ({torch_info.get('threads', '?')} threads)",
+        f"device: {device.get('name', device.get('type', '?'))}",
+        f"CPU: {cpu.get('model', '?')}, {cpu.get('logical_cores', '?')} logical cores; "
+        f"{system.get('memory_gb', '?')} GB memory",
+        f"system: {system.get('distribution') or system.get('system', '?')} "
+        f"({system.get('machine', '?')})",
+    ]
+    if cuda.get("available"):
+        gpus = ", ".join(d.get("name", "?") if isinstance(d, dict) else str(d)
+                         for d in cuda.get("devices") or [])  # fmt: skip
+        lines.append(f"CUDA {cuda.get('version')}, cuDNN {cuda.get('cudnn')}: {gpus}")
+    git = environment.get("git")
+    if isinstance(git, dict):
+        dirty = " (uncommitted changes)" if git.get("dirty") else ""
+        lines.append(f"git commit {git.get('commit', '?')}{dirty}")
+    else:
+        lines.append("git commit: not a git working copy")
+    packages = environment.get("packages") or {}
+    if packages:
+        lines.append("packages: " + ", ".join(f"{k} {v}" for k, v in sorted(packages.items())))
+    return lines
+
+
+def environment_section(doc: Document, data: StudyData) -> None:
+    environment = next((e for run in data.completed if (e := run.environment())), None)
+    if environment is None:
+        doc.add(Heading("Environment"),
+                Note("No run folder of this study is on this machine.", "info"))  # fmt: skip
+        return
+    doc.add(Heading("Environment"), Paragraph("Recorded by the first completed run:"),
+            Bullets(environment_lines(environment)))  # fmt: skip
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+def build_report(data: StudyData, folder: Path, *, balanced: bool | None = None,
+                 root: str | None = None) -> tuple[Document, list[Path], Path | None]:  # fmt: skip
+    figures = folder / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    title = f"Run {data.name}" if data.kind == "run" else f"Study {data.name}"
+    doc = Document(title)
+    intro, notes = _describe_counts(data)
+    doc.add(intro, *notes)
+    paths: list[Path] = []
+    csv_path = None
+    table = build_table(data, balanced=balanced)
+    if table.groups:
+        csv_path = results_section(doc, table, folder)
+    else:
+        doc.add(Note("No completed runs yet: nothing to tabulate."))
+    unfinished = _unfinished_table(data)
+    if unfinished is not None:
+        doc.add(Heading("Failed and unfinished runs"), unfinished)
+    paths += curves_section(doc, table, figures)
+    diagnostics_section(doc, table)
+    if (scatter := scatter_section(doc, data, figures)) is not None:
+        paths.append(scatter)
+    paths += best_section(doc, data, table, figures, root)
+    paths += effects_section(doc, data, figures)
+    environment_section(doc, data)
+    doc.add(Heading("How the diagnostics are decided"), Paragraph(diagnostics.RULES))
+    return doc, paths, csv_path
+
+
+def write_report(data: StudyData, out: Path, *, fmt: str = "md", balanced: bool | None = None,
+                 root: str | None = None) -> ReportFiles:  # fmt: skip
+    """Write ``out/report.md`` (+ figures/, results.csv) or ``out/report.html`` (self-contained)."""
+    if fmt not in ("md", "html"):
+        from trainlab.errors import TrainlabError
+
+        raise TrainlabError(f"unknown report format {fmt!r}; use md or html")
+    doc, paths, csv_path = build_report(data, out, balanced=balanced, root=root)
+    if fmt == "md":
+        main = out / "report.md"
+        write_text_atomic(main, render_markdown(doc, out))
+    else:
+        main = out / "report.html"
+        write_text_atomic(main, render_html(doc))
+    return ReportFiles(out, main, paths, csv_path)

@@ -1,0 +1,100 @@
+"""Reports of real studies (SQLite and PostgreSQL) and of a single run folder."""
+
+from __future__ import annotations
+
+import csv
+import re
+
+import pytest
+
+from trainlab.analysis.collect import collect_run, collect_study
+from trainlab.analysis.report import write_report
+from trainlab.analysis.tables import build_table
+from trainlab.errors import StudyError
+from trainlab.experiments import open_store, sweep, tune
+
+
+@pytest.fixture
+def study(store_url, tmp_path, study_base):
+    """Two learning rates × 2 seeds, plus a configuration that fails."""
+    base = {**study_base, "epochs": 3, "optim": {"name": "sgd"}}
+    sweep("rep", base, grid={"optim.lr": [0.05, 0.01, 1e12]}, repeats=2, metric="val.accuracy",
+          storage=store_url, runs_dir=tmp_path / "runs", echo=lambda line: None)  # fmt: skip
+    return collect_study(open_store(store_url), "rep")
+
+
+def test_the_study_table(study):
+    table = build_table(study)
+    assert [g.overrides["optim.lr"] for g in table.groups] == [0.05, 0.01]  # best first
+    headers = table.headers()
+    assert headers[:3] == ["optim.lr", "n", "val.accuracy (95% CI)"]
+    assert "test macro F1" in headers and headers[-1] == "vs. best"
+    rows = table.rows()
+    assert rows[0][-1] == "best" and rows[0][1] == "2"
+    assert re.fullmatch(r"0\.\d{4} ± 0\.\d{4} \(n=2\) \[-?\d\.\d{4}, \d\.\d{4}\]", rows[0][2])
+    assert rows[1][-1].startswith(("worse", "not distinguishable"))
+    best = table.main[0]
+    values = table.groups[0].main_values()
+    assert best.mean == pytest.approx(sum(values) / 2) and best.n == 2
+
+
+def test_markdown_report_with_figures_csv_and_the_failed_runs(study, tmp_path):
+    files = write_report(study, tmp_path / "out")
+    text = files.main.read_text()
+    assert files.main.name == "report.md"
+    for heading in ("## Results", "## Failed and unfinished runs", "## Learning curves",
+                    "## Overfitting diagnostics", "## Validation loss versus accuracy",
+                    "## The best configuration", "## Parameter effects", "## Environment",
+                    "## How the diagnostics are decided"):  # fmt: skip
+        assert heading in text, heading
+    assert "2 run(s) failed" in text and "diverged" in text
+    assert "Welch" in text and "Holm" in text
+    assert re.search(r"ρ = -?\d\.\d{3}", text)
+    for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", text):
+        assert (tmp_path / "out" / link).is_file(), link
+    assert {p.name for p in files.figures} >= {"curves-loss.png", "confusion.png", "mistakes.png",
+                                                 "effect-0.png", "loss-vs-accuracy.png"}  # fmt: skip
+    rows = list(csv.reader(files.csv.open()))
+    assert rows[0][:3] == ["optim.lr", "n", "val.accuracy_mean"] and len(rows) == 3
+    assert "Python 3" in text and "torch 2" in text
+
+
+def test_html_report_is_one_self_contained_file(study, tmp_path):
+    files = write_report(study, tmp_path / "out", fmt="html")
+    page = files.main.read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    assert page.count('<img src="data:image/png;base64,') == len(files.figures) >= 5
+    assert 'src="figures/' not in page and "<table>" in page
+
+
+def test_compare_by_one_key_pools_the_others(tmp_path, study_base):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    sweep("grid2", study_base, grid={"optim.lr": [3e-3, 1e-3], "data.batch_size": [25, 50]},
+          storage=url, runs_dir=tmp_path / "runs", echo=lambda line: None)  # fmt: skip
+    data = collect_study(open_store(url), "grid2")
+    table = build_table(data, by=["optim.lr"])
+    assert table.keys == ["optim.lr"] and [len(g.runs) for g in table.groups] == [2, 2]
+    with pytest.raises(
+        StudyError, match=r"--by optim.name: not varied in grid2; varied: optim.lr, data.batch_size"
+    ):
+        build_table(data, by=["optim.name"])
+
+
+def test_a_search_report_has_history_and_importances(tmp_path, study_base):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    tune("search", study_base, space={"optim.lr": "loguniform:1e-4:1e-2", "model.options.dropout": "uniform:0:0.3"},
+         trials=4, pruner="none", storage=url, runs_dir=tmp_path / "runs", echo=lambda line: None)  # fmt: skip
+    files = write_report(collect_study(open_store(url), "search"), tmp_path / "out")
+    names = {p.name for p in files.figures}
+    assert {"history.png", "importances.png"} <= names
+
+
+def test_a_single_run_folder_report(tmp_path, tiny_config):
+    import trainlab
+
+    result = trainlab.train(tiny_config(epochs=3))
+    data = collect_run(result.run_dir)
+    files = write_report(data, tmp_path / "out")
+    text = files.main.read_text()
+    assert text.startswith("# Run run") and "## Learning curves" in text and "## Results" in text
+    assert "mistakes.png" in {p.name for p in files.figures}
