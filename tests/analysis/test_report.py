@@ -98,3 +98,35 @@ def test_a_single_run_folder_report(tmp_path, tiny_config):
     text = files.main.read_text()
     assert text.startswith("# Run run") and "## Learning curves" in text and "## Results" in text
     assert "mistakes.png" in {p.name for p in files.figures}
+
+
+def test_an_unfinished_study_says_so(tmp_path, study_base):
+    from trainlab.config import build_config
+    from trainlab.experiments import study as s
+    from trainlab.experiments.space import categorical
+
+    store = open_store(f"sqlite:///{tmp_path / 'studies.db'}")
+    spec = s.StudySpec(name="later", kind="sweep", base=s.base_tree(build_config(study_base)),
+                       metric="val.accuracy", axes=[categorical("optim.lr", [1e-3, 2e-3])])  # fmt: skip
+    study = s.create_or_join(store, spec)
+    with store.lock("later"):
+        s.enqueue_plan(store, study, s.sweep_plan(spec))  # planned, no worker yet
+    text = write_report(collect_study(store, "later"), tmp_path / "out").main.read_text()
+    assert "2 run(s) are still running or waiting" in text
+    assert "No completed runs yet" in text and "| #0 | waiting |" in text
+
+
+def test_many_configurations_are_all_drawn(tmp_path, study_base):
+    from trainlab.analysis import report as report_module
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    sweep("wide", study_base, grid={"optim.lr": [1e-3, 2e-3, 3e-3]}, storage=url,
+          runs_dir=tmp_path / "runs", echo=lambda line: None)  # fmt: skip
+    original = report_module.MAX_CURVES
+    report_module.MAX_CURVES = 2
+    try:
+        files = write_report(collect_study(open_store(url), "wide"), tmp_path / "out")
+    finally:
+        report_module.MAX_CURVES = original
+    names = {p.name for p in files.figures}
+    assert {"curves-loss-1.png", "curves-loss-2.png", "curves-accuracy-2.png"} <= names

@@ -110,29 +110,32 @@ def _curves(group: ConfigGroup) -> plots.LearningCurves:
 
 
 def curves_section(doc: Document, table: ResultTable, figures: Path) -> list[Path]:
-    shown = [g for g in table.groups if _histories(g)][:MAX_CURVES]
-    if not shown:
+    """Every configuration, best first, in grids of ``MAX_CURVES`` panels per figure."""
+    groups = [g for g in table.groups if _histories(g)]
+    if not groups:
         return []
-    curves = {g.label(): _curves(g) for g in shown}
-    paths = [
-        plots.draw_learning_curves(curves, figures / "curves-loss.png", metric="loss"),
-        plots.draw_learning_curves(curves, figures / "curves-accuracy.png", metric="accuracy"),
-    ]
-    more = (
-        f" (the best {MAX_CURVES} of {len(table.groups)})" if len(table.groups) > MAX_CURVES else ""
-    )
     doc.add(Heading("Learning curves"),
-            Paragraph(f"Train and validation curves per configuration{more}: the line is the mean "
-                      "over seeds, the band ± one standard deviation (train dashed, validation solid); "
-                      "the dotted line marks the median best (kept) epoch, triangles early stops."),
-            Figure(paths[0], "Loss per epoch: train vs validation"),
-            Figure(paths[1], "Accuracy per epoch: train vs validation"))  # fmt: skip
+            Paragraph("Train and validation curves per configuration, best first: the line is "
+                      "the mean over seeds, the band ± one standard deviation (train dashed, "
+                      "validation solid); the dotted line marks the median best (kept) epoch, "
+                      "triangles early stops."))  # fmt: skip
+    paths = []
+    for start in range(0, len(groups), MAX_CURVES):
+        chunk = groups[start : start + MAX_CURVES]
+        curves = {g.label(): _curves(g) for g in chunk}
+        part = "" if len(groups) <= MAX_CURVES else f"-{start // MAX_CURVES + 1}"
+        which = "" if not part else f" (configurations {start + 1}–{start + len(chunk)})"
+        for metric in ("loss", "accuracy"):
+            path = plots.draw_learning_curves(curves, figures / f"curves-{metric}{part}.png",
+                                              metric=metric)  # fmt: skip
+            paths.append(path)
+            doc.add(Figure(path, f"{metric.capitalize()} per epoch: train vs validation{which}"))
     return paths
 
 
 def diagnostics_section(doc: Document, table: ResultTable) -> None:
     rows = []
-    for group in table.groups[:MAX_CURVES]:
+    for group in table.groups:
         histories = _histories(group)
         if not histories:
             continue
