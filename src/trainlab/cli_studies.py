@@ -21,7 +21,7 @@ from trainlab.errors import StudyError
 STORAGE_HELP = "study store URL (default: TRAINLAB_STORAGE, else sqlite in the runs folder)"
 StorageOption = Annotated[str | None, typer.Option("--storage", help=STORAGE_HELP)]
 RunsDirOption = Annotated[
-    Path, typer.Option("--runs-dir", help="where run folders go: <runs-dir>/<study>/trial-NNNN")
+    Path, typer.Option("--runs-dir", help="where run folders go: RUNS_DIR/STUDY/trial-NNNN")
 ]
 WorkersOption = Annotated[
     int, typer.Option(min=1, help="parallel workers on this machine (they share the cores)")
@@ -208,7 +208,9 @@ def sweep(
     ] = None,
     sample: Annotated[
         list[str] | None,
-        typer.Option(help="key=loguniform:A:B | uniform:A:B | int:A:B | logint:A:B (repeatable)"),
+        typer.Option(
+            help="key=loguniform:1e-5:1e-2, uniform:0:0.5, int:1:8 or logint:16:256 (repeatable)"
+        ),
     ] = None,
     samples: Annotated[int, typer.Option(min=1, help="random draws of the --sample keys")] = 10,
     repeats: Annotated[int, typer.Option(min=1, help="seeds per configuration")] = 1,
@@ -341,6 +343,9 @@ def studies(storage: StorageOption = None, runs_dir: RunsDirOption = Path("runs"
     rows = []
     for info in infos:
         c = info.counts
+        if not c:  # in the store but not a trainlab study
+            rows.append([info.name, "(not a trainlab study)", *["-"] * 7])
+            continue
         rows.append([info.name, info.kind, f"{c['completed']}/{info.planned or '?'}",
                      str(c["pruned"]), str(c["running"]), str(c["waiting"]), str(c["failed"]),
                      info.metric, fmt_value(info.best_value)])  # fmt: skip

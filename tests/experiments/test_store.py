@@ -119,3 +119,10 @@ def test_a_killed_holder_releases_the_lock(store_url):
     with study_lock(store_url, "s"):
         pass
     assert time.monotonic() - started < 5
+
+
+def test_query_string_passwords_are_hidden_too():
+    assert redact("postgresql://me@h/d?password=s3cret&sslmode=require") == (
+        "postgresql://me@h/d?password=***&sslmode=require"
+    )
+    assert "s3cret" not in redact("postgresql://me@h/d?sslmode=x&sslpassword=s3cret")

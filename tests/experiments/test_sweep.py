@@ -169,8 +169,13 @@ def test_a_stale_run_folder_of_another_study_is_never_adopted(tmp_path, study_ba
     report = run_sweep(f"sqlite:///{tmp_path / 'second.db'}", tmp_path, study_base,
                        grid={"optim.lr": [2e-3]})  # fmt: skip
     (row,) = study_runs(open_store(f"sqlite:///{tmp_path / 'second.db'}"), "grid")
-    assert row.status == "error" and "holds another run (optim.lr=0.001" in row.reason
+    assert row.status == "error" and "holds another run ('grid': optim.lr=0.001" in row.reason
     assert report.info.counts["failed"] == 1
+    # Same grid value, another base config: still not the same run.
+    third = f"sqlite:///{tmp_path / 'third.db'}"
+    run_sweep(third, tmp_path, {**study_base, "epochs": 3}, grid={"optim.lr": [1e-3]})
+    (row,) = study_runs(open_store(third), "grid")
+    assert row.status == "error" and "holds another run" in row.reason
 
 
 def test_local_workers_share_the_runs_and_report_through_echo(tmp_path, study_base):
@@ -192,3 +197,55 @@ def test_workers_that_cannot_start_are_an_error_not_a_silent_return(tmp_path):
     with pytest.raises(StudyError, match="every worker failed"):
         run_workers(url, "no-such-study", LaunchOptions(workers=2, runs_dir=tmp_path), lines.append)
     assert sum("ended with exit code 1" in line for line in lines) == 2
+
+
+def test_seed_and_runtime_keys_reach_the_runs(tmp_path, study_base):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    base = {
+        **study_base,
+        "device": "cpu",
+        "data": {**study_base["data"], "root": str(tmp_path / "data")},
+    }
+    run_sweep(url, tmp_path, base, grid={"optim.lr": [1e-3]}, repeats=2, seed=100)
+    from trainlab.runs.record import read_run_config
+
+    seeds = sorted(read_run_config(r.run_dir).seed for r in study_runs(open_store(url), "grid"))
+    assert seeds == [100, 101]
+    config = read_run_config(study_runs(open_store(url), "grid")[0].run_dir)
+    assert config.device == "cpu" and config.data.root == str((tmp_path / "data").resolve())
+
+
+def test_runtime_keys_cannot_be_varied(tmp_path, study_base):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    for key in ("device", "data.root"):
+        with pytest.raises(StudyError, match="where a worker"):
+            run_sweep(url, tmp_path, study_base, grid={key: ["cpu", "auto"]})
+
+
+def test_a_dataset_typo_fails_before_any_run(tmp_path, study_base):
+    with pytest.raises(StudyError, match="unknown dataset 'mnsit'"):
+        run_sweep(
+            f"sqlite:///{tmp_path / 's.db'}",
+            tmp_path,
+            study_base,
+            grid={"data.dataset": ["mnist-5k", "mnsit"]},
+        )
+
+
+def test_a_resumed_run_takes_this_machines_runtime_not_the_lost_workers():
+    from trainlab.experiments.worker import runtime_overrides
+
+    assert runtime_overrides({}) == ["device=auto", "data.root=null", "data.download=true"]
+    assert runtime_overrides({"device": "cpu", "data.download": False})[::2] == [
+        "device=cpu",
+        "data.download=false",
+    ]
+
+
+def test_a_study_created_but_never_defined_is_adopted(tmp_path, study_base):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    optuna.create_study(study_name="grid", storage=open_store(url).storage)  # killed right after
+    report = run_sweep(url, tmp_path, study_base, grid={"optim.lr": [1e-3]})
+    assert report.info.counts["completed"] == 1

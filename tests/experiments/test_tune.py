@@ -62,3 +62,19 @@ def test_search_mistakes_fail_before_any_run(tmp_path, study_base):
     with pytest.raises(StudyError, match="empty"):
         run_tune(url, tmp_path, study_base, space={})
     assert not (tmp_path / "runs").exists()
+
+
+def test_every_choice_of_the_space_is_checked_up_front(tmp_path, study_base):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    for order in (["adam", "sgd", "rmsprop", "adamw", "lion"], ["lion", "adam", "sgd"]):
+        with pytest.raises(StudyError, match="lion"):
+            run_tune(url, tmp_path, study_base, space={"optim.name": order})
+
+
+def test_each_trial_number_has_its_own_sampler_stream(tmp_path, study_base):
+    # Two machines starting together must not propose the same first points.
+    from trainlab.experiments.study import make_sampler
+
+    spec = s.StudySpec(name="x", kind="tune", base={}, metric="val.loss", sampler="random")
+    seeds = {make_sampler(spec, stream=n)._rng.rng.random() for n in range(4)}
+    assert len(seeds) == 4

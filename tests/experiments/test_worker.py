@@ -15,8 +15,8 @@ from trainlab.experiments import study as s
 from trainlab.experiments.space import categorical
 from trainlab.experiments.store import open_store
 from trainlab.experiments.worker import (
+    Liveness,
     claim,
-    lost_reason,
     process_alive,
     recover_lost,
     worker_identity,
@@ -34,33 +34,41 @@ def test_process_alive_tells_dead_zombie_and_reused_pids():
     assert not process_alive(os.getpid(), started="1")  # same pid, another process start
 
 
-def fake_trial(worker=None, heartbeat=None, started=None):
+def fake_trial(worker=None, heartbeat=None, started=None, trial_id=0):
     system_attrs = {}
     if worker is not None:
         system_attrs[s.WORKER] = worker
     if heartbeat is not None:
         system_attrs[s.HEARTBEAT] = heartbeat
-    return SimpleNamespace(system_attrs=system_attrs, datetime_start=started)
+    return SimpleNamespace(system_attrs=system_attrs, datetime_start=started, _trial_id=trial_id)
 
 
-def test_lost_reason_on_this_machine_follows_the_process():
+def test_liveness_on_this_machine_follows_the_process():
+    liveness = Liveness(lost_after=60)
     me = worker_identity("w1")
-    assert lost_reason(fake_trial(me, heartbeat=0.0), time.time(), 60) is None  # alive wins
+    assert liveness.reason(fake_trial(me, heartbeat=0.0)) is None  # alive wins, beat or not
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     dead = {**me, "pid": child.pid, "started": None}
-    assert "stopped without finishing" in lost_reason(
-        fake_trial(dead, time.time()), time.time(), 60
-    )
+    assert "stopped without finishing" in liveness.reason(fake_trial(dead, time.time()))
 
 
-def test_lost_reason_on_another_machine_follows_the_heartbeat():
+def test_liveness_on_another_machine_needs_a_heartbeat_that_stops_changing():
+    clock = [1000.0]
+    liveness = Liveness(lost_after=60, clock=lambda: clock[0])
     remote = {"name": "w1", "host": "elsewhere", "boot": "x", "pid": 1, "started": None}
-    now = time.time()
-    assert lost_reason(fake_trial(remote, heartbeat=now - 5), now, 60) is None
-    assert "no heartbeat from elsewhere" in lost_reason(fake_trial(remote, now - 61), now, 60)
-    old_start = datetime.datetime.fromtimestamp(now - 120)
-    assert lost_reason(fake_trial(started=old_start), now, 60) is not None  # never claimed
+    # Its clock may be hours off: only whether the value changes counts.
+    assert liveness.reason(fake_trial(remote, heartbeat=5.0)) is None
+    clock[0] += 50
+    assert liveness.reason(fake_trial(remote, heartbeat=5.0)) is None
+    clock[0] += 50
+    assert liveness.reason(fake_trial(remote, heartbeat=7.0)) is None  # it beat: alive again
+    clock[0] += 61
+    assert "no heartbeat from elsewhere" in liveness.reason(fake_trial(remote, heartbeat=7.0))
+    never = fake_trial(started=datetime.datetime(2026, 1, 1))
+    assert liveness.reason(never) is None
+    clock[0] += 61
+    assert liveness.reason(never) is not None  # claimed, then never heard of
 
 
 def make_study(store, study_base, n_lr=2, repeats=1, kind="sweep"):
@@ -83,8 +91,8 @@ def test_a_dead_workers_run_is_failed_as_lost_and_queued_again(store_url, study_
     with store.lock("w"):
         trial = claim(store, study, spec, ghost)
         trial.set_user_attr(s.RUN_NAME, "trial-0000")
-        messages = recover_lost(store, study, lost_after=60)
-        assert recover_lost(store, study, lost_after=60) == []  # idempotent
+        messages = recover_lost(store, study, Liveness(60))
+        assert recover_lost(store, study, Liveness(60)) == []  # idempotent
     assert [m.split(":")[0] for m in messages] == [
         "run #0 lost",
         "run #0 queued again as #2, resuming its folder",
@@ -169,9 +177,30 @@ def test_a_silent_worker_on_another_machine_is_recovered_after_the_grace_period(
     study, spec = make_study(store, study_base)
     remote = {"name": "w1", "host": "other-machine", "boot": "b", "pid": 1, "started": None}
     with store.lock("w"):
-        trial = claim(store, study, spec, remote)
-        assert recover_lost(store, study, lost_after=30) == []  # it beat just now
-        store.storage.set_trial_system_attr(trial._trial_id, s.HEARTBEAT, time.time() - 31)
-        messages = recover_lost(store, study, lost_after=30)
+        claim(store, study, spec, remote)
+        clock = [0.0]
+        liveness = Liveness(lost_after=30, clock=lambda: clock[0])
+        assert recover_lost(store, study, liveness) == []  # first sight: alive
+        clock[0] = 31.0  # ...and its heartbeat has not changed since
+        messages = recover_lost(store, study, liveness)
     assert "no heartbeat from other-machine for more than 30 s" in messages[0]
     assert [t.state.name for t in study.get_trials()] == ["FAIL", "WAITING", "WAITING"]
+
+
+def test_a_worker_declared_lost_stops_and_leaves_the_folder_to_the_retry(tmp_path, study_base):
+    from optuna.trial import TrialState
+
+    from trainlab.experiments.worker import WorkerOptions, run_one
+
+    store = open_store(f"sqlite:///{tmp_path / 'studies.db'}")
+    study, spec = make_study(store, study_base)
+    with store.lock("w"):
+        trial = claim(store, study, spec, worker_identity("w1"))
+    # Another worker saw no heartbeat and declared it lost.
+    store.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    lines: list[str] = []
+    options = WorkerOptions(runs_dir=tmp_path / "runs", heartbeat=0.01, echo=lines.append)
+    assert run_one(store, study, spec, trial, options) is None
+    assert "another worker declared it lost" in lines[0]
+    assert not list((tmp_path / "runs").rglob("error.txt"))
+    assert store.storage.get_trial(trial._trial_id).user_attrs.get(s.STATUS) is None

@@ -115,7 +115,9 @@ def test_two_workers_on_postgres_survive_a_killed_worker(postgres_url, tmp_path)
 @pytest.mark.slow
 def test_kill_at_any_moment_then_the_same_command_finishes(store_url, tmp_path):
     runs, log = tmp_path / "runs", tmp_path / "log.txt"
-    command = sweep_command(store_url, runs, "crashy", "1e-3,2e-3,3e-3", 1.5)
+    # An int for a float field and `auto` values: what the folder holds is normalised.
+    command = sweep_command(store_url, runs, "crashy", "1e-3,2e-3,3e-3", 1.5,
+                            "--grid", "optim.weight_decay=0", "--set", "data.augment=auto")  # fmt: skip
     store = open_store(store_url)
     finished: dict[str, float] = {}
     # Kills during start-up, planning, training, and between runs.

@@ -9,6 +9,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainlab.errors import StudyError
 from trainlab.experiments import study as s
 from trainlab.experiments.store import Store
 
@@ -106,7 +107,8 @@ def list_studies(store: Store) -> list[StudyInfo]:
     for name in sorted(optuna.get_all_study_names(storage=store.storage)):
         try:
             _study, spec = s.open_study(store, name)
-        except Exception:
+        except StudyError:  # not made by trainlab (or its definition is missing): say so
+            infos.append(StudyInfo(name, "?", "?", "?", {}, None, None))
             continue
         rows = study_runs(store, name, include_retried=True)
         values = [r.value for r in rows if r.value is not None and math.isfinite(r.value)]

@@ -68,12 +68,17 @@ def _has_module(name: str) -> bool:
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for messages and listings."""
+    """The URL without its password (``user:***@``, ``?password=***``), for messages."""
+    import re
+
     scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in credentials:
+    if not sep:
         return url
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+    credentials, at, host = rest.rpartition("@")
+    if at and ":" in credentials:
+        rest = f"{credentials.split(':', 1)[0]}:***@{host}"
+    rest = re.sub(r"((?:^|[?&])(?:ssl)?password=)[^&]*", r"\1***", rest, flags=re.IGNORECASE)
+    return f"{scheme}://{rest}"
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -191,7 +191,7 @@ def sweep_plan(spec: StudySpec) -> list[PlanEntry]:
         rng = np.random.default_rng(spec.seed)
         sample_points = [{a.key: draw(a, rng) for a in spec.sampled} for _ in range(spec.samples)]
     axes = {axis.key: axis for axis in spec.all_axes()}
-    base_seed = int(spec.base.get("seed", 0))
+    base_seed = spec.seed  # the first seed; repeats count up from it
     entries = []
     for repeat in range(spec.repeats):
         for grid_point in grid_points:
@@ -216,11 +216,24 @@ def validate_plan(spec: StudySpec, entries: list[PlanEntry]) -> None:
         try:
             config = spec.trial_config(entry.overrides, entry.seed)
             get_model_info(config.model.name)
+            check_dataset(config.data.dataset)
         except trainlab.TrainlabError as error:
             where = ", ".join(f"{k}={v}" for k, v in entry.overrides.items()) or "base config"
             lines = str(error).removeprefix("invalid configuration:").strip().splitlines()
             reason = "; ".join(line.strip() for line in lines)
             raise StudyError(f"configuration {where} is invalid: {reason}") from None
+
+
+def check_dataset(name: str) -> None:
+    """A registered name or an existing path: a typo must not fail every run one by one."""
+    from pathlib import Path
+
+    from trainlab.data.registry import available_names, is_registered
+
+    if is_registered(name) or Path(name).expanduser().exists():
+        return
+    raise StudyError(f"unknown dataset {name!r}; registered: {', '.join(available_names())}, "
+                     "or give an .npz file or image folder")  # fmt: skip
 
 
 # -- creating and joining --------------------------------------------------------------------
@@ -249,6 +262,10 @@ def create_or_join(store: Store, spec: StudySpec) -> Any:
             study.set_user_attr(SPEC_ATTR, spec.to_json())
             return study
         existing = study.user_attrs.get(SPEC_ATTR)
+        if existing is None and not study.get_trials(deepcopy=False):
+            # Our own creation, killed before it saved its definition: finish it.
+            study.set_user_attr(SPEC_ATTR, spec.to_json())
+            return study
         if existing is None:
             raise StudyError(
                 f"study {spec.name!r} in {store.display_url} was not made by trainlab; "

@@ -18,6 +18,7 @@ from trainlab.experiments.store import Store, open_store, resolve_storage_url
 # Keys a study sets itself: the seed comes from --repeats, the monitor from --metric.
 RESERVED_KEYS = {
     "seed": "use --repeats N for seeds",
+    "device": "it is where a worker runs (--device), not part of a study",
     "monitor": "use --metric",
     "mode": "use --metric",
     "out": "run folders are <runs>/<study>/trial-NNNN",
@@ -49,6 +50,9 @@ def check_axis_keys(axes: Sequence[Axis]) -> None:
     seen: set[str] = set()
     for axis in axes:
         root = axis.key.split(".")[0]
+        if axis.key in ("data.root", "data.download"):
+            raise StudyError(f"{axis.key} cannot be varied by a study: it is where a worker "
+                             "finds its data (--data-root, --offline)")  # fmt: skip
         if axis.key in RESERVED_KEYS or root in RESERVED_KEYS:
             raise StudyError(f"{axis.key} cannot be varied by a study: {RESERVED_KEYS[root]}")
         if axis.key in seen:
@@ -70,6 +74,19 @@ def sample_axes(sample: Mapping[str, Any] | Sequence[Axis] | None) -> list[Axis]
     if isinstance(sample, Mapping):
         return [parse_distribution(key, spec) for key, spec in sample.items()]
     return list(sample)
+
+
+def base_runtime(config: TrainConfig, runtime: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Runtime keys set in the base config (file or --set) travel with this command's
+    workers, not with the study; flags (``runtime``) win."""
+    found: dict[str, Any] = {}
+    if config.device != "auto":
+        found["device"] = config.device
+    if config.data.root is not None:
+        found["data.root"] = str(Path(config.data.root).expanduser().resolve())
+    if not config.data.download:
+        found["data.download"] = False
+    return {**found, **(runtime or {})}
 
 
 def report(store: Store, name: str) -> StudyReport:
@@ -132,7 +149,7 @@ def sweep(
         f"{len(entries)} runs, {added} newly planned; store {store.display_url}"
     )
     options = LaunchOptions(workers=workers, threads=threads, runs_dir=Path(runs_dir),
-                            runtime=dict(runtime or {}))  # fmt: skip
+                            runtime=base_runtime(base, runtime))  # fmt: skip
     run_workers(store.url, spec.name, options, echo)
     return report(store, spec.name)
 

@@ -6,17 +6,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from trainlab.config import TrainConfig
 from trainlab.errors import StudyError
 from trainlab.experiments import study as s
 from trainlab.experiments.launch import LaunchOptions, run_workers
-from trainlab.experiments.space import Axis, draw, load_space, parse_distribution
+from trainlab.experiments.space import Axis, load_space, parse_distribution
 from trainlab.experiments.store import open_store, resolve_storage_url
 from trainlab.experiments.sweep import (
     StudyReport,
     as_base_config,
+    base_runtime,
     check_axis_keys,
     check_study_name,
     report,
@@ -80,14 +79,22 @@ def tune(
         f"trials, pruner {spec.pruner}, {spec.direction} {spec.metric}; store {store.display_url}"
     )
     options = LaunchOptions(workers=workers, threads=threads, runs_dir=Path(runs_dir),
-                            runtime=dict(runtime or {}))  # fmt: skip
+                            runtime=base_runtime(base, runtime))  # fmt: skip
     run_workers(store.url, spec.name, options, echo)
     return report(store, spec.name)
 
 
 def check_space_fits(spec: s.StudySpec) -> None:
-    """A few random points of the space must make valid configurations (typos fail now)."""
-    rng = np.random.default_rng(0)
-    points = [{a.key: a.to_config(draw(a, rng)) for a in spec.axes} for _ in range(3)]
-    entries = [s.PlanEntry("", {}, point, 0, int(spec.base.get("seed", 0))) for point in points]
+    """Every choice and both bounds of every axis must make a valid configuration (with the
+    other axes at their first choice / low bound): a typo fails now, not in trial 37."""
+
+    def extremes(axis: Axis) -> list[Any]:
+        d = axis.distribution
+        return list(d.choices) if hasattr(d, "choices") else [d.low, d.high]
+
+    corner = {a.key: extremes(a)[0] for a in spec.axes}
+    points = [{**corner, axis.key: value} for axis in spec.axes for value in extremes(axis)]
+    axes = {a.key: a for a in spec.axes}
+    entries = [s.PlanEntry("", {}, {k: axes[k].to_config(v) for k, v in point.items()}, 0,
+                           int(spec.base.get("seed", 0))) for point in points]  # fmt: skip
     s.validate_plan(spec, entries)

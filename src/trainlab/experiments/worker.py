@@ -16,6 +16,7 @@ a finished run folder that the retry adopts without training again.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -29,8 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainlab._io import write_json_atomic
 from trainlab.engine.callbacks import Callback
-from trainlab.errors import TrainlabError
+from trainlab.errors import StudyError, TrainlabError
 from trainlab.experiments import study as s
 from trainlab.experiments.store import Store
 
@@ -88,27 +90,46 @@ def same_machine(worker: dict[str, Any]) -> bool:
     return worker.get("host") == socket.gethostname() and worker.get("boot") == _boot_id()
 
 
-def lost_reason(trial: Any, now: float, lost_after: float) -> str | None:
-    """Why a RUNNING trial's worker is considered gone, or None while it is alive."""
-    worker = trial.system_attrs.get(s.WORKER) or {}
-    if worker and same_machine(worker):
-        if process_alive(int(worker["pid"]), worker.get("started")):
+class Liveness:
+    """Decides whether the worker of a RUNNING trial is gone.
+
+    Same machine: its process is dead. Another machine: its heartbeat has not *changed* for
+    ``lost_after`` seconds of this worker's own clock, so clocks that disagree between
+    machines cannot make a live worker look dead (nor a dead one alive).
+    """
+
+    def __init__(self, lost_after: float, clock: Callable[[], float] = time.monotonic):
+        self.lost_after, self.clock = lost_after, clock
+        self._seen: dict[int, tuple[Any, float]] = {}  # trial id -> (heartbeat, first seen)
+
+    def reason(self, trial: Any) -> str | None:
+        """Why the trial's worker is considered gone, or None while it is alive."""
+        worker = trial.system_attrs.get(s.WORKER) or {}
+        if worker and same_machine(worker):
+            if process_alive(int(worker["pid"]), worker.get("started")):
+                return None
+            return (
+                f"worker {worker.get('name', '?')} (pid {worker['pid']}) stopped without finishing"
+            )
+        beat = trial.system_attrs.get(s.HEARTBEAT, str(trial.datetime_start))
+        now = self.clock()
+        seen = self._seen.get(trial._trial_id)
+        if seen is None or seen[0] != beat:
+            self._seen[trial._trial_id] = (beat, now)
             return None
-        return f"worker {worker.get('name', '?')} (pid {worker['pid']}) stopped without finishing"
-    last = trial.system_attrs.get(s.HEARTBEAT)
-    if last is None and trial.datetime_start is not None:
-        last = trial.datetime_start.timestamp()
-    if last is None or now - float(last) > lost_after:
+        if now - seen[1] <= self.lost_after:
+            return None
         host = worker.get("host", "an unknown machine")
-        return f"no heartbeat from {host} for more than {lost_after:.0f} s"
-    return None
+        return f"no heartbeat from {host} for more than {self.lost_after:.0f} s"
 
 
 class Heartbeat:
     """Writes a timestamp into the trial every ``interval`` seconds while a run trains."""
 
-    def __init__(self, storage: Any, trial_id: int, interval: float):
+    def __init__(self, storage: Any, trial_id: int, interval: float,
+                 evicted: threading.Event | None = None):  # fmt: skip
         self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self.evicted = evicted or threading.Event()  # set when another worker declared us lost
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="trainlab-heartbeat", daemon=True)
 
@@ -124,6 +145,9 @@ class Heartbeat:
         while not self._stop.is_set():
             # A missed beat (database busy, connection dropped) is retried; the run goes on.
             with contextlib.suppress(Exception):
+                if self.storage.get_trial(self.trial_id).state.is_finished():
+                    self.evicted.set()
+                    return
                 self.storage.set_trial_system_attr(self.trial_id, s.HEARTBEAT, time.time())
             self._stop.wait(self.interval)
 
@@ -131,14 +155,14 @@ class Heartbeat:
 # -- recovery and claims (inside the study lock) -----------------------------------------------
 
 
-def recover_lost(store: Store, study: Any, lost_after: float) -> list[str]:
+def recover_lost(store: Store, study: Any, liveness: Liveness) -> list[str]:
     """Fail runs whose worker is gone and queue them again; returns one message per recovery."""
     import optuna
     from optuna.trial import TrialState
 
-    storage, messages, now = store.storage, [], time.time()
+    storage, messages = store.storage, []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        reason = lost_reason(trial, now, lost_after)
+        reason = liveness.reason(trial)
         if reason is None:
             continue
         try:
@@ -212,13 +236,39 @@ def run_name(number: int) -> str:
     return f"trial-{number:04d}"
 
 
+class Evicted(Exception):
+    """Another worker declared this run lost (no heartbeat seen) and continues its folder."""
+
+
+def retrying(action: Callable[[], Any], attempts: int = 5, delay: float = 0.5) -> Any:
+    """Run a store operation, retrying transient failures (a busy database, a dropped or
+    restarting server) with exponential backoff; a finished trial means we were evicted."""
+    import optuna
+
+    for attempt in range(attempts):
+        try:
+            return action()
+        except optuna.exceptions.UpdateFinishedTrialError:
+            raise Evicted() from None
+        except optuna.exceptions.StorageInternalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(delay * 2**attempt)
+    return None
+
+
 class TrialReporter(Callback):
     """Reports the monitored validation metric after every epoch (Optuna intermediate values,
     which pruners read) and stops the run when the pruner says so."""
 
-    def __init__(self, trial: Any, prune: bool):
+    def __init__(self, trial: Any, prune: bool, evicted: threading.Event | None = None):
         self.trial, self.prune = trial, prune
+        self.evicted = evicted or threading.Event()
         self.resumed_from = 0  # epochs the run already had when this trial took it over
+
+    def on_batch_end(self, trainer: Any) -> None:
+        if self.evicted.is_set():
+            raise Evicted()
 
     def on_fit_start(self, trainer: Any) -> None:
         self.resumed_from = trainer.state.epoch
@@ -227,7 +277,7 @@ class TrialReporter(Callback):
 
     def on_epoch_end(self, trainer: Any, record: dict[str, float]) -> None:
         self.report(record, trainer.monitor_key)
-        if self.prune and trainer.state.status == "running" and self.trial.should_prune():
+        if self.prune and trainer.state.status == "running" and retrying(self.trial.should_prune):
             trainer.request_stop("pruned", f"pruned after epoch {trainer.state.epoch}")
 
     def report(self, record: dict[str, float], column: str) -> None:
@@ -235,7 +285,7 @@ class TrialReporter(Callback):
         if value is not None and math.isfinite(value):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a step reported twice is ignored, fine
-                self.trial.report(float(value), step=int(record["epoch"]))
+                retrying(lambda: self.trial.report(float(value), step=int(record["epoch"])))
 
 
 @dataclass
@@ -284,16 +334,82 @@ def outcome_from_summary(number: int, summary: dict[str, Any], history: list, ru
     return TrialOutcome(number, status, reason, value, attrs)
 
 
-def execute(trial: Any, spec: s.StudySpec, options: WorkerOptions) -> TrialOutcome:
+MARKER_FILE = "trial.json"  # which study/configuration a run folder belongs to
+RUNTIME_DEFAULTS = {"device": "auto", "data.root": None, "data.download": True}
+
+
+def fingerprint(spec: s.StudySpec, overrides: dict[str, Any], seed: int) -> str:
+    """Identity of a run: the study's definition, this configuration and its seed."""
+    text = json.dumps({"study": spec.identity(), "overrides": overrides, "seed": seed},
+                      sort_keys=True, default=str)  # fmt: skip
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class FolderMarker(Callback):
+    """Writes ``trial.json`` as the run starts (after train() has created the folder)."""
+
+    def __init__(self, run_dir: Path, marker: dict[str, Any]):
+        self.run_dir, self.marker = run_dir, marker
+
+    def on_fit_start(self, trainer: Any) -> None:
+        path = self.run_dir / MARKER_FILE
+        if not path.is_file():
+            write_json_atomic(path, self.marker)
+
+
+def folder_state(run_dir: Path, marker: dict[str, Any]) -> str:
+    """``new`` (absent, or nothing worth keeping) or ``ours`` (continue or adopt it).
+
+    A folder is continued only when its ``trial.json`` names this very run: a store
+    recreated beside an old runs folder must not pass off another run as this one.
+    """
+    from trainlab.runs.record import RESUME_STATE, SUMMARY_FILE
+
+    if not run_dir.exists():
+        return "new"
+    path = run_dir / MARKER_FILE
+    if path.is_file():
+        found = json.loads(path.read_text(encoding="utf-8"))
+        if found.get("fingerprint") == marker["fingerprint"]:
+            return "ours"
+        raise TrainlabError(
+            f"{run_dir} holds another run ({found.get('study')!r}: "
+            f"{found.get('configuration')}); was the study store replaced? Move that folder "
+            "away and run again"
+        )
+    worked = (run_dir / SUMMARY_FILE).is_file() or (run_dir / (RESUME_STATE + ".json")).is_file()
+    if worked:
+        raise TrainlabError(f"{run_dir} holds a run that is not this study's (no {MARKER_FILE}); "
+                            "move that folder away and run again")  # fmt: skip
+    return "new"  # killed before its first epoch: nothing to keep
+
+
+def runtime_overrides(runtime: dict[str, Any]) -> list[str]:
+    """This machine's runtime keys for a resumed run, defaults included: a run continued on
+    another machine must not inherit the lost worker's device or data folder."""
+
+    def text(value: Any) -> str:
+        return (
+            "null"
+            if value is None
+            else str(value).lower()
+            if isinstance(value, bool)
+            else str(value)
+        )
+
+    return [f"{key}={text(value)}" for key, value in {**RUNTIME_DEFAULTS, **runtime}.items()]
+
+
+def execute(trial: Any, spec: s.StudySpec, options: WorkerOptions,
+            evicted: threading.Event | None = None) -> TrialOutcome:  # fmt: skip
     """Run (or resume, or adopt) the trial's run folder and describe what came of it."""
-    from trainlab.runs.record import (
-        CONFIG_FILE,
-        read_history,
-        read_run_config,
-        read_summary,
-    )
+    from trainlab.runs.record import CONFIG_FILE, read_history, read_run_config, read_summary
     from trainlab.training import train
 
+    if spec.kind == "tune":
+        # One sampler seed per trial number: workers on several machines, started together,
+        # still propose different points, and a single worker stays reproducible.
+        trial.study.sampler = s.make_sampler(spec, stream=trial.number)
     overrides = suggest(trial, spec)
     seed = int(trial.user_attrs.get(s.SEED, spec.base.get("seed", 0)))
     name = trial.user_attrs.get(s.RUN_NAME) or run_name(trial.number)
@@ -301,48 +417,33 @@ def execute(trial: Any, spec: s.StudySpec, options: WorkerOptions) -> TrialOutco
     trial.set_user_attr(s.SEED, seed)
     trial.set_user_attr(s.RUN_NAME, name)
     run_dir = Path(options.runs_dir) / spec.name / name
-    reporter = TrialReporter(trial, prune=spec.kind == "tune" and spec.pruner != "none")
+    marker = {"study": spec.name, "configuration": describe(overrides, seed),
+              "fingerprint": fingerprint(spec, overrides, seed)}  # fmt: skip
+    reporter = TrialReporter(trial, prune=spec.kind == "tune" and spec.pruner != "none",
+                             evicted=evicted)  # fmt: skip
+    callbacks = [reporter, FolderMarker(run_dir, marker)]
 
-    if (run_dir / CONFIG_FILE).is_file():
-        check_folder_is_this_run(run_dir, overrides, seed)
-    summary = read_summary(run_dir) if run_dir.is_dir() else None
-    if summary is not None and summary.get("status") not in (None, "running"):
-        # Finished before its worker was lost: adopt it, train nothing.
-        history = read_history(run_dir)
-        column = read_run_config(run_dir).monitor.replace(".", "_")
-        for record in history:
-            reporter.report(record, column)
-        return outcome_from_summary(trial.number, summary, history, run_dir, None)
-    if (run_dir / CONFIG_FILE).is_file():
-        runtime = [f"{key}={str(value).lower() if isinstance(value, bool) else value}"
-                   for key, value in options.runtime.items()]  # fmt: skip
-        result = train(resume=run_dir, callbacks=[reporter], runtime_overrides=runtime)
-    else:
-        if run_dir.exists():  # killed before its config was written: nothing to keep
-            _clear(run_dir)
-        config = spec.trial_config(overrides, seed, options.runtime)
-        config.out = str(run_dir)
-        result = train(config, callbacks=[reporter])
+    if folder_state(run_dir, marker) == "ours":
+        summary = read_summary(run_dir)
+        if summary is not None and summary.get("status") not in (None, "running"):
+            # Finished before its worker was lost: adopt it, train nothing.
+            history = read_history(run_dir)
+            column = read_run_config(run_dir).monitor.replace(".", "_")
+            for record in history:
+                reporter.report(record, column)
+            return outcome_from_summary(trial.number, summary, history, run_dir, None)
+        if (run_dir / CONFIG_FILE).is_file():
+            result = train(resume=run_dir, callbacks=callbacks,
+                           runtime_overrides=runtime_overrides(options.runtime))  # fmt: skip
+            return outcome_from_summary(trial.number, result.summary, result.history, run_dir,
+                                        reporter.resumed_from)  # fmt: skip
+    if run_dir.exists():
+        _clear(run_dir)
+    config = spec.trial_config(overrides, seed, options.runtime)
+    config.out = str(run_dir)
+    result = train(config, callbacks=callbacks)
     return outcome_from_summary(trial.number, result.summary, result.history, run_dir,
                                 reporter.resumed_from)  # fmt: skip
-
-
-def check_folder_is_this_run(run_dir: Path, overrides: dict[str, Any], seed: int) -> None:
-    """A folder continued or adopted must hold this very configuration: a store recreated
-    beside an old runs folder would otherwise pass off another study's run as this one."""
-    from trainlab.runs.record import read_run_config
-
-    saved = read_run_config(run_dir).model_dump(mode="json")
-    expected = {**overrides, "seed": seed}
-    for key, value in expected.items():
-        node: Any = saved
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if json.dumps(node, sort_keys=True) != json.dumps(value, sort_keys=True):
-            raise TrainlabError(
-                f"{run_dir} holds another run ({key}={node!r}, this one has {value!r}); "
-                "was the study store replaced? Move that folder away and run again"
-            )
 
 
 def _clear(run_dir: Path) -> None:
@@ -372,25 +473,36 @@ def record(store: Store, study: Any, trial: Any, outcome: TrialOutcome) -> bool:
     """Attributes first, then the state: a kill between the two leaves a run to adopt.
     False when another worker already declared this run lost (its retry adopts our folder)."""
     import optuna
-    from optuna.trial import TrialState
 
     storage = store.storage
     try:
-        for key, value in outcome.attrs.items():
-            storage.set_trial_user_attr(trial._trial_id, key, value)
-        state = TRAINING_STATUS_TO_STATE.get(outcome.status)
-        if state == "COMPLETE":
-            study.tell(trial, outcome.value)
-        elif state == "PRUNED":
-            study.tell(trial, state=TrialState.PRUNED)
-        else:
-            study.tell(trial, state=TrialState.FAIL)
+        with store.lock(study.study_name):  # never interleaved with a recovery of this trial
+            retrying(lambda: _write_outcome(store, study, trial, outcome))
+    except Evicted:
+        return False
     except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
         # Finished by someone else meanwhile (declared lost): not an error of ours.
         if storage.get_trial(trial._trial_id).state.is_finished():
             return False
         raise
     return True
+
+
+def _write_outcome(store: Store, study: Any, trial: Any, outcome: TrialOutcome) -> None:
+    from optuna.trial import TrialState
+
+    storage = store.storage
+    if storage.get_trial(trial._trial_id).state.is_finished():
+        raise Evicted()
+    for key, value in outcome.attrs.items():
+        storage.set_trial_user_attr(trial._trial_id, key, value)
+    state = TRAINING_STATUS_TO_STATE.get(outcome.status)
+    if state == "COMPLETE":
+        study.tell(trial, outcome.value)
+    elif state == "PRUNED":
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, state=TrialState.FAIL)
 
 
 # -- the worker loop --------------------------------------------------------------------------
@@ -419,47 +531,67 @@ def describe(overrides: dict[str, Any], seed: int | None = None) -> str:
 
 def work(store: Store, study_name: str, options: WorkerOptions, worker_index: int = 0) -> list[int]:
     """Run trials of ``study_name`` until none is left; returns the numbers of the trials run."""
+    import optuna
+
     s.quiet_optuna()
     study, spec = s.open_study(store, study_name, worker_index=worker_index)
     me = worker_identity(options.name)
+    liveness = Liveness(options.lost_after)
     done: list[int] = []
     waiting_said = False
-    while options.max_runs is None or len(done) < options.max_runs:
-        with store.lock(study_name):
-            for message in recover_lost(store, study, options.lost_after):
-                options.echo(f"[{options.name}] {message}")
-            trial = claim(store, study, spec, me)
-            others = alive_elsewhere(study) if trial is None else 0
-        if trial is None:
-            if not others or not options.wait_for_others:
-                break
-            if not waiting_said:
-                options.echo(f"[{options.name}] waiting for {others} run(s) of other workers")
-                waiting_said = True
-            time.sleep(options.poll)
-            continue
-        waiting_said = False
-        done.append(trial.number)
-        run_one(store, study, spec, trial, options)
+    try:
+        while options.max_runs is None or len(done) < options.max_runs:
+            with store.lock(study_name):
+                for message in retrying(lambda: recover_lost(store, study, liveness)):
+                    options.echo(f"[{options.name}] {message}")
+                trial = retrying(lambda: claim(store, study, spec, me))
+                others = alive_elsewhere(study) if trial is None else 0
+            if trial is None:
+                if not others or not options.wait_for_others:
+                    break
+                if not waiting_said:
+                    options.echo(f"[{options.name}] waiting for {others} run(s) of other workers")
+                    waiting_said = True
+                time.sleep(options.poll)
+                continue
+            waiting_said = False
+            done.append(trial.number)
+            run_one(store, study, spec, trial, options)
+    except optuna.exceptions.StorageInternalError as error:
+        cause = error.__cause__ or error
+        reason = str(getattr(cause, "orig", None) or cause).strip().splitlines()[0]
+        raise StudyError(
+            f"lost the study store {store.display_url} ({reason}); a run left unfinished is "
+            "resumed by the next worker: run the same command again"
+        ) from None
     return done
 
 
 def run_one(
     store: Store, study: Any, spec: s.StudySpec, trial: Any, options: WorkerOptions
-) -> TrialOutcome:
+) -> TrialOutcome | None:
+    import optuna
     from optuna.trial import TrialState
 
     tag = f"[{options.name}] #{trial.number:04d}"
-    with Heartbeat(store.storage, trial._trial_id, options.heartbeat):
+    evicted = threading.Event()
+    with Heartbeat(store.storage, trial._trial_id, options.heartbeat, evicted):
         try:
-            outcome = execute(trial, spec, options)
+            outcome = execute(trial, spec, options, evicted)
+        except (Evicted, optuna.exceptions.UpdateFinishedTrialError):
+            options.echo(f"{tag} stopped: another worker declared it lost and continues its "
+                         "run folder")  # fmt: skip
+            return None
         except KeyboardInterrupt:
             # Marked so that the next `trainlab sweep`/`tune` continues this run folder.
-            trial.set_user_attr(s.STATUS, "interrupted")
-            trial.set_user_attr(s.REASON, "interrupted (Ctrl-C)")
-            study.tell(trial, state=TrialState.FAIL)
+            with contextlib.suppress(Exception):
+                trial.set_user_attr(s.STATUS, "interrupted")
+                trial.set_user_attr(s.REASON, "interrupted (Ctrl-C)")
+                study.tell(trial, state=TrialState.FAIL)
             raise
         except Exception as error:  # one broken run must not stop the study
+            if isinstance(error, optuna.exceptions.StorageInternalError):
+                raise  # the store, not the run: the run stays to be resumed
             outcome = error_outcome(trial, spec, options, error)
     overrides = trial.user_attrs.get(s.OVERRIDES, {})
     recorded = record(store, study, trial, outcome)
