@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 from trainlab.cli import app
 
 runner = CliRunner()
+EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
 @pytest.fixture
@@ -70,8 +72,8 @@ def test_tune_from_a_space_file(where, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["runs", "nope"], "no study 'nope'"),
-        (["best", "nope"], "no study 'nope'"),
+        (["runs", "nope"], "no study store at"),
+        (["best", "nope"], "no study store at"),
         (["sweep", "--study", "x", "--grid", "optim.lr"], "--grid expects key=value"),
         (["sweep", "--study", "x", "--grid", "optim.lr=1e-3", "--metric", "test.accuracy"],
          "validation split only"),
@@ -79,7 +81,8 @@ def test_tune_from_a_space_file(where, tmp_path):
         (["sweep", "--study", "x", "--sample", "optim.lr=normal:0:1"], "unknown distribution"),
         (["sweep", "--study", "x", "--storage", "mysql://me:pw@h/d"], "unsupported storage"),
         (["tune", "--study", "x", "--space", "missing.yaml"], "search space file not found"),
-        (["tune", "--study", "x", "--space", "missing.yaml", "--sampler", "nope"], "not found"),
+        (["tune", "--study", "x", "--space", str(EXAMPLES / "k49-space.yaml"), "--dataset", "mnist-5k",
+          "--sampler", "nope"], "unknown sampler 'nope'"),
     ],
 )  # fmt: skip
 def test_mistakes_are_one_line_and_exit_2(where, args, message):

@@ -32,7 +32,7 @@ def load_target(target: str, storage: str | None, runs_dir: Path):
     if folder.exists() and (folder.is_file() or any(folder.iterdir())):
         raise TrainlabError(f"{folder} is not a finished run folder (no summary.json); "
                             "give a run folder or a study name (see `trainlab studies`)")  # fmt: skip
-    return collect_study(open_store(resolve_storage_url(storage, runs_dir)), target)
+    return collect_study(open_store(resolve_storage_url(storage, runs_dir), create=False), target)
 
 
 @app.command(

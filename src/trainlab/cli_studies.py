@@ -318,7 +318,7 @@ def work(
     from trainlab.experiments.study import open_study
     from trainlab.experiments.sweep import report as study_report
 
-    store = open_store(resolve_storage_url(storage, runs_dir))
+    store = open_store(resolve_storage_url(storage, runs_dir), create=False)
     open_study(store, study)  # a clear error for an unknown study before any worker starts
     options = LaunchOptions(workers=workers, threads=threads, runs_dir=runs_dir,
                             runtime=runtime_options(device, data_root, offline))  # fmt: skip
@@ -335,7 +335,7 @@ def studies(storage: StorageOption = None, runs_dir: RunsDirOption = Path("runs"
     """List the studies in the store with counts of their runs."""
     from trainlab.experiments import list_studies, open_store, resolve_storage_url
 
-    store = open_store(resolve_storage_url(storage, runs_dir))
+    store = open_store(resolve_storage_url(storage, runs_dir), create=False)
     infos = list_studies(store)
     if not infos:
         console.print(f"no studies in {store.display_url} yet; start one with `trainlab sweep`")
@@ -368,7 +368,7 @@ def runs(
     from trainlab.experiments import open_store, resolve_storage_url, study_runs
     from trainlab.experiments.study import open_study
 
-    store = open_store(resolve_storage_url(storage, runs_dir))
+    store = open_store(resolve_storage_url(storage, runs_dir), create=False)
     _, spec = open_study(store, study)
     rows = study_runs(store, study, include_retried=all_)
     if not rows:
@@ -405,7 +405,7 @@ def best(
     from trainlab.experiments.study import open_study
     from trainlab.experiments.sweep import report as study_report
 
-    store = open_store(resolve_storage_url(storage, runs_dir))
+    store = open_store(resolve_storage_url(storage, runs_dir), create=False)
     open_study(store, study)
     report = study_report(store, study)
     print_ranking(report, top)

@@ -169,20 +169,36 @@ def _prepare_sqlite(path: Path) -> None:
         raise StudyError(f"cannot open the study store {path}: {error}") from None
 
 
-def open_store(url: str) -> Store:
-    """Open (creating tables on first use) the store at ``url``; one clear line if unreachable."""
+def open_store(url: str, *, create: bool = True) -> Store:
+    """Open (creating tables on first use) the store at ``url``; one clear line if unreachable.
+
+    ``create=False`` is for commands that only read: a SQLite file that is not there is an
+    error (a mistyped --runs-dir), not a new empty store.
+    """
     import optuna
     import sqlalchemy.exc
 
     url = normalize_url(url)
     engine_kwargs: dict[str, Any] = {}
     path = sqlite_path(url)
+    if path is not None and not create and not path.is_file():
+        raise StudyError(f"no study store at {path}; start a study with `trainlab sweep` or "
+                         "`trainlab tune`, or point --runs-dir/--storage at an existing one")  # fmt: skip
     if path is not None:
         _prepare_sqlite(path)
         engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT}
     else:
         # Drop connections the server closed (restarts, idle timeouts) instead of failing on them.
         engine_kwargs["pool_pre_ping"] = True
+        # Keepalives both ways: a worker machine that vanishes while holding the study lock
+        # (an advisory lock, released with its connection) is noticed in about a minute, not
+        # after the operating system's default two hours.
+        engine_kwargs["connect_args"] = {
+            "keepalives": 1, "keepalives_idle": 20, "keepalives_interval": 10,
+            "keepalives_count": 3,
+            "options": "-c tcp_keepalives_idle=20 -c tcp_keepalives_interval=10 "
+                       "-c tcp_keepalives_count=3",
+        }  # fmt: skip
     try:
         with study_lock(url, "__schema__"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
