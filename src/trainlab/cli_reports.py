@@ -29,10 +29,15 @@ def load_target(target: str, storage: str | None, runs_dir: Path):
     folder = Path(target)
     if (folder / "summary.json").is_file():
         return collect_run(folder)
-    if folder.exists() and (folder.is_file() or any(folder.iterdir())):
-        raise TrainlabError(f"{folder} is not a finished run folder (no summary.json); "
-                            "give a run folder or a study name (see `trainlab studies`)")  # fmt: skip
-    return collect_study(open_store(resolve_storage_url(storage, runs_dir), create=False), target)
+    try:  # a study of that name wins over a folder that happens to share it
+        return collect_study(
+            open_store(resolve_storage_url(storage, runs_dir), create=False), target
+        )
+    except TrainlabError:
+        if folder.exists():
+            raise TrainlabError(f"{folder} is not a finished run folder (no summary.json) nor a "
+                                "study in the store; see `trainlab studies`") from None  # fmt: skip
+        raise
 
 
 @app.command(
@@ -47,9 +52,7 @@ def load_target(target: str, storage: str | None, runs_dir: Path):
 def report(
     target: Annotated[str, typer.Argument(help="study name, or a run folder")],
     format_: Annotated[str, typer.Option("--format", help="md (+ PNG, CSV) or html")] = "md",
-    out: Annotated[
-        Path | None, typer.Option(help="output folder (default reports/<study or run>)")
-    ] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder (default reports/NAME)")] = None,
     balanced: BalancedOption = None,
     storage: StorageOption = None,
     runs_dir: RunsDirOption = Path("runs"),
@@ -90,12 +93,12 @@ def compare(
 
     data = load_target(study, storage, runs_dir)
     table = build_table(data, by=by, balanced=balanced)
-    if not table.groups:
-        console.print(f"no completed runs in {data.name} yet")
-        return
-    print_columns(table.headers(), table.rows())
     failed = sum(run.state == "FAIL" for run in data.runs)
     unfinished = sum(run.state in ("RUNNING", "WAITING") for run in data.runs)
+    if table.groups:
+        print_columns(table.headers(), table.rows())
+    else:
+        console.print(f"no completed runs in {data.name}")
     if failed or unfinished:
         console.print(f"[yellow]{failed} failed and {unfinished} unfinished run(s) are not in "
                       f"the table (see `trainlab runs {data.name}`)[/]")  # fmt: skip

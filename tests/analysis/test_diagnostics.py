@@ -111,15 +111,16 @@ def test_underfitting():
     assert found.gap_accuracy == pytest.approx(-0.01)
     assert found.finding == (
         "train loss only falls from 2.3 at epoch 1 to 1.84 at epoch 6 and train accuracy (37.0%) "
-        "is less than 1 point above val accuracy (38.0%): underfitting; try a larger model, a "
+        "is not more than 1 point above val accuracy (38.0%): underfitting; try a larger model, a "
         "higher learning rate, less regularisation or more epochs."
     )
 
 
-def test_underfitting_still_falling_says_train_longer_first():
+def test_still_falling_comes_before_underfitting():
+    # Under augmentation train accuracy trails val accuracy; while val loss still falls the
+    # verdict is "train longer", not "underfitting".
     found = diagnose(history([2.3, 2.0, 1.8], [2.1, 1.9, 1.7], [0.3, 0.35, 0.4], [0.35, 0.4, 0.42]))
-    assert found.verdict == "underfitting" and found.still_improving
-    assert "underfitting" in found.finding and "val loss is still falling" in found.finding
+    assert found.verdict == "still improving" and found.still_improving
 
 
 def test_underfitting_needs_both_conditions():

@@ -27,7 +27,7 @@ def test_the_study_table(study):
     table = build_table(study)
     assert [g.overrides["optim.lr"] for g in table.groups] == [0.05, 0.01]  # best first
     headers = table.headers()
-    assert headers[:3] == ["optim.lr", "n", "val.accuracy (95% CI)"]
+    assert headers[:3] == ["optim.lr", "n", "val.accuracy [95% CI]"]
     assert "test macro F1" in headers and headers[-1] == "vs. best"
     rows = table.rows()
     assert rows[0][-1] == "best" and rows[0][1] == "2"
@@ -130,3 +130,37 @@ def test_many_configurations_are_all_drawn(tmp_path, study_base):
         report_module.MAX_CURVES = original
     names = {p.name for p in files.figures}
     assert {"curves-loss-1.png", "curves-loss-2.png", "curves-accuracy-2.png"} <= names
+
+
+def test_a_study_where_every_run_failed(tmp_path, study_base):
+    from typer.testing import CliRunner
+
+    from trainlab.cli import app
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    sweep("allf", {**study_base, "optim": {"name": "sgd"}}, grid={"optim.lr": [1e12]}, repeats=2,
+          storage=url, runs_dir=tmp_path / "runs", echo=lambda line: None)  # fmt: skip
+    files = write_report(collect_study(open_store(url), "allf"), tmp_path / "out", fmt="html")
+    page = files.main.read_text()
+    assert "2 run(s) failed" in page and "No completed runs yet" in page
+    assert "Python 3" in page  # the environment comes from a failed run's folder
+    assert "<ol><li><strong>diverged</strong>" in page  # the rules render as lists
+    result = CliRunner().invoke(app, ["compare", "allf", "--storage", url])
+    assert result.exit_code == 0 and "2 failed and 0 unfinished" in result.output
+
+
+def test_the_gallery_never_downloads(tmp_path, study_base, monkeypatch):
+    import trainlab.data.sources as sources
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a report must not download")
+
+    monkeypatch.setattr(sources, "download_file", no_network, raising=False)
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    sweep("g", study_base, grid={"optim.lr": [3e-3]}, storage=url, runs_dir=tmp_path / "runs",
+          echo=lambda line: None)  # fmt: skip
+    data = collect_study(open_store(url), "g")
+    config = data.runs[0].run_dir / "config.yaml"
+    config.write_text(config.read_text().replace("dataset: mnist-5k", "dataset: fashion-mnist"))
+    text = write_report(data, tmp_path / "out", root=str(tmp_path / "empty")).main.read_text()
+    assert "No gallery of mistakes: the test data is not available here" in text

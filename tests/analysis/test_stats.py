@@ -227,7 +227,10 @@ def test_compare_to_best_edge_cases():
     assert [c.verdict for c in none] == ["n<2: untested", "n<2: untested"]
     # The best has one run: nothing can be tested against it.
     single = compare_to_best({"a": [0.9], "b": [0.5, 0.6]}, "maximize")
-    assert [c.verdict for c in single] == ["best", "n<2: untested"]
+    assert [c.verdict for c in single] == [
+        "best (n=1: nothing tested)",
+        "the best has n=1: untested",
+    ]
     # Equal means: the first is the best, the other is indistinguishable (p = 1).
     tie = compare_to_best({"a": [0.5, 0.5], "b": [0.5, 0.5]}, "maximize")
     assert [c.verdict for c in tie] == ["best", "not distinguishable (p=1)"]

@@ -53,11 +53,13 @@ The verdict is the first rule that holds, in this order:
 1. **diverged**: the status is `diverged`, or some epoch's train loss is not finite.
 2. **too short**: fewer than {MIN_EPOCHS} usable epochs.
 3. **overfitting**: an overfitting onset exists.
-4. **underfitting**: the final train loss is still above {UNDERFIT_LOSS_RATIO:g} × the first
-   epoch's train loss (training did not even halve it) *and* train accuracy is less than
-   {UNDERFIT_ACCURACY_MARGIN * 100:g} point above val accuracy (no generalisation gap: the model
-   does not fit its training data better than unseen data).
-5. **still improving**: as defined above.
+4. **still improving**: as defined above (checked before underfitting: while val loss is still
+   falling, the first advice is to train longer).
+5. **underfitting**: val loss has stopped falling, yet the final train loss is still above
+   {UNDERFIT_LOSS_RATIO:g} × the first epoch's train loss (training did not even halve it)
+   *and* train accuracy is not more than {UNDERFIT_ACCURACY_MARGIN * 100:g} point above val
+   accuracy (no generalisation gap: the model does not fit its training data better than
+   unseen data; with augmentation on, train accuracy below val accuracy is normal).
 6. **good fit**: none of the above. If val loss did rise without train loss falling, the finding
    says so (more likely an unstable learning rate than overfitting); an accuracy gap above
    {LARGE_GAP * 100:g} points is pointed out too.
@@ -238,9 +240,9 @@ def _verdict(facts: _Facts, diverged: bool, underfitting: bool) -> Verdict:
         return "too short"
     if facts.onset is not None:
         return "overfitting"
-    if underfitting:
-        return "underfitting"
-    return "still improving" if facts.still_improving else "good fit"
+    if facts.still_improving:  # first advice while val loss still falls: train longer
+        return "still improving"
+    return "underfitting" if underfitting else "good fit"
 
 
 # ----------------------------------------------------------------------------- findings
@@ -354,7 +356,7 @@ def _underfitting_finding(facts: _Facts, first: tuple[int, float]) -> str:
     return (
         f"train loss only falls from {_num(first_loss)} at epoch {first_epoch} to "
         f"{_num(last.train_loss)} at epoch {last.epoch} and train accuracy "
-        f"({_pct(last.train_accuracy)}) is less than {UNDERFIT_ACCURACY_MARGIN * 100:g} point "
+        f"({_pct(last.train_accuracy)}) is not more than {UNDERFIT_ACCURACY_MARGIN * 100:g} point "
         f"above val accuracy ({_pct(last.val_accuracy)}): underfitting; try a larger model, a "
         f"higher learning rate, less regularisation or more epochs{more}{_early_stop_clause(facts)}."
     )

@@ -55,7 +55,14 @@ class Code:
     text: str
 
 
-Block = Heading | Paragraph | Note | Bullets | Table | Figure | Code
+@dataclass
+class Markdown:
+    """Prose already in Markdown (paragraphs, ``-`` and ``1.`` lists, bold, italics, code)."""
+
+    text: str
+
+
+Block = Heading | Paragraph | Note | Bullets | Table | Figure | Code | Markdown
 
 
 @dataclass
@@ -102,6 +109,8 @@ def render_markdown(document: Document, folder: Path) -> str:
             parts.append(f"![{block.caption}]({relative})\n\n*{block.caption}*")
         elif isinstance(block, Code):
             parts.append(f"```\n{block.text}\n```")
+        elif isinstance(block, Markdown):
+            parts.append(block.text.strip())
     return "\n\n".join(parts) + "\n"
 
 
@@ -125,7 +134,31 @@ overflow-x:auto}.note{border-left:4px solid #0969da;padding:.4em 1em;background:
 def _inline(text: str) -> str:
     escaped = html.escape(text)
     escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
+    escaped = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
+    return re.sub(r"(?<![*\w])\*([^*\s][^*]*)\*(?![*\w])", r"<em>\1</em>", escaped)
+
+
+_LIST_ITEM = re.compile(r"^(-|\d+\.)\s+")
+
+
+def markdown_to_html(text: str) -> str:
+    """The small Markdown subset our prose uses: paragraphs, ``-``/``1.`` lists (continuation
+    lines indented), and inline code, bold and italics."""
+    out = []
+    for chunk in re.split(r"\n\s*\n", text.strip()):
+        lines = chunk.splitlines()
+        if not _LIST_ITEM.match(lines[0]):
+            out.append(f"<p>{_inline(' '.join(line.strip() for line in lines))}</p>")
+            continue
+        tag = "ol" if lines[0][0].isdigit() else "ul"
+        items: list[str] = []
+        for line in lines:
+            if _LIST_ITEM.match(line):
+                items.append(_LIST_ITEM.sub("", line).strip())
+            elif items:
+                items[-1] += " " + line.strip()
+        out.append(f"<{tag}>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + f"</{tag}>")
+    return "\n".join(out)
 
 
 def _image_data(path: Path) -> str:
@@ -164,6 +197,8 @@ def render_html(document: Document) -> str:
                          f"<figcaption>{caption}</figcaption></figure>")  # fmt: skip
         elif isinstance(block, Code):
             parts.append(f"<pre>{html.escape(block.text)}</pre>")
+        elif isinstance(block, Markdown):
+            parts.append(markdown_to_html(block.text))
     title = html.escape(document.title)
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -119,7 +119,8 @@ def _test_split(
     if dataset is None:
         dataset, run_root = _run_dataset(checkpoint, given)
         root = root if root is not None else run_root
-    bundle = load_dataset(dataset, root=root)
+    # A report never downloads: the data is there (the run used it here) or the gallery is not.
+    bundle = load_dataset(dataset, root=root, download=False)
     _check_fits(checkpoint, bundle.test, dataset, bundle.num_classes)
     return bundle.test
 

@@ -21,6 +21,7 @@ from trainlab.analysis.document import (
     Document,
     Figure,
     Heading,
+    Markdown,
     Note,
     Paragraph,
     Table,
@@ -51,9 +52,16 @@ def _describe_counts(data: StudyData) -> tuple[Paragraph, list[Note]]:
     for run in data.runs:
         states[run.state] = states.get(run.state, 0) + 1
     parts = [f"{count} {state.lower()}" for state, count in sorted(states.items())]
-    what = {"sweep": "grid/random sweep", "tune": "Optuna search", "run": "single run"}[data.kind]
+    if data.kind == "run":
+        run = data.runs[0]
+        text = (f"One run, status **{run.status}**, {run.epochs_run} epoch(s); the kept epoch is "
+                f"the best by `{data.metric}` on the validation split (epoch {run.best_epoch}); "
+                f"the test split is evaluated once on it. Folder: `{data.store}`.")  # fmt: skip
+        return Paragraph(text), []
+    what = {"sweep": "grid/random sweep", "tune": "Optuna search"}[data.kind]
     keys = ", ".join(f"`{k}`" for k in data.keys) or "nothing (one configuration)"
-    text = (f"A {what} of **{len(data.runs)}** run(s) ({', '.join(parts) or 'none'}), varying "
+    article = "An" if what[0] in "aeiouAEIOU" else "A"
+    text = (f"{article} {what} of **{len(data.runs)}** run(s) ({', '.join(parts) or 'none'}), varying "
             f"{keys}; selection metric `{data.metric}` ({data.direction}d, on the validation "
             f"split; the test split is reported, never used to choose). Source: `{data.store}`.")  # fmt: skip
     notes = []
@@ -163,7 +171,7 @@ def scatter_section(doc: Document, data: StudyData, figures: Path) -> Path | Non
     path = plots.draw_scatter(points, figures / "loss-vs-accuracy.png")
     corr = points.correlation
     rho = "undefined" if corr.rho is None or math.isnan(corr.rho) else f"{corr.rho:.3f}"
-    p = "" if corr.p is None else f", p = {corr.p:.2g}"
+    p = ""  # no p-value: the epochs of one run are not independent observations
     doc.add(Heading("Validation loss versus accuracy"),
             Paragraph(f"Across all epochs of all completed runs (n = {corr.n} epochs), Spearman's "
                       f"rank correlation between validation loss and validation accuracy is "
@@ -180,17 +188,26 @@ def best_section(doc: Document, data: StudyData, table: ResultTable, figures: Pa
         return []
     group = table.groups[0]
     reverse = data.direction == "maximize"
-    run = sorted(group.runs, key=lambda r: r.value or 0.0, reverse=reverse)[0]
-    doc.add(Heading("The best configuration"),
-            Paragraph(f"**{group.label()}** — its best seed is run #{run.number} "
-                      f"(`{data.metric}` = {run.value:.4f}, test accuracy "
+    ranked = sorted(group.runs, key=lambda r: r.value or 0.0, reverse=reverse)
+    run = ranked[0]
+    title = "The run" if data.kind == "run" else "The best configuration"
+    lead = (
+        "" if data.kind == "run" else f"**{group.label()}** — its best seed is run #{run.number} "
+    )
+    doc.add(Heading(title),
+            Paragraph(f"{lead}(`{data.metric}` = {run.value:.4f}, test accuracy "
                       f"{_pct(run.test.get('accuracy'))})."))  # fmt: skip
-    summary = run.summary()
-    if summary is None:
-        where = f" (it ran on {run.host})" if run.host else ""
-        doc.add(Note(f"The run folder of run #{run.number} is not on this machine{where}: no "
-                     "confusion matrix or gallery.", "info"))  # fmt: skip
+    local = next((r for r in ranked if r.summary() is not None), None)
+    if local is None:
+        doc.add(Note("No run folder of this configuration was found here (moved, or trained on "
+                     "another machine): no confusion matrix or gallery.", "info"))  # fmt: skip
         return []
+    if local is not run:
+        doc.add(Note(f"Run #{run.number}'s folder was not found here; the figures below are of "
+                     f"run #{local.number}, the best seed of this configuration that is.", "info"))  # fmt: skip
+        run = local
+    summary = run.summary()
+    assert summary is not None
     test = summary.get("test", {})
     classes = summary.get("dataset", {}).get("classes") or []
     paths = []
@@ -205,33 +222,36 @@ def best_section(doc: Document, data: StudyData, table: ResultTable, figures: Pa
                  str(m.get("support", "–"))] for name, m in per_class.items()]  # fmt: skip
         doc.add(Table(["class", "precision", "recall", "F1", "support"], rows,
                       [False, True, True, True, True]))  # fmt: skip
-    gallery = _gallery(run, summary, figures, root)
-    if gallery is not None:
+    gallery, why_not = _gallery(run, summary, figures, root)
+    if gallery is None:
+        doc.add(Note(f"No gallery of mistakes: {why_not}.", "info"))
+    else:
         paths.append(gallery)
         doc.add(Figure(gallery, f"The {GALLERY_SIZE} most confidently misclassified test images "
                                 "(true → predicted, confidence)"))  # fmt: skip
     return paths
 
 
-def _gallery(run: RunData, summary: dict[str, Any], figures: Path, root: str | None) -> Path | None:
+def _gallery(run: RunData, summary: dict[str, Any], figures: Path,
+             root: str | None) -> tuple[Path | None, str]:  # fmt: skip
+    """The mistakes figure, or None and why not. Never downloads data."""
     from trainlab.analysis import gallery
-    from trainlab.data import load_dataset
     from trainlab.errors import TrainlabError
 
     checkpoint = run.run_dir / "checkpoint" if run.run_dir else None
-    dataset = summary.get("dataset", {}).get("name")
-    if checkpoint is None or not checkpoint.is_dir() or not dataset:
-        return None
+    if run.run_dir is None or checkpoint is None or not checkpoint.is_dir():
+        return None, "the run folder has no checkpoint"
     try:
-        probabilities, labels = gallery.predict_test_set(checkpoint, dataset=dataset, root=root)
-        images = load_dataset(dataset, root=root, download=False).test.images
-    except TrainlabError:
-        return None  # the data is not here (e.g. never downloaded on this machine)
+        split = gallery.load_test_split(run.run_dir, root=root)  # the run's dataset and root
+        probabilities, labels = gallery.predict_test_set(checkpoint, split=split,
+                                                         dataset=summary["dataset"]["name"])  # fmt: skip
+    except TrainlabError as error:
+        return None, f"the test data is not available here ({error})"
     mistakes = gallery.most_confident_mistakes(probabilities, labels, GALLERY_SIZE)
     if not mistakes:
-        return None
+        return None, "every test image is classified correctly"
     classes = summary.get("dataset", {}).get("classes") or []
-    return gallery.draw_gallery(images, mistakes, classes, figures / "mistakes.png")
+    return gallery.draw_gallery(split.images, mistakes, classes, figures / "mistakes.png"), ""
 
 
 def effects_section(doc: Document, data: StudyData, figures: Path) -> list[Path]:
@@ -297,12 +317,13 @@ def environment_lines(environment: dict[str, Any]) -> list[str]:
 
 
 def environment_section(doc: Document, data: StudyData) -> None:
-    environment = next((e for run in data.completed if (e := run.environment())), None)
+    ordered = [*data.completed, *(run for run in data.runs if not run.completed)]
+    environment = next((e for run in ordered if (e := run.environment())), None)
     if environment is None:
         doc.add(Heading("Environment"),
                 Note("No run folder of this study is on this machine.", "info"))  # fmt: skip
         return
-    doc.add(Heading("Environment"), Paragraph("Recorded by the first completed run:"),
+    doc.add(Heading("Environment"), Paragraph("Recorded in the run folder (of the first completed run, where there is one):"),
             Bullets(environment_lines(environment)))  # fmt: skip
 
 
@@ -334,7 +355,7 @@ def build_report(data: StudyData, folder: Path, *, balanced: bool | None = None,
     paths += best_section(doc, data, table, figures, root)
     paths += effects_section(doc, data, figures)
     environment_section(doc, data)
-    doc.add(Heading("How the diagnostics are decided"), Paragraph(diagnostics.RULES))
+    doc.add(Heading("How the diagnostics are decided"), Markdown(diagnostics.RULES))
     return doc, paths, csv_path
 
 

@@ -189,7 +189,9 @@ def compare_to_best(
     }
     tested = [name for name, result in tests.items() if result is not None]
     adjusted = dict(zip(tested, holm_adjust([tests[name].p for name in tested]), strict=True))
-    return [_comparison(name, name == best, tests.get(name), adjusted, alpha) for name in data]
+    best_alone = best is not None and len(data[best]) < 2
+    return [_comparison(name, name == best, tests.get(name), adjusted, alpha, best_alone)
+            for name in data]  # fmt: skip
 
 
 def _best_group(data: Mapping[str, list[float]], direction: str) -> str | None:
@@ -200,12 +202,16 @@ def _best_group(data: Mapping[str, list[float]], direction: str) -> str | None:
 
 
 def _comparison(
-    name: str, is_best: bool, test: WelchResult | None, adjusted: Mapping[str, float], alpha: float
-) -> Comparison:
+    name: str, is_best: bool, test: WelchResult | None, adjusted: Mapping[str, float],
+    alpha: float, best_alone: bool = False,
+) -> Comparison:  # fmt: skip
     if is_best:
-        return Comparison(name, None, None, None, "best")
+        return Comparison(
+            name, None, None, None, "best (n=1: nothing tested)" if best_alone else "best"
+        )
     if test is None:
-        return Comparison(name, None, None, None, "n<2: untested")
+        why = "the best has n=1" if best_alone else "n<2"
+        return Comparison(name, None, None, None, f"{why}: untested")
     p_adj = adjusted[name]
     distinguishable = p_adj < alpha
     verdict = f"{'worse' if distinguishable else 'not distinguishable'} ({format_p(p_adj)})"

@@ -103,7 +103,7 @@ class ResultTable:
     comparisons: list[Comparison]
 
     def headers(self) -> list[str]:
-        return [*self.keys, "n", f"{self.metric} (95% CI)", *(c.title for c in self.columns),
+        return [*self.keys, "n", f"{self.metric} [95% CI]", *(c.title for c in self.columns),
                 "vs. best"]  # fmt: skip
 
     def numeric(self) -> list[bool]:
