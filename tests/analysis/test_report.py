@@ -42,7 +42,7 @@ def test_markdown_report_with_figures_csv_and_the_failed_runs(study, tmp_path):
     files = write_report(study, tmp_path / "out")
     text = files.main.read_text()
     assert files.main.name == "report.md"
-    for heading in ("## Results", "## Failed and unfinished runs", "## Learning curves",
+    for heading in ("## Results", "## Failed, pruned and unfinished runs", "## Learning curves",
                     "## Overfitting diagnostics", "## Validation loss versus accuracy",
                     "## The best configuration", "## Parameter effects", "## Environment",
                     "## How the diagnostics are decided"):  # fmt: skip

@@ -82,7 +82,7 @@ def _unfinished_table(data: StudyData) -> Table | None:
                                                   run.overrides.items()) or "–",
          str(run.seed if run.seed is not None else "–"), run.reason or "–",
          str(run.run_dir or run.host or "–")]
-        for run in data.runs if run.state in ("FAIL", "RUNNING", "WAITING")
+        for run in data.runs if run.state in ("FAIL", "RUNNING", "WAITING", "PRUNED")
     ]  # fmt: skip
     if not rows:
         return None
@@ -334,6 +334,8 @@ def build_report(data: StudyData, folder: Path, *, balanced: bool | None = None,
                  root: str | None = None) -> tuple[Document, list[Path], Path | None]:  # fmt: skip
     figures = folder / "figures"
     figures.mkdir(parents=True, exist_ok=True)
+    for stale in figures.glob("*.png"):  # a report folder reused: no figures of an older report
+        stale.unlink()
     title = f"Run {data.name}" if data.kind == "run" else f"Study {data.name}"
     doc = Document(title)
     intro, notes = _describe_counts(data)
@@ -347,7 +349,10 @@ def build_report(data: StudyData, folder: Path, *, balanced: bool | None = None,
         doc.add(Note("No completed runs yet: nothing to tabulate."))
     unfinished = _unfinished_table(data)
     if unfinished is not None:
-        doc.add(Heading("Failed and unfinished runs"), unfinished)
+        doc.add(Heading("Failed, pruned and unfinished runs"),
+                Paragraph("Not in the statistics above (pruned runs stopped early by the "
+                          "search's pruner; their partial results are in the store)."),
+                unfinished)  # fmt: skip
     paths += curves_section(doc, table, figures)
     diagnostics_section(doc, table)
     if (scatter := scatter_section(doc, data, figures)) is not None:

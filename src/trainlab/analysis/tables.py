@@ -101,10 +101,17 @@ class ResultTable:
     columns: list[Column]
     main: list[Summary]
     comparisons: list[Comparison]
+    planned: dict[str, int] = field(default_factory=dict)  # every run per configuration
 
     def headers(self) -> list[str]:
         return [*self.keys, "n", f"{self.metric} [95% CI]", *(c.title for c in self.columns),
                 "vs. best"]  # fmt: skip
+
+    def count(self, group: ConfigGroup) -> str:
+        """``3``, or ``2 of 3`` when runs of this configuration failed or are unfinished."""
+        planned = self.planned.get(json.dumps(group.overrides, sort_keys=True, default=str), 0)
+        done = len(group.runs)
+        return f"{done} of {planned}" if planned > done else str(done)
 
     def numeric(self) -> list[bool]:
         return [False] * len(self.keys) + [True] * (2 + len(self.columns)) + [False]
@@ -117,7 +124,7 @@ class ResultTable:
                 main_text += f" [{main.ci_low:.4f}, {main.ci_high:.4f}]"
             cells = [group.summary(c).format(c.digits, percent=c.percent) for c in self.columns]
             rows.append([*(format_param(group.overrides.get(k)) for k in self.keys),
-                         str(len(group.runs)), main_text, *cells, comparison.verdict])  # fmt: skip
+                         self.count(group), main_text, *cells, comparison.verdict])  # fmt: skip
         return rows
 
     def csv(self) -> tuple[list[str], list[list[Any]]]:
@@ -160,4 +167,9 @@ def build_table(data: StudyData, by: list[str] | None = None,
         {name: g.main_values() for name, g in zip(names, groups, strict=True)}, data.direction
     )
     main = [summarize(g.main_values()) for g in groups]
-    return ResultTable(keys, data.metric, data.direction, groups, columns, main, comparisons)
+    planned: dict[str, int] = {}
+    for run in data.runs:
+        identity = json.dumps({k: run.overrides.get(k) for k in keys}, sort_keys=True, default=str)
+        planned[identity] = planned.get(identity, 0) + 1
+    return ResultTable(keys, data.metric, data.direction, groups, columns, main, comparisons,
+                       planned)  # fmt: skip
