@@ -141,12 +141,14 @@ def sweep(
     s.validate_plan(spec, entries)
     store = open_store(resolve_storage_url(storage, runs_dir))
     optuna_study = s.create_or_join(store, spec)
+    stored = s.load_spec(optuna_study)  # the study as it now stands (it may have grown before)
+    planned = s.sweep_plan(stored)
     with store.lock(spec.name):
-        added = s.enqueue_plan(store, optuna_study, s.sweep_plan(s.load_spec(optuna_study)))
-    configurations = len(entries) // spec.repeats
+        added = s.enqueue_plan(store, optuna_study, planned)
+    configurations = len(planned) // stored.repeats
     echo(
-        f"study {spec.name}: {configurations} configuration(s) × {spec.repeats} seed(s) = "
-        f"{len(entries)} runs, {added} newly planned; store {store.display_url}"
+        f"study {spec.name}: {configurations} configuration(s) × {stored.repeats} seed(s) = "
+        f"{len(planned)} runs, {added} newly planned; store {store.display_url}"
     )
     options = LaunchOptions(workers=workers, threads=threads, runs_dir=Path(runs_dir),
                             runtime=base_runtime(base, runtime))  # fmt: skip

@@ -313,10 +313,10 @@ def outcome_from_summary(number: int, summary: dict[str, Any], history: list, ru
     status = summary["status"]
     value = summary.get("best_value")
     reason = summary.get("stop_reason")
-    if status == "diverged" or value is None or not math.isfinite(value):
-        status = "diverged"
-        reason = reason or "no finite validation value"
-        value = None
+    if status == "diverged" or (value is not None and not math.isfinite(value)):
+        status, reason, value = "diverged", reason or "no finite validation value", None
+    elif value is None:  # e.g. a budget too short for one epoch: nothing diverged
+        status, reason = "no_result", "no validation epoch finished (budget too short?)"
     attrs = {
         s.STATUS: status,
         s.REASON: reason,
