@@ -545,6 +545,19 @@ def draw_confusion(
     return save_png(figure, path)
 
 
+def _jitter(position: Any, count: int, data: EffectData) -> list[float]:
+    """Spread a level's seed dots sideways so they do not hide under the mean marker: a fixed
+    pattern (no randomness), multiplicative on a log axis."""
+    offsets = [(i - (count - 1) / 2) * 0.08 / max(count - 1, 1) for i in range(count)]
+    if data.numeric and data.log_scale:
+        return [float(position) * 10 ** (0.6 * o) for o in offsets]
+    if data.numeric:
+        levels = [float(v) for v in data.levels]
+        span = (max(levels) - min(levels)) or 1.0
+        return [float(position) + o * span for o in offsets]
+    return [float(position) + 2 * o for o in offsets]
+
+
 def draw_param_effect(
     data: EffectData, path: str | Path, parameter: str, metric: str = "metric"
 ) -> Path:
@@ -553,7 +566,8 @@ def draw_param_effect(
     ax = figure.subplots()
     positions: list[Any] = data.levels if data.numeric else list(range(len(data.levels)))
     for position, runs in zip(positions, data.runs, strict=True):
-        ax.plot([position] * len(runs), runs, "o", color=PALETTE[5], alpha=0.5, markersize=4)
+        ax.plot(_jitter(position, len(runs), data), runs, "o", color=PALETTE[5], alpha=0.5,
+                markersize=4)  # fmt: skip
     # A level with one run has no interval: its error bar is left out (zero length).
     below = [_half(mean, low) for mean, low in zip(data.means, data.ci_low, strict=True)]
     above = [_half(mean, high) for mean, high in zip(data.means, data.ci_high, strict=True)]
