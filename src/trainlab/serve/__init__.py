@@ -1,0 +1,1 @@
+"""Serving trained models: the preprocessing shared with training (``preprocess``)."""

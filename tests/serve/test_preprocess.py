@@ -1,0 +1,133 @@
+"""Uploads become exactly what the model was trained on; bad uploads are clear errors."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from trainlab.data import load_dataset
+from trainlab.serve.preprocess import (
+    InputError,
+    Target,
+    decode,
+    handwriting,
+    preprocess_upload,
+    to_model_input,
+)
+
+DIGITS = {"channels": 1, "image_size": [28, 28], "kind": "digits", "mean": [0.13], "std": [0.31]}
+
+
+def png(array: np.ndarray, mode: str | None = None, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def digits() -> torch.Tensor:
+    return load_dataset("mnist-5k").test.images[:20]  # uint8 [N, 1, 28, 28]
+
+
+def test_a_training_image_passes_through_unchanged(digits):
+    for image in digits:
+        assert torch.equal(preprocess_upload(png(image[0].numpy()), DIGITS), image)
+
+
+def test_a_drawing_is_inverted_cropped_scaled_and_centred_by_mass(digits):
+    original = digits[0][0].numpy()
+    # Dark ink on white paper, small and off-centre on a large canvas, with an alpha channel.
+    canvas = np.full((280, 400), 255, dtype=np.uint8)
+    glyph = np.asarray(Image.fromarray(255 - original).resize((84, 84), Image.Resampling.LANCZOS))
+    canvas[20:104, 250:334] = glyph
+    rgba = np.dstack([canvas, canvas, canvas, np.full_like(canvas, 255)])
+    result = preprocess_upload(png(rgba, "RGBA"), DIGITS)[0].numpy().astype(float)
+    assert result.shape == (28, 28) and result[0].max() == 0  # light ink on black, margins clear
+    ys, xs = np.indices(result.shape)
+    centre = ((ys * result).sum() / result.sum(), (xs * result).sum() / result.sum())
+    assert centre == pytest.approx((13.5, 13.5), abs=0.6)  # centred by mass, like MNIST
+    rows, cols = np.nonzero(result > 50)
+    assert max(np.ptp(rows), np.ptp(cols)) + 1 in range(17, 22)  # fills the 20-pixel box
+    # ...and looks like the training digit it was drawn from.
+    similarity = np.corrcoef(result.ravel(), original.astype(float).ravel())[0, 1]
+    assert similarity > 0.7  # not 1: MNIST's own anti-aliasing and box differ slightly
+
+
+def test_a_transparent_canvas_with_dark_strokes():
+    rgba = np.zeros((100, 100, 4), dtype=np.uint8)
+    rgba[30:70, 48:52] = (0, 0, 0, 255)  # a vertical stroke "1", the rest fully transparent
+    result = preprocess_upload(png(rgba, "RGBA"), DIGITS)[0]
+    assert result.max() > 200 and result[:, :4].max() == 0
+
+
+def test_an_empty_drawing_is_black():
+    blank = np.full((50, 50), 255, dtype=np.uint8)
+    assert preprocess_upload(png(blank), DIGITS).max() == 0
+
+
+def test_natural_images_are_fitted_in_colour():
+    target = Target(3, 32, 32, "natural")
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8))
+    assert to_model_input(image, target).shape == (3, 32, 32)
+    grey = Image.fromarray(np.zeros((10, 10), dtype=np.uint8))
+    assert to_model_input(grey, target).shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP"])
+def test_other_formats(fmt):
+    rgb = np.full((40, 40, 3), 255, dtype=np.uint8)
+    rgb[10:30, 18:22] = 0
+    assert preprocess_upload(png(rgb, fmt=fmt), DIGITS).shape == (1, 28, 28)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"%PDF-1.4 not an image", "not an image"),
+        (png(np.zeros((50, 50), dtype=np.uint8))[:60], "damaged or truncated"),
+    ],
+)
+def test_bad_uploads_are_clear_errors(data, message):
+    with pytest.raises(InputError, match=message):
+        decode(data)
+
+
+def test_huge_dimensions_are_refused_before_decoding():
+    import zlib
+
+    header = png(np.zeros((1, 1), dtype=np.uint8))
+    # Patch the IHDR width/height to 100000 x 100000 (a decompression bomb's claim), valid CRC.
+    ihdr = b"IHDR" + (100_000).to_bytes(4, "big") * 2 + header[24:29]
+    bomb = header[:12] + ihdr + zlib.crc32(ihdr).to_bytes(4, "big") + header[33:]
+    with pytest.raises(InputError, match="pixels"):
+        decode(bomb)
+    with pytest.raises(InputError, match="at most 100 pixels"):
+        decode(png(np.zeros((20, 20), dtype=np.uint8)), max_pixels=100)
+
+
+def test_handwriting_keeps_a_lopsided_stroke_inside_the_frame():
+    grey = np.full((10, 200), 255, dtype=np.uint8)
+    grey[4:6, :] = 0  # one long horizontal line
+    assert handwriting(grey, 28, 28).shape == (28, 28)
+
+
+def test_an_uploaded_test_image_gets_the_in_process_probabilities(tmp_path, tiny_config, digits):
+    import trainlab
+    from trainlab.analysis.gallery import predict_test_set
+    from trainlab.data.batches import normalize_uint8
+    from trainlab.runs.checkpoint import load_checkpoint
+
+    run = trainlab.train(tiny_config())
+    checkpoint = load_checkpoint(run.checkpoint_dir)
+    expected, _ = predict_test_set(run.checkpoint_dir, dataset="mnist-5k")
+    pre = checkpoint.preprocessing
+    uploads = torch.stack([preprocess_upload(png(image[0].numpy()), pre) for image in digits])
+    model = checkpoint.build_model().eval()
+    with torch.no_grad():
+        probabilities = model(normalize_uint8(uploads, pre["mean"], pre["std"])).softmax(dim=1)
+    assert np.allclose(probabilities.numpy(), expected[: len(digits)], atol=1e-6)
