@@ -444,4 +444,4 @@ def main() -> None:
 
 
 # Study commands (sweep, tune, work, studies, runs, best) and reports live in their own modules.
-from trainlab import cli_reports, cli_studies  # noqa: E402, F401
+from trainlab import cli_reports, cli_serve, cli_studies  # noqa: E402, F401

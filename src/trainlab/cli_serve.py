@@ -1,0 +1,53 @@
+"""``trainlab serve``: a checkpoint behind the HTTP API (FastAPI + uvicorn).
+
+Registered on the main app by ``trainlab.cli``; parses flags and calls ``trainlab.serve``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trainlab.cli import app, console, user_errors
+from trainlab.errors import TrainlabError
+
+
+@app.command(
+    epilog=(
+        "**Examples**\n\n"
+        "* `trainlab serve runs/k1 --port 8000`\n\n"
+        "* `curl -F file=@digit.png localhost:8000/predict`\n\n"
+        "* `curl -F files=@a.png -F files=@b.png localhost:8000/predict_batch`\n\n"
+        "* API docs at http://localhost:8000/docs"
+    )
+)
+@user_errors
+def serve(
+    model: Annotated[Path, typer.Argument(help="run folder or checkpoint folder")],
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port")] = 8000,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1")] = "auto",
+    max_batch: Annotated[int, typer.Option(min=1, help="images per forward pass")] = 64,
+    max_delay_ms: Annotated[
+        float, typer.Option(min=0, help="how long a request waits to share a batch")
+    ] = 5.0,
+    max_upload_mb: Annotated[float, typer.Option(min=0.001, help="largest upload per file")] = 10,
+    max_files: Annotated[int, typer.Option(min=1, help="files per batch request")] = 64,
+) -> None:
+    """Serve a trained model over HTTP: /predict, /predict_batch, /embed, /model, /healthz."""
+    import uvicorn
+
+    from trainlab.serve.app import ServeSettings, create_app
+    from trainlab.serve.model import ServedModel
+
+    if not model.exists():
+        raise TrainlabError(f"no such run or checkpoint folder: {model}")
+    served = ServedModel.load(model, device=device)
+    settings = ServeSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                             max_files=max_files, max_batch=max_batch,
+                             max_delay_ms=max_delay_ms)  # fmt: skip
+    console.print(f"serving {served.name} ({len(served.class_names)} classes) on "
+                  f"http://{host}:{port} — docs at /docs", highlight=False)  # fmt: skip
+    uvicorn.run(create_app(served, settings), host=host, port=port, log_level="warning")

@@ -1,0 +1,137 @@
+"""The HTTP API: thin routes over ``ServedModel`` + ``MicroBatcher`` + ``preprocess``.
+
+Every failure a client can cause is a 4xx JSON ``{"error": ...}`` that says what is wrong;
+decoding runs off the event loop, inference in micro-batches on a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import torch
+from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from trainlab.serve.batching import MicroBatcher
+from trainlab.serve.model import ServedModel
+from trainlab.serve.preprocess import MAX_PIXELS, InputError, preprocess_upload
+
+# Module level: with postponed annotations FastAPI resolves route types from module globals.
+TopK = Annotated[int | None, Query(ge=1, le=1000, description="predictions per image")]
+
+
+@dataclass
+class ServeSettings:
+    max_upload_bytes: int = 10 * 1024 * 1024  # per file
+    max_files: int = 64  # per /predict_batch or /embed request
+    max_pixels: int = MAX_PIXELS
+    max_batch: int = 64  # images per forward pass
+    max_delay_ms: float = 5.0  # how long a request may wait for others to share its batch
+    top_k: int = 5
+
+
+class ClientError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _top_k(probabilities: torch.Tensor, classes: list[str], k: int) -> list[dict[str, Any]]:
+    values, indices = probabilities.topk(min(k, len(classes)))
+    return [{"label": classes[i], "index": int(i), "probability": round(float(p), 6)}
+            for p, i in zip(values.tolist(), indices.tolist(), strict=True)]  # fmt: skip
+
+
+def create_app(served: ServedModel, settings: ServeSettings | None = None) -> FastAPI:
+    settings = settings or ServeSettings()
+    classify = MicroBatcher(served.probabilities, max_batch=settings.max_batch,
+                            max_delay=settings.max_delay_ms / 1000)  # fmt: skip
+    embed_batcher = MicroBatcher(served.embeddings, max_batch=settings.max_batch,
+                                 max_delay=settings.max_delay_ms / 1000)  # fmt: skip
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await classify.start()
+        await embed_batcher.start()
+        yield
+        await classify.stop()
+        await embed_batcher.stop()
+
+    app = FastAPI(title=f"trainlab: {served.name}", lifespan=lifespan,
+                  description="Classify images with a trainlab checkpoint.")  # fmt: skip
+    app.state.batchers = {"classify": classify, "embed": embed_batcher}
+
+    @app.exception_handler(ClientError)
+    async def client_error(request: Request, error: ClientError) -> JSONResponse:
+        return JSONResponse({"error": error.message}, status_code=error.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        return JSONResponse({"error": f"bad request ({problems}); send images as multipart form "
+                             "field `file` (/predict) or `files` (/predict_batch, /embed)"},
+                            status_code=422)  # fmt: skip
+
+    async def read_images(files: list[UploadFile]) -> torch.Tensor:
+        if not files:
+            raise ClientError(400, "no image in the request")
+        if len(files) > settings.max_files:
+            raise ClientError(413, f"{len(files)} files; at most {settings.max_files} per request")
+        tensors = []
+        for upload in files:
+            data = await upload.read(settings.max_upload_bytes + 1)
+            name = upload.filename or "upload"
+            if len(data) > settings.max_upload_bytes:
+                raise ClientError(413, f"{name}: larger than {settings.max_upload_bytes:,} bytes")
+            try:
+                tensors.append(await asyncio.to_thread(
+                    preprocess_upload, data, served.preprocessing, max_pixels=settings.max_pixels))  # fmt: skip
+            except InputError as error:
+                raise ClientError(400, f"{name}: {error}") from None
+        return torch.stack(tensors)
+
+    @app.post("/predict", summary="Classify one image")
+    async def predict(file: Annotated[UploadFile, File(description="an image")],
+                      top_k: TopK = None) -> dict[str, Any]:  # fmt: skip
+        images = await read_images([file])
+        probabilities = await classify.run(images)
+        return {"predictions": _top_k(probabilities[0], served.class_names,
+                                      top_k or settings.top_k)}  # fmt: skip
+
+    @app.post("/predict_batch", summary="Classify several images")
+    async def predict_batch(files: Annotated[list[UploadFile], File(description="images")],
+                            top_k: TopK = None) -> dict[str, Any]:  # fmt: skip
+        images = await read_images(files)
+        probabilities = await classify.run(images)
+        return {"results": [
+            {"filename": f.filename, "predictions": _top_k(p, served.class_names,
+                                                           top_k or settings.top_k)}
+            for f, p in zip(files, probabilities, strict=True)]}  # fmt: skip
+
+    @app.post("/embed", summary="Penultimate-layer embeddings")
+    async def embed(
+        files: Annotated[list[UploadFile], File(description="images")],
+    ) -> dict[str, Any]:
+        images = await read_images(files)
+        features = await embed_batcher.run(images)
+        return {"dimensions": int(features.shape[1]),
+                "embeddings": [[round(v, 6) for v in row] for row in features.tolist()]}  # fmt: skip
+
+    @app.get("/model", summary="The model: name, classes, input, preprocessing, run metrics")
+    async def model_info() -> dict[str, Any]:
+        return served.info()
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, Any]:
+        stats = classify.stats
+        return {"status": "ok", "batches": stats.batches, "images": stats.images,
+                "largest_batch": stats.largest}  # fmt: skip
+
+    return app

@@ -1,0 +1,70 @@
+"""A checkpoint ready to serve: built once, in eval mode, with its preprocessing and classes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainlab.data.batches import normalize_uint8
+from trainlab.runs.checkpoint import load_checkpoint
+
+
+def _select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class ServedModel:
+    name: str
+    model: torch.nn.Module = field(repr=False)
+    preprocessing: dict[str, Any]
+    class_names: list[str]
+    device: torch.device
+    run: dict[str, Any]  # metrics of the run that made it, when the checkpoint is in a run folder
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> ServedModel:
+        """A checkpoint folder or a run folder (its ``checkpoint/``). Never unpickles."""
+        path = Path(path)
+        folder = path / "checkpoint" if (path / "checkpoint").is_dir() else path
+        checkpoint = load_checkpoint(folder)
+        target = _select_device(device)
+        model = checkpoint.build_model(target).eval()
+        summary_path = folder.parent / "summary.json"
+        run: dict[str, Any] = {}
+        if summary_path.is_file():
+            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+            run = {"run_dir": str(folder.parent.resolve()), "best_epoch": summary.get("best_epoch"),
+                   "val": summary.get("val"),
+                   "test": {k: v for k, v in (summary.get("test") or {}).items()
+                            if isinstance(v, (int, float))}}  # fmt: skip
+        return cls(checkpoint.architecture.get("name", folder.parent.name), model,
+                   checkpoint.preprocessing, list(checkpoint.class_names), target, run)  # fmt: skip
+
+    @torch.no_grad()
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[B, C, H, W]`` -> softmax probabilities ``[B, K]`` (float32, CPU)."""
+        x = normalize_uint8(images.to(self.device), self.preprocessing["mean"],
+                            self.preprocessing["std"])  # fmt: skip
+        return self.model(x).float().softmax(dim=1).cpu()
+
+    @torch.no_grad()
+    def embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[B, C, H, W]`` -> penultimate-layer features ``[B, D]`` (float32, CPU)."""
+        x = normalize_uint8(images.to(self.device), self.preprocessing["mean"],
+                            self.preprocessing["std"])  # fmt: skip
+        return self.model.forward_features(x).float().flatten(1).cpu()
+
+    def info(self) -> dict[str, Any]:
+        height, width = self.preprocessing["image_size"]
+        return {"name": self.name, "classes": self.class_names,
+                "input": {"channels": self.preprocessing["channels"], "height": height,
+                          "width": width},
+                "preprocessing": self.preprocessing, "device": str(self.device),
+                "run": self.run}  # fmt: skip

@@ -1,0 +1,182 @@
+"""The HTTP API under real uvicorn on 127.0.0.1: answers, batching, and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from trainlab.serve.app import ServeSettings, create_app
+from trainlab.serve.model import ServedModel
+
+pytestmark = pytest.mark.integration
+
+
+def png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    import trainlab
+
+    out = tmp_path_factory.mktemp("serve") / "run"
+    trainlab.train({"data": {"dataset": "mnist-5k", "train_size": 300, "val_size": 100},
+                    "model": {"name": "mlp", "options": {"hidden": [32]}}, "epochs": 2,
+                    "progress": False, "out": str(out)})  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(run_dir):
+    import uvicorn
+
+    from postgres_server import free_port
+
+    served = ServedModel.load(run_dir, device="cpu")
+    settings = ServeSettings(max_upload_bytes=200_000, max_files=8, max_delay_ms=20)
+    port = free_port()
+    config = uvicorn.Config(create_app(served, settings), host="127.0.0.1", port=port,
+                            log_level="warning")  # fmt: skip
+    uv = uvicorn.Server(config)
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not uv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert uv.started
+    yield f"http://127.0.0.1:{port}", served
+    uv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from trainlab.data import load_dataset
+
+    split = load_dataset("mnist-5k").test
+    return split.images[:16], split.labels[:16]
+
+
+def test_predict_matches_in_process_evaluation(server, digits, run_dir):
+    from trainlab.analysis.gallery import predict_test_set
+
+    url, served = server
+    expected, _ = predict_test_set(run_dir / "checkpoint", dataset="mnist-5k")
+    for index in range(4):
+        response = httpx.post(f"{url}/predict", files={"file": ("d.png", png(digits[0][index][0].numpy()))},
+                              params={"top_k": 10})  # fmt: skip
+        assert response.status_code == 200, response.text
+        predictions = response.json()["predictions"]
+        assert [p["label"] for p in predictions[:1]] == [
+            served.class_names[int(expected[index].argmax())]
+        ]
+        got = {p["index"]: p["probability"] for p in predictions}
+        assert all(abs(got[k] - float(expected[index][k])) < 1e-5 for k in got)
+
+
+def test_predict_batch_embed_model_and_health(server, digits):
+    url, _ = server
+    files = [("files", (f"{i}.png", png(digits[0][i][0].numpy()))) for i in range(3)]
+    batch = httpx.post(f"{url}/predict_batch", files=files, params={"top_k": 2}).json()
+    assert [r["filename"] for r in batch["results"]] == ["0.png", "1.png", "2.png"]
+    assert all(len(r["predictions"]) == 2 for r in batch["results"])
+    embedded = httpx.post(f"{url}/embed", files=files).json()
+    assert embedded["dimensions"] == 32 and len(embedded["embeddings"]) == 3
+    info = httpx.get(f"{url}/model").json()
+    assert info["classes"] == [str(i) for i in range(10)] and info["input"]["height"] == 28
+    assert "accuracy" in info["run"]["test"]
+    assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
+    assert httpx.get(f"{url}/openapi.json").status_code == 200
+
+
+def test_concurrent_requests_share_forward_passes(server, digits):
+    url, _ = server
+    before = httpx.get(f"{url}/healthz").json()
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            data = png(digits[0][0][0].numpy())
+            responses = await asyncio.gather(*(client.post(f"{url}/predict", files={"file": ("d.png", data)})
+                                               for _ in range(32)))  # fmt: skip
+            return [r.status_code for r in responses]
+
+    assert asyncio.run(burst()) == [200] * 32
+    after = httpx.get(f"{url}/healthz").json()
+    assert after["images"] - before["images"] == 32
+    assert after["batches"] - before["batches"] < 32 and after["largest_batch"] > 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "message"),
+    [
+        ({"files": {"file": ("x.png", b"")}}, 400, "empty"),
+        ({"files": {"file": ("x.txt", b"hello, not an image")}}, 400, "not an image"),
+        ({"files": {"file": ("x.png", png(np.zeros((30, 30), np.uint8))[:50])}}, 400, "truncated"),
+        ({"files": {"picture": ("x.png", b"...")}}, 422, "field `file`"),
+        ({"files": {"file": ("big.png", b"\x89PNG" + b"0" * 300_000)}}, 413, "larger than"),
+        ({}, 422, "bad request"),
+    ],
+)  # fmt: skip
+def test_bad_uploads_are_4xx_json_and_the_server_lives_on(server, kwargs, status, message):
+    url, _ = server
+    response = httpx.post(f"{url}/predict", **kwargs)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+    assert httpx.get(f"{url}/healthz").status_code == 200
+
+
+def test_too_many_files(server, digits):
+    url, _ = server
+    files = [("files", (f"{i}.png", png(digits[0][0][0].numpy()))) for i in range(9)]
+    response = httpx.post(f"{url}/predict_batch", files=files)
+    assert response.status_code == 413 and "at most 8" in response.json()["error"]
+
+
+def test_probabilities_are_a_distribution(server, digits):
+    url, _ = server
+    response = httpx.post(f"{url}/predict", files={"file": ("d.png", png(digits[0][5][0].numpy()))},
+                          params={"top_k": 10})  # fmt: skip
+    total = sum(p["probability"] for p in response.json()["predictions"])
+    assert total == pytest.approx(1.0, abs=1e-4)
+
+
+def test_trainlab_serve_command(run_dir):
+    import subprocess
+    import sys
+
+    from postgres_server import free_port, wait_for
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "trainlab", "serve", str(run_dir), "--port",
+                                str(port), "--device", "cpu"], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, timeout=60, interval=0.2, what="the server")
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+    assert f"on http://127.0.0.1:{port}" in output
+
+
+def test_serve_refuses_a_missing_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from trainlab.cli import app
+
+    result = CliRunner().invoke(app, ["serve", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "no such run or checkpoint folder" in result.output
