@@ -51,3 +51,43 @@ def serve(
     console.print(f"serving {served.name} ({len(served.class_names)} classes) on "
                   f"http://{host}:{port} — docs at /docs", highlight=False)  # fmt: skip
     uvicorn.run(create_app(served, settings), host=host, port=port, log_level="warning")
+
+
+@app.command(
+    epilog=(
+        "**Examples**\n\n"
+        "* `trainlab predict runs/k1 images/*.png`\n\n"
+        "* `trainlab predict runs/k1 digit.png --top-k 3`"
+    )
+)
+@user_errors
+def predict(
+    model: Annotated[Path, typer.Argument(help="run folder or checkpoint folder")],
+    images: Annotated[list[Path], typer.Argument(help="image files (PNG, JPEG, WebP, ...)")],
+    top_k: Annotated[int, typer.Option(min=1, help="predictions per image")] = 3,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1")] = "auto",
+) -> None:
+    """Classify image files with the server's exact preprocessing; one line per image."""
+    import torch
+
+    from trainlab.serve.model import ServedModel
+    from trainlab.serve.preprocess import InputError, preprocess_upload
+
+    if not model.exists():
+        raise TrainlabError(f"no such run or checkpoint folder: {model}")
+    served = ServedModel.load(model, device=device)
+    failed = 0
+    for path in images:
+        try:
+            tensor = preprocess_upload(path.read_bytes(), served.preprocessing)
+        except (InputError, OSError) as error:
+            console.print(f"{path}: error: {error}", highlight=False, markup=False, soft_wrap=True)
+            failed += 1
+            continue
+        probabilities = served.probabilities(tensor[None])[0]
+        values, indices = torch.topk(probabilities, min(top_k, len(served.class_names)))
+        shown = ", ".join(f"{served.class_names[i]} {100 * p:.1f}%"
+                          for p, i in zip(values.tolist(), indices.tolist(), strict=True))  # fmt: skip
+        console.print(f"{path}: {shown}", highlight=False, markup=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(2)

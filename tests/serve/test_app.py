@@ -180,3 +180,22 @@ def test_serve_refuses_a_missing_folder(tmp_path):
 
     result = CliRunner().invoke(app, ["serve", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "no such run or checkpoint folder" in result.output
+
+
+def test_trainlab_predict_agrees_with_the_server(server, digits, tmp_path, run_dir):
+    from typer.testing import CliRunner
+
+    from trainlab.cli import app
+
+    url, _ = server
+    path = tmp_path / "d.png"
+    path.write_bytes(png(digits[0][1][0].numpy()))
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    result = CliRunner().invoke(app, ["predict", str(run_dir), str(path), str(tmp_path / "bad.png"),
+                                      "--top-k", "1", "--device", "cpu"])  # fmt: skip
+    assert result.exit_code == 2  # one file was not an image
+    line, bad = result.output.strip().splitlines()
+    top = httpx.post(f"{url}/predict", files={"file": ("d.png", path.read_bytes())}).json()
+    best = top["predictions"][0]
+    assert line == f"{path}: {best['label']} {100 * best['probability']:.1f}%"
+    assert bad.startswith(f"{tmp_path / 'bad.png'}: error: not an image")
