@@ -91,3 +91,28 @@ def predict(
         console.print(f"{path}: {shown}", highlight=False, markup=False, soft_wrap=True)
     if failed:
         raise typer.Exit(2)
+
+
+@app.command(
+    epilog=(
+        "**Examples**\n\n"
+        "* `trainlab export runs/k1 --format onnx` — writes runs/k1/model.onnx\n\n"
+        "* `trainlab serve runs/k1/model.onnx` — serve it with onnxruntime"
+    )
+)
+@user_errors
+def export(
+    model: Annotated[Path, typer.Argument(help="run folder or checkpoint folder")],
+    format_: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
+    out: Annotated[Path | None, typer.Option(help="output file (default MODEL/model.onnx)")] = None,
+) -> None:
+    """Export a checkpoint (weights, preprocessing and class names in one file)."""
+    from trainlab.serve.export import export_onnx
+
+    if format_ != "onnx":
+        raise TrainlabError(f"unknown export format {format_!r}; available: onnx")
+    if not model.exists():
+        raise TrainlabError(f"no such run or checkpoint folder: {model}")
+    path = export_onnx(model, out or model / "model.onnx")
+    console.print(f"wrote {path}; serve it with `trainlab serve {path}`", highlight=False,
+                  soft_wrap=True)  # fmt: skip

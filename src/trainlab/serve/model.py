@@ -30,8 +30,13 @@ class ServedModel:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> ServedModel:
-        """A checkpoint folder or a run folder (its ``checkpoint/``). Never unpickles."""
+        """A checkpoint folder or a run folder (its ``checkpoint/``), or an exported ``.onnx``
+        file (served with onnxruntime). Never unpickles."""
         path = Path(path)
+        if path.suffix == ".onnx":
+            from trainlab.serve.export import OnnxServedModel
+
+            return OnnxServedModel(path)  # type: ignore[return-value]
         folder = path / "checkpoint" if (path / "checkpoint").is_dir() else path
         checkpoint = load_checkpoint(folder)
         target = _select_device(device)

@@ -1,0 +1,104 @@
+"""Export a checkpoint to ONNX and serve it with onnxruntime.
+
+The graph takes what the server's preprocessing produces — uint8 ``[B, C, H, W]`` — and does
+the normalisation itself, so an exported model cannot be fed differently scaled pixels by
+mistake. It returns the logits and the penultimate-layer features (for ``/embed``). Class
+names, preprocessing and the run's metrics travel inside the file (ONNX metadata), so
+``trainlab serve model.onnx`` needs nothing else; loading it runs no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainlab._io import atomic_path
+from trainlab.errors import TrainlabError
+
+METADATA_KEY = "trainlab"
+OPSET = 17
+
+
+class _Exported(nn.Module):
+    def __init__(self, model: nn.Module, mean: list[float], std: list[float]):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (images.float() / 255 - self.mean) / self.std  # data.batches.normalize_uint8
+        return self.model(x), self.model.forward_features(x).flatten(1)
+
+
+def export_onnx(model_dir: str | Path, out: str | Path) -> Path:
+    """Write ``out`` (an .onnx file) from a run or checkpoint folder; returns its path."""
+    import onnx
+
+    from trainlab.serve.model import ServedModel
+
+    served = ServedModel.load(model_dir, device="cpu")
+    pre = served.preprocessing
+    wrapper = _Exported(served.model, pre["mean"], pre["std"]).eval()
+    height, width = pre["image_size"]
+    example = torch.zeros(2, pre["channels"], height, width, dtype=torch.uint8)
+    out = Path(out)
+    with atomic_path(out) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
+        torch.onnx.export(wrapper, (example,), str(tmp), input_names=["images"],
+                          output_names=["logits", "features"], opset_version=OPSET,
+                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"},
+                                        "features": {0: "batch"}}, dynamo=False)  # fmt: skip
+        graph = onnx.load(str(tmp))
+        entry = graph.metadata_props.add()
+        entry.key = METADATA_KEY
+        entry.value = json.dumps({"name": served.name, "preprocessing": pre,
+                                  "class_names": served.class_names, "run": served.run})  # fmt: skip
+        onnx.save(graph, str(tmp))
+    return out
+
+
+class OnnxServedModel:
+    """The ``ServedModel`` interface over an onnxruntime session."""
+
+    def __init__(self, path: str | Path):
+        import onnxruntime
+
+        path = Path(path)
+        try:
+            self.session = onnxruntime.InferenceSession(str(path),
+                                                        providers=["CPUExecutionProvider"])  # fmt: skip
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise TrainlabError(f"cannot load {path} as an ONNX model: {error}") from None
+        meta = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if meta is None:
+            raise TrainlabError(f"{path} was not exported by trainlab (no {METADATA_KEY} metadata)")
+        data = json.loads(meta)
+        self.name: str = data["name"]
+        self.preprocessing: dict[str, Any] = data["preprocessing"]
+        self.class_names: list[str] = data["class_names"]
+        self.run: dict[str, Any] = data.get("run") or {}
+        self.device = torch.device("cpu")
+
+    def _run(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        logits, features = self.session.run(None, {"images": images.cpu().numpy()})
+        return logits, features
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self._run(images)[0]).float().softmax(dim=1)
+
+    def embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self._run(images)[1]).float()
+
+    def info(self) -> dict[str, Any]:
+        height, width = self.preprocessing["image_size"]
+        return {"name": self.name, "classes": self.class_names, "format": "onnx",
+                "input": {"channels": self.preprocessing["channels"], "height": height,
+                          "width": width},
+                "preprocessing": self.preprocessing, "device": "cpu", "run": self.run}  # fmt: skip
