@@ -15,8 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from trainlab.cli import app, console, err_console, flag_overrides, print_columns, user_errors
-from trainlab.config import load_config, parse_value, split_top_level
-from trainlab.errors import StudyError
+from trainlab.config import load_config
 
 STORAGE_HELP = "study store URL (default: TRAINLAB_STORAGE, else sqlite in the runs folder)"
 StorageOption = Annotated[str | None, typer.Option("--storage", help=STORAGE_HELP)]
@@ -61,31 +60,6 @@ def base_config(config: Path | None, set_: list[str] | None, **flags: Any):
     return load_config(config, flag_overrides(**flags) + list(set_ or []))
 
 
-def grid_mapping(items: list[str]) -> dict[str, list[Any]]:
-    """``optim.lr=5e-4,1e-4`` (repeatable) -> ``{"optim.lr": [5e-4, 1e-4]}``."""
-    from trainlab.experiments.space import parse_assignment
-
-    grid: dict[str, list[Any]] = {}
-    for item in items:
-        key, values = parse_assignment(item, "--grid")
-        if key in grid:
-            raise StudyError(f"--grid {key} is given twice; list all its values in one flag")
-        grid[key] = [parse_value(value) for value in split_top_level(values)]
-    return grid
-
-
-def sample_mapping(items: list[str]) -> dict[str, str]:
-    from trainlab.experiments.space import parse_assignment
-
-    sample: dict[str, str] = {}
-    for item in items:
-        key, spec = parse_assignment(item, "--sample")
-        if key in sample:
-            raise StudyError(f"--sample {key} is given twice")
-        sample[key] = spec
-    return sample
-
-
 def echo(line: str) -> None:
     console.print(line, highlight=False, markup=False, soft_wrap=True)
 
@@ -115,10 +89,9 @@ def fmt_value(value: Any) -> str:
 
 
 def fmt_param(value: Any) -> str:
-    """A configuration value as people write it: 0.003, 3e-05, adam, [32,16]."""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return fmt_value(value)
+    from trainlab.experiments.space import format_param  # numpy: not at CLI start-up
+
+    return "-" if value is None else format_param(value)
 
 
 def mean_std(mean: float | None, std: float | None, n: int) -> str:
@@ -231,11 +204,12 @@ def sweep(
 ) -> None:
     """Run a grid and/or random sweep with seed repeats, as one study in the store."""
     from trainlab.experiments import sweep as run_sweep
+    from trainlab.experiments.space import parse_grid, parse_samples
 
     base = base_config(config, set_, dataset=dataset, model=model, epochs=epochs)
     try:
         report = run_sweep(
-            study, base, grid=grid_mapping(grid or []), sample=sample_mapping(sample or []),
+            study, base, grid=parse_grid(grid or []), sample=parse_samples(sample or []),
             samples=samples, repeats=repeats, metric=metric, seed=seed, storage=storage,
             runs_dir=runs_dir, workers=workers, threads=threads,
             runtime=runtime_options(device, data_root, offline), echo=echo,
@@ -365,12 +339,13 @@ def runs(
     runs_dir: RunsDirOption = Path("runs"),
 ) -> None:
     """One line per run: parameters, status, best epoch, validation and test metrics, folder."""
-    from trainlab.experiments import open_store, resolve_storage_url, study_runs
+    from trainlab.experiments import open_store, resolve_storage_url
+    from trainlab.experiments.results import rows_of
     from trainlab.experiments.study import open_study
 
     store = open_store(resolve_storage_url(storage, runs_dir), create=False)
-    _, spec = open_study(store, study)
-    rows = study_runs(store, study, include_retried=all_)
+    opened, spec = open_study(store, study)
+    rows = [row for row in rows_of(opened) if all_ or not row.retried]
     if not rows:
         console.print(f"{study} has no runs yet")
         return
@@ -402,12 +377,10 @@ def best(
 ) -> None:
     """The best configuration by mean validation metric over its repeats, and its run folders."""
     from trainlab.experiments import open_store, resolve_storage_url
-    from trainlab.experiments.study import open_study
     from trainlab.experiments.sweep import report as study_report
 
     store = open_store(resolve_storage_url(storage, runs_dir), create=False)
-    open_study(store, study)
-    report = study_report(store, study)
+    report = study_report(store, study)  # an unknown study is a clear error from here
     print_ranking(report, top)
     console.print()
     print_best(report)

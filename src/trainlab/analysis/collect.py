@@ -33,6 +33,7 @@ class RunData:
     run_dir: Path | None  # None when the folder is not on this machine
     host: str | None = None
     retried: bool = False
+    _files: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def completed(self) -> bool:
@@ -43,12 +44,19 @@ class RunData:
 
     def summary(self) -> dict[str, Any] | None:
         """summary.json of the run folder, when it is here."""
-        path = self.run_dir / "summary.json" if self.run_dir else None
-        return json.loads(path.read_text(encoding="utf-8")) if path and path.is_file() else None
+        return self._json("summary.json")
 
     def environment(self) -> dict[str, Any] | None:
-        path = self.run_dir / "environment.json" if self.run_dir else None
-        return json.loads(path.read_text(encoding="utf-8")) if path and path.is_file() else None
+        """environment.json of the run folder, when it is here."""
+        return self._json("environment.json")
+
+    def _json(self, name: str) -> dict[str, Any] | None:
+        """A JSON file of the run folder, read once (a report asks for it several times)."""
+        if name not in self._files:
+            path = self.run_dir / name if self.run_dir else None
+            exists = path is not None and path.is_file()
+            self._files[name] = json.loads(path.read_text(encoding="utf-8")) if exists else None
+        return self._files[name]
 
 
 @dataclass
@@ -85,10 +93,10 @@ def _from_row(row: Any) -> RunData:
 
 def collect_study(store: Any, name: str) -> StudyData:
     from trainlab.experiments import study as s
-    from trainlab.experiments.results import study_runs
+    from trainlab.experiments.results import rows_of
 
     study, spec = s.open_study(store, name)
-    runs = [_from_row(row) for row in study_runs(store, name, include_retried=False)]
+    runs = [_from_row(row) for row in rows_of(study) if not row.retried]
     return StudyData(name=name, kind=spec.kind, metric=spec.metric, direction=spec.direction,
                      keys=[axis.key for axis in spec.all_axes()], runs=runs,
                      store=store.display_url, study=study,

@@ -12,6 +12,7 @@ from typing import Any
 
 from trainlab.analysis.collect import RunData, StudyData
 from trainlab.analysis.stats import Comparison, Summary, compare_to_best, summarize
+from trainlab.experiments.space import format_param
 
 # Test classes this much rarer than the commonest make plain accuracy flattering.
 IMBALANCE_RATIO = 1.5
@@ -59,14 +60,6 @@ def _finite(value: Any) -> float | None:
     if isinstance(value, (int, float)) and math.isfinite(value):
         return float(value)
     return None
-
-
-def format_param(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
 
 
 def group_runs(runs: list[RunData], keys: list[str]) -> list[ConfigGroup]:

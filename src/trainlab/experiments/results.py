@@ -66,13 +66,17 @@ def _row(trial: Any, continued: set[int]) -> RunRow:
     )
 
 
+def rows_of(study: Any) -> list[RunRow]:
+    """Every run of an opened study in trial order, lost attempts that were retried included."""
+    trials = study.get_trials(deepcopy=False)
+    continued = {t.user_attrs[s.RETRY_OF] for t in trials if s.RETRY_OF in t.user_attrs}
+    return [_row(trial, continued) for trial in trials]
+
+
 def study_runs(store: Store, name: str, *, include_retried: bool = False) -> list[RunRow]:
     """Every run of a study in trial order; lost attempts that were retried only on request."""
     study, _ = s.open_study(store, name)
-    trials = study.get_trials(deepcopy=False)
-    continued = {t.user_attrs[s.RETRY_OF] for t in trials if s.RETRY_OF in t.user_attrs}
-    rows = [_row(trial, continued) for trial in trials]
-    return [row for row in rows if include_retried or not row.retried]
+    return [row for row in rows_of(study) if include_retried or not row.retried]
 
 
 @dataclass
@@ -100,26 +104,28 @@ def count_states(rows: list[RunRow]) -> dict[str, int]:
     return counts
 
 
+def study_info(name: str, spec: s.StudySpec, rows: list[RunRow]) -> StudyInfo:
+    """Counts and the best single run of one study, from its rows (retried ones included)."""
+    values = [r.value for r in rows if r.value is not None and math.isfinite(r.value)]
+    best = None
+    if values:
+        best = min(values) if spec.direction == "minimize" else max(values)
+    planned = len(s.sweep_plan(spec)) if spec.kind == "sweep" else spec.trials
+    return StudyInfo(name, spec.kind, spec.metric, spec.direction, count_states(rows), best,
+                     planned)  # fmt: skip
+
+
 def list_studies(store: Store) -> list[StudyInfo]:
     import optuna
 
     infos = []
     for name in sorted(optuna.get_all_study_names(storage=store.storage)):
         try:
-            _study, spec = s.open_study(store, name)
+            study, spec = s.open_study(store, name)
         except StudyError:  # not made by trainlab (or its definition is missing): say so
             infos.append(StudyInfo(name, "?", "?", "?", {}, None, None))
             continue
-        rows = study_runs(store, name, include_retried=True)
-        values = [r.value for r in rows if r.value is not None and math.isfinite(r.value)]
-        best = None
-        if values:
-            best = min(values) if spec.direction == "minimize" else max(values)
-        planned = spec.trials if spec.kind == "tune" else None
-        if spec.kind == "sweep":
-            planned = len(s.sweep_plan(spec))
-        infos.append(StudyInfo(name, spec.kind, spec.metric, spec.direction, count_states(rows),
-                               best, planned))  # fmt: skip
+        infos.append(study_info(name, spec, rows_of(study)))
     return infos
 
 
@@ -157,10 +163,19 @@ class ConfigResult:
 
 def rank_configurations(store: Store, name: str) -> tuple[s.StudySpec, list[ConfigResult]]:
     """Completed runs grouped by configuration, best mean validation metric first."""
-    _, spec = s.open_study(store, name)
+    study, spec = s.open_study(store, name)
+    return spec, rank_rows(spec, rows_of(study))
+
+
+def rank_rows(spec: s.StudySpec, rows: list[RunRow]) -> list[ConfigResult]:
     groups: dict[str, ConfigResult] = {}
-    for row in study_runs(store, name):
-        if row.state != "COMPLETE" or row.value is None or not math.isfinite(row.value):
+    for row in rows:
+        if (
+            row.retried
+            or row.state != "COMPLETE"
+            or row.value is None
+            or not math.isfinite(row.value)
+        ):
             continue
         key = json.dumps(row.overrides, sort_keys=True)
         group = groups.setdefault(key, ConfigResult(row.overrides, [], {}, [], []))
@@ -171,5 +186,4 @@ def rank_configurations(store: Store, name: str) -> tuple[s.StudySpec, list[Conf
         for metric, value in row.test.items():
             if isinstance(value, (int, float)):
                 group.test.setdefault(metric, []).append(float(value))
-    ranked = sorted(groups.values(), key=lambda g: g.mean, reverse=spec.direction == "maximize")
-    return spec, ranked
+    return sorted(groups.values(), key=lambda g: g.mean, reverse=spec.direction == "maximize")

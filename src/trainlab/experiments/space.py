@@ -189,6 +189,15 @@ def load_space(path: str | Path) -> list[Axis]:
     return [parse_distribution(key, spec) for key, spec in _flatten(tree).items()]
 
 
+def format_param(value: Any) -> str:
+    """A configuration value as people write it: 0.003, 3e-05, adam, [32,16]."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
 def draw(axis: Axis, rng: np.random.Generator) -> Any:
     """One random value of ``axis`` in its parameter representation (for pre-drawn sweeps)."""
     from optuna.distributions import CategoricalDistribution, IntDistribution

@@ -312,12 +312,10 @@ def open_study(store: Store, name: str, *, worker_index: int = 0) -> tuple[Any, 
         raise StudyError(f"no study {name!r} in {store.display_url}; studies: {known}")
     study = optuna.load_study(study_name=name, storage=store.storage)
     spec = load_spec(study)
-    # A continued search must not replay the random start of the first invocation: the seed
-    # stream also depends on how many trials exist (a fresh study stays reproducible).
-    stream = worker_index + 1000 * len(study.get_trials(deepcopy=False))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # experimental-feature notices are not for users
-        study.sampler = make_sampler(spec, stream)
+        # A search reseeds per trial number (worker.execute); this one only starts the study.
+        study.sampler = make_sampler(spec, worker_index)
         study.pruner = make_pruner(spec)
     return study, spec
 

@@ -11,7 +11,7 @@ from trainlab.config import TrainConfig
 from trainlab.errors import StudyError
 from trainlab.experiments import study as s
 from trainlab.experiments.launch import LaunchOptions, run_workers
-from trainlab.experiments.results import ConfigResult, StudyInfo, list_studies, rank_configurations
+from trainlab.experiments.results import ConfigResult, StudyInfo, rank_rows, rows_of, study_info
 from trainlab.experiments.space import Axis, categorical, parse_distribution
 from trainlab.experiments.store import Store, open_store, resolve_storage_url
 
@@ -19,6 +19,8 @@ from trainlab.experiments.store import Store, open_store, resolve_storage_url
 RESERVED_KEYS = {
     "seed": "use --repeats N for seeds",
     "device": "it is where a worker runs (--device), not part of a study",
+    "data.root": "it is where a worker finds its data (--data-root, --offline)",
+    "data.download": "it is where a worker finds its data (--data-root, --offline)",
     "monitor": "use --metric",
     "mode": "use --metric",
     "out": "run folders are <runs>/<study>/trial-NNNN",
@@ -49,12 +51,9 @@ def as_base_config(config: TrainConfig | Mapping[str, Any] | str | Path | None) 
 def check_axis_keys(axes: Sequence[Axis]) -> None:
     seen: set[str] = set()
     for axis in axes:
-        root = axis.key.split(".")[0]
-        if axis.key in ("data.root", "data.download"):
-            raise StudyError(f"{axis.key} cannot be varied by a study: it is where a worker "
-                             "finds its data (--data-root, --offline)")  # fmt: skip
-        if axis.key in RESERVED_KEYS or root in RESERVED_KEYS:
-            raise StudyError(f"{axis.key} cannot be varied by a study: {RESERVED_KEYS[root]}")
+        reserved = next((k for k in (axis.key, axis.key.split(".")[0]) if k in RESERVED_KEYS), None)
+        if reserved is not None:
+            raise StudyError(f"{axis.key} cannot be varied by a study: {RESERVED_KEYS[reserved]}")
         if axis.key in seen:
             raise StudyError(f"{axis.key} is varied twice (in --grid and --sample?); give it once")
         seen.add(axis.key)
@@ -90,9 +89,21 @@ def base_runtime(config: TrainConfig, runtime: Mapping[str, Any] | None) -> dict
 
 
 def report(store: Store, name: str) -> StudyReport:
-    info = next(i for i in list_studies(store) if i.name == name)
-    _, ranked = rank_configurations(store, name)
-    return StudyReport(name, store.display_url, info, ranked)
+    """The study's counts and ranking, from one read of its trials."""
+    study, spec = s.open_study(store, name)
+    rows = rows_of(study)
+    return StudyReport(name, store.display_url, study_info(name, spec, rows),
+                       rank_rows(spec, rows))  # fmt: skip
+
+
+def launch(store: Store, spec: s.StudySpec, base: TrainConfig, *, runs_dir: str | Path,
+           workers: int, threads: int | None, runtime: Mapping[str, Any] | None,
+           echo: Callable[[str], None]) -> StudyReport:  # fmt: skip
+    """Run this machine's workers on a created study until it is done; its report."""
+    options = LaunchOptions(workers=workers, threads=threads, runs_dir=Path(runs_dir),
+                            runtime=base_runtime(base, runtime))  # fmt: skip
+    run_workers(store.url, spec.name, options, echo)
+    return report(store, spec.name)
 
 
 def sweep(
@@ -150,10 +161,8 @@ def sweep(
         f"study {spec.name}: {configurations} configuration(s) × {stored.repeats} seed(s) = "
         f"{len(planned)} runs, {added} newly planned; store {store.display_url}"
     )
-    options = LaunchOptions(workers=workers, threads=threads, runs_dir=Path(runs_dir),
-                            runtime=base_runtime(base, runtime))  # fmt: skip
-    run_workers(store.url, spec.name, options, echo)
-    return report(store, spec.name)
+    return launch(store, spec, base, runs_dir=runs_dir, workers=workers, threads=threads,
+                  runtime=runtime, echo=echo)  # fmt: skip
 
 
 def check_study_name(name: str) -> str:

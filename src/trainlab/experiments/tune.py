@@ -9,16 +9,14 @@ from typing import Any
 from trainlab.config import TrainConfig
 from trainlab.errors import StudyError
 from trainlab.experiments import study as s
-from trainlab.experiments.launch import LaunchOptions, run_workers
 from trainlab.experiments.space import Axis, load_space, parse_distribution
 from trainlab.experiments.store import open_store, resolve_storage_url
 from trainlab.experiments.sweep import (
     StudyReport,
     as_base_config,
-    base_runtime,
     check_axis_keys,
     check_study_name,
-    report,
+    launch,
 )
 
 
@@ -78,10 +76,8 @@ def tune(
         f"study {spec.name}: {spec.sampler} search of {len(axes)} parameter(s) for {trials} "
         f"trials, pruner {spec.pruner}, {spec.direction} {spec.metric}; store {store.display_url}"
     )
-    options = LaunchOptions(workers=workers, threads=threads, runs_dir=Path(runs_dir),
-                            runtime=base_runtime(base, runtime))  # fmt: skip
-    run_workers(store.url, spec.name, options, echo)
-    return report(store, spec.name)
+    return launch(store, spec, base, runs_dir=runs_dir, workers=workers, threads=threads,
+                  runtime=runtime, echo=echo)  # fmt: skip
 
 
 def check_space_fits(spec: s.StudySpec) -> None:
