@@ -268,3 +268,35 @@ def test_resume_keeps_the_original_environment_and_may_change_the_device_only(
     )
     assert result.status == "completed"
     assert (tmp_path / "b" / "environment.json").read_text() == environment
+
+
+def test_balanced_class_weights_are_inverse_frequencies():
+    from trainlab.training import balanced_class_weights
+
+    weights = balanced_class_weights(torch.tensor([0, 0, 0, 1]), num_classes=3)
+    assert torch.allclose(weights, torch.tensor([4 / 9, 4 / 3, 0.0]))  # class 2 never seen
+    assert torch.isclose(weights[0] * 3, weights[1] * 1)  # each seen class weighs the same
+
+
+def test_class_weighted_loss_changes_training_and_is_recorded(tiny_config, tmp_path):
+    from trainlab.data import load_dataset
+
+    # Imbalanced on purpose: 200 images of class 0, 20 of each other class (a stratified
+    # subsample of MNIST would give every class the same count, and weights of exactly 1).
+    split = load_dataset("mnist-5k").test
+    keep = torch.cat([torch.nonzero(split.labels == c)[: 200 if c == 0 else 20, 0]
+                      for c in range(10)])  # fmt: skip
+    images, labels = split.images[keep][:, 0].numpy(), split.labels[keep].numpy()
+    np.savez(tmp_path / "skewed.npz", x_train=images, y_train=labels, x_test=images[::5],
+             y_test=labels[::5])  # fmt: skip
+    skewed = {"data__dataset": str(tmp_path / "skewed.npz"), "data__train_size": None}
+    runs = {
+        w: trainlab.train(
+            tiny_config(deterministic=True, class_weights=w, out=str(tmp_path / w), **skewed)
+        )
+        for w in ("none", "balanced")
+    }
+    plain, balanced = (runs[w].history[0]["train_loss"] for w in ("none", "balanced"))
+    assert plain != pytest.approx(balanced)  # the weights reached the loss
+    saved = yaml.safe_load((tmp_path / "balanced" / "config.yaml").read_text())
+    assert saved["class_weights"] == "balanced"

@@ -117,6 +117,7 @@ def flag_overrides(**flags: Any) -> list[str]:
         "mode": "mode",
         "data_kind": "data.kind",
         "label_smoothing": "label_smoothing",
+        "class_weights": "class_weights",
         "ema": "ema_decay",
         "seed": "seed",
         "device": "device",
@@ -259,6 +260,10 @@ def train(
         ),
     ] = None,
     label_smoothing: Annotated[float | None, typer.Option(help="label smoothing (0 = off)")] = None,
+    class_weights: Annotated[
+        str | None,
+        typer.Option(help="balanced: weight the loss by inverse class frequency (imbalanced data)"),
+    ] = None,
     ema: Annotated[float | None, typer.Option(help="EMA decay of the weights, e.g. 0.999")] = None,
     budget: Annotated[
         float | None, typer.Option(help="wall-clock budget in seconds; the schedule fits it")

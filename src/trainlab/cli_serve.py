@@ -11,21 +11,52 @@ from typing import Annotated
 import typer
 
 from trainlab.cli import app, console, user_errors
+from trainlab.cli_studies import RunsDirOption, StorageOption
 from trainlab.errors import TrainlabError
+
+
+def resolve_model(model: Path | None, study: str | None, storage: str | None,
+                  runs_dir: Path) -> Path:  # fmt: skip
+    """The folder or file to serve: MODEL as given, or the best run of STUDY."""
+    if (model is None) == (study is None):
+        raise TrainlabError("give a run/checkpoint folder or .onnx file, or --study NAME "
+                            "(one of them)")  # fmt: skip
+    if study is not None:
+        from trainlab.experiments import best_run, open_store, resolve_storage_url
+
+        store = open_store(resolve_storage_url(storage, runs_dir), create=False)
+        row = best_run(store, study)
+        model = Path(row.run_dir or "")
+        console.print(f"best run of {study}: trial {row.number}, value {row.value:.4g}, {model}",
+                      highlight=False, markup=False, soft_wrap=True)  # fmt: skip
+        if not model.exists():
+            raise TrainlabError(f"the best run's folder {model} is not on this machine "
+                                f"(recorded by host {row.host}); copy it here or serve it there")  # fmt: skip
+    assert model is not None
+    if not model.exists():
+        raise TrainlabError(f"no such run or checkpoint folder: {model}")
+    return model
 
 
 @app.command(
     epilog=(
         "**Examples**\n\n"
         "* `trainlab serve runs/k1 --port 8000`\n\n"
+        "* `trainlab serve --study lr-study` — the best run of a study\n\n"
+        "* `trainlab serve runs/k1/model.onnx` — an exported model, with onnxruntime\n\n"
         "* `curl -F file=@digit.png localhost:8000/predict`\n\n"
         "* `curl -F files=@a.png -F files=@b.png localhost:8000/predict_batch`\n\n"
-        "* API docs at http://localhost:8000/docs"
+        "* drawing page at http://localhost:8000/, API docs at http://localhost:8000/docs"
     )
 )
 @user_errors
 def serve(
-    model: Annotated[Path, typer.Argument(help="run folder or checkpoint folder")],
+    model: Annotated[
+        Path | None, typer.Argument(help="run folder, checkpoint folder or exported .onnx file")
+    ] = None,
+    study: Annotated[str | None, typer.Option(help="serve the best run of this study")] = None,
+    storage: StorageOption = None,
+    runs_dir: RunsDirOption = Path("runs"),
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="port")] = 8000,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1")] = "auto",
@@ -42,9 +73,7 @@ def serve(
     from trainlab.serve.app import ServeSettings, create_app
     from trainlab.serve.model import ServedModel
 
-    if not model.exists():
-        raise TrainlabError(f"no such run or checkpoint folder: {model}")
-    served = ServedModel.load(model, device=device)
+    served = ServedModel.load(resolve_model(model, study, storage, runs_dir), device=device)
     settings = ServeSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                              max_files=max_files, max_batch=max_batch,
                              max_delay_ms=max_delay_ms)  # fmt: skip
@@ -97,22 +126,25 @@ def predict(
     epilog=(
         "**Examples**\n\n"
         "* `trainlab export runs/k1 --format onnx` — writes runs/k1/model.onnx\n\n"
-        "* `trainlab serve runs/k1/model.onnx` — serve it with onnxruntime"
+        "* `trainlab serve runs/k1/model.onnx` — serve it with onnxruntime\n\n"
+        "* `trainlab export runs/k1 --format torchscript` — runs/k1/model.pt for LibTorch (C++)"
     )
 )
 @user_errors
 def export(
     model: Annotated[Path, typer.Argument(help="run folder or checkpoint folder")],
-    format_: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
-    out: Annotated[Path | None, typer.Option(help="output file (default MODEL/model.onnx)")] = None,
+    format_: Annotated[str, typer.Option("--format", help="onnx or torchscript")] = "onnx",
+    out: Annotated[
+        Path | None, typer.Option(help="output file (default MODEL/model.onnx or model.pt)")
+    ] = None,
 ) -> None:
-    """Export a checkpoint (weights, preprocessing and class names in one file)."""
-    from trainlab.serve.export import export_onnx
+    """Export a checkpoint (weights, preprocessing and class names in one file); uint8 images in,
+    normalisation inside, logits and penultimate features out."""
+    from trainlab.serve.export import export_model
 
-    if format_ != "onnx":
-        raise TrainlabError(f"unknown export format {format_!r}; available: onnx")
     if not model.exists():
         raise TrainlabError(f"no such run or checkpoint folder: {model}")
-    path = export_onnx(model, out or model / "model.onnx")
-    console.print(f"wrote {path}; serve it with `trainlab serve {path}`", highlight=False,
-                  soft_wrap=True)  # fmt: skip
+    path = export_model(model, format_, out)
+    hint = (f"serve it with `trainlab serve {path}`" if format_ == "onnx" else
+            "load it with torch.jit.load (LibTorch in C++); trainlab serve takes the run folder")  # fmt: skip
+    console.print(f"wrote {path}; {hint}", highlight=False, soft_wrap=True)

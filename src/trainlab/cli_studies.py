@@ -164,6 +164,8 @@ def print_study_end(report: Any) -> None:
         "**Examples**\n\n"
         "* `trainlab sweep --study lr-study --dataset mnist-5k --model cnn "
         "--grid optim.lr=5e-4,1e-4,5e-5 --grid data.batch_size=8,16,32 --repeats 3`\n\n"
+        "* `trainlab sweep --study lr-cv --grid optim.lr=1e-3,1e-4 --cv 5` — 5-fold "
+        "cross-validation\n\n"
         "* `trainlab sweep --study optimizers --config examples/base.yaml "
         "--grid optim.name=adam,adagrad,rmsprop,sgd,momentum --workers 2`\n\n"
         "* `trainlab sweep --study random-lr --sample optim.lr=loguniform:1e-5:1e-2 "
@@ -187,6 +189,11 @@ def sweep(
     ] = None,
     samples: Annotated[int, typer.Option(min=1, help="random draws of the --sample keys")] = 10,
     repeats: Annotated[int, typer.Option(min=1, help="seeds per configuration")] = 1,
+    cv: Annotated[
+        int,
+        typer.Option(min=0, help="k-fold cross-validation: K runs per seed, each validating on "
+                     "one fold of the training data (0 = off)"),
+    ] = 0,
     metric: MetricOption = None,
     seed: Annotated[int | None, typer.Option(help="first seed (default: the config's)")] = None,
     config: ConfigOption = None,
@@ -210,7 +217,7 @@ def sweep(
     try:
         report = run_sweep(
             study, base, grid=parse_grid(grid or []), sample=parse_samples(sample or []),
-            samples=samples, repeats=repeats, metric=metric, seed=seed, storage=storage,
+            samples=samples, repeats=repeats, cv=cv, metric=metric, seed=seed, storage=storage,
             runs_dir=runs_dir, workers=workers, threads=threads,
             runtime=runtime_options(device, data_root, offline), echo=echo,
         )  # fmt: skip
@@ -351,7 +358,8 @@ def runs(
         return
     keys = [axis.key for axis in spec.all_axes()]
     metric = spec.metric.split(".", 1)[1]
-    headers = ["#", "status", *keys, "seed", "epoch", spec.metric, f"test.{metric}",
+    folds = ["fold"] if spec.cv else []
+    headers = ["#", "status", *keys, "seed", *folds, "epoch", spec.metric, f"test.{metric}",
                "seconds", "run folder / reason"]  # fmt: skip
     lines = []
     for row in rows:
@@ -361,7 +369,8 @@ def runs(
             where = row.reason if not row.run_dir else f"{row.reason} — {row.run_dir}"
         seconds = "-" if row.seconds is None else f"{row.seconds:.1f}"
         lines.append([str(row.number), status, *(fmt_param(row.overrides.get(k)) for k in keys),
-                      fmt_value(row.seed), fmt_value(row.best_epoch),
+                      fmt_value(row.seed), *(fmt_value(row.fold) for _ in folds),
+                      fmt_value(row.best_epoch),
                       fmt_value(row.val.get(metric)), fmt_value(row.test.get(metric)),
                       seconds, where])  # fmt: skip
     print_columns(headers, lines)

@@ -67,6 +67,14 @@ class DataConfig(_Strict):
     val_fraction: float = Field(0.1, gt=0, lt=1, description="validation share of training data")
     val_size: int | None = Field(None, gt=0, description="validation size; overrides val_fraction")
     split_seed: int = Field(0, description="seed of the train/val split (fixed across run seeds)")
+    folds: int | None = Field(
+        None,
+        ge=2,
+        le=100,
+        description="k-fold cross-validation: validate on fold `fold` of a stratified k-way "
+        "partition of the training data (replaces val_fraction); sweeps set it with --cv K",
+    )
+    fold: int = Field(0, ge=0, description="which fold validates when `folds` is set")
     train_fraction: float | None = Field(
         None, gt=0, le=1, description="stratified subsample of train"
     )
@@ -81,6 +89,12 @@ class DataConfig(_Strict):
     def _one_subsample(self) -> DataConfig:
         if self.train_fraction is not None and self.train_size is not None:
             raise ValueError("give train_fraction or train_size, not both")
+        if self.folds is not None and self.val_size is not None:
+            raise ValueError("give folds (k-fold validation) or val_size, not both")
+        if self.folds is not None and self.fold >= self.folds:
+            raise ValueError(
+                f"fold {self.fold} does not exist with {self.folds} folds (0..{self.folds - 1})"
+            )
         return self
 
 
@@ -156,6 +170,11 @@ class TrainConfig(_Strict):
         description="NHWC memory layout; auto = on for convolutional models (faster on CPU and GPU)",
     )
     label_smoothing: float = Field(0.1, ge=0, lt=1)
+    class_weights: Literal["none", "balanced"] = Field(
+        "none",
+        description="balanced: weight the training loss of each class by n / (classes × count) "
+        "on the training split, for imbalanced data such as K49; validation loss is unweighted",
+    )
     ema_decay: float | None = Field(None, gt=0, lt=1, description="EMA of weights, e.g. 0.999")
     out: str | None = Field(
         None, description="run folder; default runs/<timestamp>-<dataset>-<model>"

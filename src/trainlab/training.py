@@ -34,6 +34,7 @@ from trainlab.data import (
     ImageSplit,
     carve_validation,
     channel_stats,
+    kfold_validation,
     load_dataset,
     resolve_augment,
     subsample,
@@ -102,6 +103,14 @@ class PreparedData:
     std: list[float]
 
 
+def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``n / (classes × count)`` per class (scikit-learn's "balanced"): every class then adds
+    the same total weight to the loss. A class absent from the training split gets weight 0."""
+    counts = torch.bincount(labels.long(), minlength=num_classes).float()
+    weights = len(labels) / (num_classes * counts.clamp(min=1))
+    return torch.where(counts > 0, weights, torch.zeros_like(weights))
+
+
 # -- devices and seeds -----------------------------------------------------------------------
 
 
@@ -165,9 +174,13 @@ def prepare_data(config: TrainConfig, device: torch.device) -> PreparedData:
     bundle = load_dataset(data.dataset, root=data.root, download=data.download)
     if data.kind is not None:
         bundle.kind = data.kind
-    train, val = carve_validation(
-        bundle.train, fraction=data.val_fraction, size=data.val_size, seed=data.split_seed
-    )
+    if data.folds is not None:
+        train, val = kfold_validation(bundle.train, folds=data.folds, fold=data.fold,
+                                      seed=data.split_seed)  # fmt: skip
+    else:
+        train, val = carve_validation(
+            bundle.train, fraction=data.val_fraction, size=data.val_size, seed=data.split_seed
+        )
     if data.train_fraction is not None or data.train_size is not None:
         train = subsample(
             train, fraction=data.train_fraction, size=data.train_size, seed=data.split_seed
@@ -412,6 +425,9 @@ def train(
             RunRecorder(run_dir, preprocessing=preprocessing, class_names=bundle.class_names)
         )
 
+    class_weights = None
+    if config.class_weights == "balanced":
+        class_weights = balanced_class_weights(prepared.train.labels, bundle.num_classes)
     trainer = Trainer(
         model,
         optimizer,
@@ -424,6 +440,7 @@ def train(
         monitor=config.monitor,
         mode=config.resolved_mode(),
         label_smoothing=config.label_smoothing,
+        class_weights=class_weights,
         grad_clip=config.optim.grad_clip,
         amp_dtype=amp_dtype,
         ema_decay=config.ema_decay,

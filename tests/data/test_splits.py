@@ -133,3 +133,41 @@ def test_subsamples_of_growing_size_are_nested_for_one_seed():
     sizes = (20, 50, 100)
     picked = [set(subsample(split, size=n, seed=4).images.flatten().tolist()) for n in sizes]
     assert picked[0] <= picked[1] <= picked[2]
+
+
+def test_k_folds_partition_the_data_and_stay_stratified():
+    from trainlab.data.splits import kfold_validation
+
+    labels = labels_with([23, 11, 6])
+    split = split_of(labels)
+    vals = []
+    for fold in range(5):
+        train, val = kfold_validation(split, folds=5, fold=fold, seed=3)
+        train_ids, val_ids = train.images.flatten().long(), val.images.flatten().long()
+        assert len(set(train_ids.tolist()) & set(val_ids.tolist())) == 0
+        assert len(train) + len(val) == len(split)
+        vals.append(val_ids)
+        counts = per_class(labels, val_ids, 3)
+        assert all(abs(c - n / 5) < 1 for c, n in zip(counts, [23, 11, 6], strict=True))
+    every = torch.cat(vals).sort().values
+    assert torch.equal(every, torch.arange(len(labels)))  # each sample validates exactly once
+    sizes = sorted(len(v) for v in vals)
+    assert sizes[-1] - sizes[0] <= 1
+    again, _ = kfold_validation(split, folds=5, fold=2, seed=3)
+    other, _ = kfold_validation(split, folds=5, fold=2, seed=4)
+    assert torch.equal(again.images, kfold_validation(split, folds=5, fold=2, seed=3)[0].images)
+    assert not torch.equal(again.images, other.images)
+
+
+def test_k_fold_mistakes_are_clear():
+    from trainlab.config import ConfigError, build_config
+    from trainlab.data.splits import kfold_validation
+
+    with pytest.raises(DataError, match="fold 5 does not exist"):
+        kfold_validation(split_of(labels_with([5, 5])), folds=5, fold=5, seed=0)
+    with pytest.raises(DataError, match="at least 5 samples"):
+        kfold_validation(split_of(labels_with([2, 2])), folds=5, fold=0, seed=0)
+    with pytest.raises(ConfigError, match="not both"):
+        build_config({"data": {"folds": 5, "val_size": 100}})
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_config({"data": {"folds": 3, "fold": 3}})

@@ -249,3 +249,38 @@ def test_a_study_created_but_never_defined_is_adopted(tmp_path, study_base):
     optuna.create_study(study_name="grid", storage=open_store(url).storage)  # killed right after
     report = run_sweep(url, tmp_path, study_base, grid={"optim.lr": [1e-3]})
     assert report.info.counts["completed"] == 1
+
+
+def test_cross_validation_runs_every_fold_and_averages_over_them(tmp_path, study_base):
+    from trainlab.runs.record import read_run_config
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    base = {**study_base, "data": {**study_base["data"], "val_size": None}}
+    lines: list[str] = []
+    report = run_sweep(url, tmp_path, base, lines, grid={"optim.lr": [3e-3, 3e-5]}, cv=3)
+    assert "2 configuration(s) × 1 seed(s) × 3 folds = 6 runs" in lines[0]
+    rows = study_runs(open_store(url), "grid")
+    assert len(rows) == 6 and all(r.state == "COMPLETE" for r in rows)
+    configs = [read_run_config(r.run_dir) for r in rows]
+    assert sorted((c.optim.lr, c.data.fold) for c in configs) == sorted(
+        (lr, fold) for lr in (3e-3, 3e-5) for fold in range(3))  # fmt: skip
+    assert {c.data.folds for c in configs} == {3} and [r.fold for r in rows] == [0, 0, 1, 1, 2, 2]
+    assert all(r.overrides.keys() == {"optim.lr"} for r in rows)  # the fold is not a configuration
+    assert [g.n for g in report.ranked] == [3, 3]
+    assert run_sweep(url, tmp_path, base, grid={"optim.lr": [3e-3, 3e-5]}, cv=3).info.counts[
+        "completed"] == 6  # fmt: skip  # the same command again runs nothing new
+    with pytest.raises(StudyError, match="use --cv K"):
+        run_sweep(url, tmp_path, base, grid={"data.fold": [0, 1]})
+    with pytest.raises(StudyError, match=r"drop data\.val_size"):
+        run_sweep(url, tmp_path, study_base, grid={"optim.lr": [1e-3]}, cv=3)
+
+
+def test_the_report_says_the_mean_is_over_folds(tmp_path, study_base):
+    from trainlab.analysis.collect import collect_study
+    from trainlab.analysis.report import write_report
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    base = {**study_base, "data": {**study_base["data"], "val_size": None}, "epochs": 1}
+    run_sweep(url, tmp_path, base, grid={"optim.lr": [3e-3]}, cv=2)
+    files = write_report(collect_study(open_store(url), "grid"), tmp_path / "report")
+    assert "2-fold cross-validation" in files.main.read_text()

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 
+from live import chromium_path
 from trainlab.analysis.collect import collect_study
 from trainlab.analysis.report import write_report
 from trainlab.experiments import open_store, sweep
 
 pytestmark = pytest.mark.integration
-
-
-def chromium_path() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if os.environ.get("TRAINLAB_REQUIRE_BROWSER"):
-            pytest.fail("headless Chromium is required here but `chromium` was not found")
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    return path
 
 
 def test_the_html_report_shows_every_figure_in_chromium(tmp_path, study_base):

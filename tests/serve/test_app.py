@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import io
-import threading
-import time
 
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 
+from live import png, uvicorn_thread
 from trainlab.serve.app import ServeSettings, create_app
 from trainlab.serve.model import ServedModel
 
 pytestmark = pytest.mark.integration
-
-
-def png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -37,25 +28,10 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(run_dir):
-    import uvicorn
-
-    from postgres_server import free_port
-
     served = ServedModel.load(run_dir, device="cpu")
     settings = ServeSettings(max_upload_bytes=200_000, max_files=8, max_delay_ms=20)
-    port = free_port()
-    config = uvicorn.Config(create_app(served, settings), host="127.0.0.1", port=port,
-                            log_level="warning")  # fmt: skip
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert uv.started
-    yield f"http://127.0.0.1:{port}", served
-    uv.should_exit = True
-    thread.join(timeout=10)
+    with uvicorn_thread(create_app(served, settings)) as url:
+        yield url, served
 
 
 @pytest.fixture(scope="module")

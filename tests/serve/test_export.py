@@ -1,18 +1,15 @@
-"""ONNX export: same predictions as the checkpoint, served by onnxruntime under uvicorn."""
+"""Export: ONNX and TorchScript give the checkpoint's predictions; ONNX is served by onnxruntime
+under uvicorn; the server refuses files it would have to unpickle."""
 
 from __future__ import annotations
-
-import io
-import threading
-import time
 
 import httpx
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from trainlab.serve.export import OnnxServedModel, export_onnx
+from live import png, uvicorn_thread
+from trainlab.serve.export import OnnxServedModel, export_model, export_onnx
 from trainlab.serve.model import ServedModel
 
 
@@ -44,31 +41,15 @@ def test_onnx_gives_the_checkpoints_predictions(exported):
 
 @pytest.mark.integration
 def test_an_onnx_model_behind_the_api(exported):
-    import uvicorn
-
-    from postgres_server import free_port
     from trainlab.serve.app import create_app
 
     _, onnx_path = exported
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(ServedModel.load(onnx_path)), host="127.0.0.1",
-                                           port=port, log_level="warning"))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        buffer = io.BytesIO()
-        Image.fromarray(np.zeros((28, 28), np.uint8)).save(buffer, format="PNG")
+    with uvicorn_thread(create_app(ServedModel.load(onnx_path))) as url:
         response = httpx.post(
-            f"http://127.0.0.1:{port}/predict", files={"file": ("z.png", buffer.getvalue())}
+            f"{url}/predict", files={"file": ("z.png", png(np.zeros((28, 28), np.uint8)))}
         )
         assert response.status_code == 200 and len(response.json()["predictions"]) == 5
-        assert httpx.get(f"http://127.0.0.1:{port}/model").json()["format"] == "onnx"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        assert httpx.get(f"{url}/model").json()["format"] == "onnx"
 
 
 def test_export_cli_and_bad_files(exported, tmp_path):
@@ -85,3 +66,36 @@ def test_export_cli_and_bad_files(exported, tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(TrainlabError, match="cannot load"):
         OnnxServedModel(tmp_path / "junk.onnx")
+
+
+def test_torchscript_gives_the_checkpoints_predictions_and_carries_its_metadata(exported, tmp_path):
+    import json
+    import warnings
+
+    from trainlab.data import load_dataset
+
+    run_dir, _ = exported
+    path = export_model(run_dir, "torchscript", tmp_path / "model.pt")
+    extra = {"trainlab.json": ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.load(str(path), _extra_files=extra)  # our own file, in a test
+    meta = json.loads(extra["trainlab.json"])
+    original = ServedModel.load(run_dir, device="cpu")
+    assert meta["class_names"] == original.class_names
+    assert meta["preprocessing"] == original.preprocessing
+    images = load_dataset("mnist-5k").test.images[:33]  # another batch size than the trace's
+    logits, features = scripted(images)
+    assert torch.allclose(logits.softmax(1), original.probabilities(images), atol=1e-5)
+    assert torch.allclose(features, original.embeddings(images), atol=1e-4)
+
+
+def test_default_export_paths_and_refusals(exported, tmp_path):
+    from trainlab.errors import TrainlabError
+
+    run_dir, onnx_path = exported
+    assert export_model(run_dir, "torchscript") == run_dir / "model.pt"
+    with pytest.raises(TrainlabError, match="not servable"):
+        ServedModel.load(run_dir / "model.pt")  # TorchScript archives are unpickled: never served
+    with pytest.raises(TrainlabError, match="already exported"):
+        export_model(onnx_path, "torchscript")

@@ -70,6 +70,7 @@ class StudyData:
     store: str = ""  # where it came from, for the header
     study: Any = field(default=None, repr=False)  # the Optuna study (searches: importances)
     dataset: str | None = None
+    cv: int = 0  # sweeps with k-fold cross-validation: the number of folds
 
     @property
     def completed(self) -> list[RunData]:
@@ -100,7 +101,7 @@ def collect_study(store: Any, name: str) -> StudyData:
     return StudyData(name=name, kind=spec.kind, metric=spec.metric, direction=spec.direction,
                      keys=[axis.key for axis in spec.all_axes()], runs=runs,
                      store=store.display_url, study=study,
-                     dataset=spec.base.get("data", {}).get("dataset"))  # fmt: skip
+                     dataset=spec.base.get("data", {}).get("dataset"), cv=spec.cv)  # fmt: skip
 
 
 def collect_run(run_dir: str | Path) -> StudyData:

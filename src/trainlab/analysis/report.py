@@ -92,13 +92,17 @@ def _unfinished_table(data: StudyData) -> Table | None:
 # -- sections --------------------------------------------------------------------------------
 
 
-def results_section(doc: Document, table: ResultTable, folder: Path) -> Path:
+def results_section(doc: Document, table: ResultTable, folder: Path, cv: int = 0) -> Path:
     doc.add(Heading("Results"), Table(table.headers(), table.rows(), table.numeric()))
     headers, rows = table.csv()
     csv_path = folder / "results.csv"
     write_text_atomic(csv_path, table_csv(headers, rows))
+    over = "seeds"
+    if cv:
+        over = (f"seeds × {cv} folds ({cv}-fold cross-validation: each run validates on another "
+                "fold of the training data and trains on the rest; the test split is the same)")  # fmt: skip
     doc.add(Paragraph(
-        f"Each cell is mean ± sample standard deviation over seeds, with n the number of "
+        f"Each cell is mean ± sample standard deviation over {over}, with n the number of "
         f"completed runs; the metrics are those of each run's best validation epoch by "
         f"`{table.metric}`. The interval is the 95% t-interval of the mean of `{table.metric}`. "
         f"**vs. best**: {stats.TEST_DESCRIPTION} The same numbers, unrounded: `{csv_path.name}`."
@@ -344,7 +348,7 @@ def build_report(data: StudyData, folder: Path, *, balanced: bool | None = None,
     csv_path = None
     table = build_table(data, balanced=balanced)
     if table.groups:
-        csv_path = results_section(doc, table, folder)
+        csv_path = results_section(doc, table, folder, data.cv)
     else:
         doc.add(Note("No completed runs yet: nothing to tabulate."))
     unfinished = _unfinished_table(data)

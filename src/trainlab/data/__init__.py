@@ -5,7 +5,12 @@ from trainlab.data.batches import BatchLoader, channel_stats, normalize, normali
 from trainlab.data.preview import augment_grid, augment_preview_counts, save_augment_preview
 from trainlab.data.registry import DatasetInfo, list_datasets, load_dataset
 from trainlab.data.sources import data_root
-from trainlab.data.splits import carve_validation, stratified_indices, subsample
+from trainlab.data.splits import (
+    carve_validation,
+    kfold_validation,
+    stratified_indices,
+    subsample,
+)
 from trainlab.data.types import DataKind, DatasetBundle, ImageSplit
 
 __all__ = [
@@ -21,6 +26,7 @@ __all__ = [
     "channel_stats",
     "data_root",
     "default_augment",
+    "kfold_validation",
     "list_datasets",
     "load_dataset",
     "normalize",

@@ -61,6 +61,30 @@ def carve_validation(
     return split.subset(train), split.subset(val)
 
 
+def kfold_validation(
+    split: ImageSplit, *, folds: int, fold: int, seed: int
+) -> tuple[ImageSplit, ImageSplit]:
+    """``(train, val)`` where val is fold ``fold`` of a stratified ``folds``-way partition.
+
+    The partition depends only on the labels and ``seed``: the folds of one seed are disjoint
+    and together cover the data, so ``folds`` runs validate on every sample exactly once.
+    Each class is dealt round-robin after a seeded shuffle, continuing where the previous class
+    stopped, so fold sizes differ by at most one overall and per class.
+    """
+    if not 0 <= fold < folds:
+        raise DataError(f"fold {fold} does not exist with {folds} folds (0..{folds - 1})")
+    if len(split) < folds:
+        raise DataError(f"{folds}-fold validation needs at least {folds} samples, got {len(split)}")
+    labels = split.labels.reshape(-1)
+    _, inverse = torch.unique(labels, return_inverse=True)
+    shuffled = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    grouped = shuffled[torch.sort(inverse[shuffled], stable=True).indices]
+    in_fold = torch.arange(len(grouped)) % folds == fold
+    return split.subset(grouped[~in_fold].sort().values), split.subset(
+        grouped[in_fold].sort().values
+    )
+
+
 def subsample(
     split: ImageSplit, *, fraction: float | None = None, size: int | None = None, seed: int
 ) -> ImageSplit:

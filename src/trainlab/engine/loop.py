@@ -94,6 +94,7 @@ class Trainer:
         monitor: str = "val.loss",
         mode: Literal["min", "max"] = "min",
         label_smoothing: float = 0.0,
+        class_weights: torch.Tensor | None = None,
         grad_clip: float | None = None,
         amp_dtype: torch.dtype | None = None,
         ema_decay: float | None = None,
@@ -111,6 +112,7 @@ class Trainer:
         self.monitor = monitor
         self.mode = mode
         self.label_smoothing = label_smoothing
+        self.class_weights = class_weights
         self.grad_clip = grad_clip
         self.amp_dtype = amp_dtype
         self.generator = generator
@@ -305,7 +307,8 @@ class Trainer:
         self.schedule.update(self.fraction_done(), epoch_float)
         with self._autocast():
             logits = self.model(images)
-            loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
+            loss = F.cross_entropy(logits.float(), targets, weight=self.class_weights,
+                                   label_smoothing=self.label_smoothing)  # fmt: skip
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.grad_clip is not None:

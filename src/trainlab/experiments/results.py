@@ -25,6 +25,7 @@ class RunRow:
     overrides: dict[str, Any]
     seed: int | None
     repeat: int | None
+    fold: int | None  # k-fold cross-validation: the validation fold
     value: float | None  # the study metric at the best validation epoch
     best_epoch: int | None
     epochs_run: int | None
@@ -52,6 +53,7 @@ def _row(trial: Any, continued: set[int]) -> RunRow:
         overrides=attrs.get(s.OVERRIDES, {}),
         seed=attrs.get(s.SEED),
         repeat=attrs.get(s.REPEAT),
+        fold=attrs.get(s.FOLD),
         value=trial.value if state == "COMPLETE" else None,
         best_epoch=attrs.get(s.BEST_EPOCH),
         epochs_run=attrs.get(s.EPOCHS_RUN),
@@ -187,3 +189,19 @@ def rank_rows(spec: s.StudySpec, rows: list[RunRow]) -> list[ConfigResult]:
             if isinstance(value, (int, float)):
                 group.test.setdefault(metric, []).append(float(value))
     return sorted(groups.values(), key=lambda g: g.mean, reverse=spec.direction == "maximize")
+
+
+def best_run(store: Store, name: str) -> RunRow:
+    """The run to serve from a study: of the best configuration (by mean validation metric over
+    its repeats), the repeat with the best validation metric. Test metrics play no part."""
+    study, spec = s.open_study(store, name)
+    rows = rows_of(study)
+    ranked = rank_rows(spec, rows)
+    if not ranked:
+        raise StudyError(f"study {name!r} has no completed run yet; see `trainlab runs {name}`")
+    numbers = set(ranked[0].numbers)
+    candidates = [row for row in rows if row.number in numbers and row.run_dir]
+    if not candidates:
+        raise StudyError(f"the best runs of study {name!r} have no run folder recorded")
+    pick = max if spec.direction == "maximize" else min
+    return pick(candidates, key=lambda row: row.value)  # type: ignore[arg-type, return-value]

@@ -28,6 +28,7 @@ SPEC_ATTR = "trainlab.spec"
 KEY = "trainlab.key"  # identity of a planned sweep entry: configuration + repeat
 REPEAT = "trainlab.repeat"
 SEED = "trainlab.seed"
+FOLD = "trainlab.fold"  # k-fold cross-validation: which fold validates (not part of the config)
 OVERRIDES = "trainlab.overrides"  # the configuration: dotted key -> config value (no seed)
 RUN_NAME = "trainlab.run_name"  # run folder name inside <runs>/<study>/
 RETRY_OF = "trainlab.retry_of"  # number of the lost attempt this trial continues
@@ -102,6 +103,7 @@ class StudySpec:
     sampled: list[Axis] = field(default_factory=list)  # sweep: randomly sampled axes
     samples: int = 1  # sweep: random draws of the sampled axes
     repeats: int = 1  # sweep: seeds per configuration
+    cv: int = 0  # sweep: k-fold cross-validation, K runs per configuration and seed (0 = off)
     seed: int = 0  # draws of a random sweep, sampler seed of a search
     trials: int = 0  # tune: total trials
     sampler: str = "tpe"
@@ -118,7 +120,7 @@ class StudySpec:
         return {"kind": self.kind, "base": self.base, "metric": self.metric,
                 "axes": [a.to_dict() for a in self.axes],
                 "sampled": [a.to_dict() for a in self.sampled], "samples": self.samples,
-                "repeats": self.repeats, "seed": self.seed, "trials": self.trials,
+                "repeats": self.repeats, "cv": self.cv, "seed": self.seed, "trials": self.trials,
                 "sampler": self.sampler, "pruner": self.pruner,
                 "trainlab_version": trainlab.__version__}  # fmt: skip
 
@@ -133,6 +135,7 @@ class StudySpec:
             sampled=[Axis.from_dict(a) for a in data.get("sampled", [])],
             samples=data.get("samples", 1),
             repeats=data.get("repeats", 1),
+            cv=data.get("cv", 0),
             seed=data.get("seed", 0),
             trials=data.get("trials", 0),
             sampler=data.get("sampler", "tpe"),
@@ -142,18 +145,25 @@ class StudySpec:
     def identity(self) -> dict[str, Any]:
         """What a second command must agree on to join this study (counts may grow)."""
         data = self.to_json()
-        return {key: data[key] for key in ("kind", "base", "metric", "axes", "sampled", "seed")}
+        return {
+            key: data[key] for key in ("kind", "base", "metric", "axes", "sampled", "seed", "cv")
+        }
 
     # -- configurations ------------------------------------------------------------------
 
     def trial_config(
-        self, overrides: dict[str, Any], seed: int, runtime: dict[str, Any] | None = None
+        self,
+        overrides: dict[str, Any],
+        seed: int,
+        runtime: dict[str, Any] | None = None,
+        fold: int | None = None,
     ) -> TrainConfig:
-        """Base config + this trial's values (+ this machine's runtime keys); the monitor is the
-        study metric, so the epoch kept, the value recorded and the objective all mean the
-        same "best"."""
+        """Base config + this trial's values (+ its cross-validation fold, + this machine's
+        runtime keys); the monitor is the study metric, so the epoch kept, the value recorded
+        and the objective all mean the same "best"."""
         tree = json.loads(json.dumps(self.base))
-        for key, value in {**overrides, **(runtime or {})}.items():
+        fold_key = {} if fold is None else {"data.fold": fold}
+        for key, value in {**overrides, **fold_key, **(runtime or {})}.items():
             set_dotted(tree, key, value)
         tree.update(seed=seed, monitor=self.metric, mode="auto", progress=False)
         return build_config(tree)
@@ -173,16 +183,21 @@ class PlanEntry:
     overrides: dict[str, Any]  # config values
     repeat: int
     seed: int
+    fold: int | None = None  # with cross-validation: the validation fold
 
 
-def entry_key(params: dict[str, Any], repeat: int) -> str:
-    text = json.dumps({"params": params, "repeat": repeat}, sort_keys=True)
+def entry_key(params: dict[str, Any], repeat: int, fold: int | None = None) -> str:
+    identity: dict[str, Any] = {"params": params, "repeat": repeat}
+    if fold is not None:  # absent without cross-validation: older studies keep their keys
+        identity["fold"] = fold
+    text = json.dumps(identity, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def sweep_plan(spec: StudySpec) -> list[PlanEntry]:
-    """Every (configuration, repeat) of a sweep, repeat-major: the first full table of all
-    configurations arrives before the second seed of any of them."""
+    """Every (configuration, repeat[, fold]) of a sweep, repeat-major: the first full table of
+    all configurations arrives before the second seed (or fold) of any of them. With ``cv`` K,
+    each seed runs once per fold; the folds of one seed share that seed."""
     grid_choices = [axis.distribution.choices for axis in spec.axes]
     grid_points = [dict(zip([a.key for a in spec.axes], point, strict=True))
                    for point in itertools.product(*grid_choices)]  # fmt: skip
@@ -193,13 +208,14 @@ def sweep_plan(spec: StudySpec) -> list[PlanEntry]:
     axes = {axis.key: axis for axis in spec.all_axes()}
     base_seed = spec.seed  # the first seed; repeats count up from it
     entries = []
-    for repeat in range(spec.repeats):
+    folds: list[int | None] = list(range(spec.cv)) if spec.cv else [None]
+    for repeat, fold in itertools.product(range(spec.repeats), folds):
         for grid_point in grid_points:
             for sample_point in sample_points:
                 params = {**grid_point, **sample_point}
                 overrides = {key: axes[key].to_config(value) for key, value in params.items()}
-                entries.append(PlanEntry(entry_key(params, repeat), params, overrides, repeat,
-                                         base_seed + repeat))  # fmt: skip
+                entries.append(PlanEntry(entry_key(params, repeat, fold), params, overrides,
+                                         repeat, base_seed + repeat, fold))  # fmt: skip
     return entries
 
 
@@ -214,7 +230,7 @@ def validate_plan(spec: StudySpec, entries: list[PlanEntry]) -> None:
             continue
         seen.add(text)
         try:
-            config = spec.trial_config(entry.overrides, entry.seed)
+            config = spec.trial_config(entry.overrides, entry.seed, fold=entry.fold)
             get_model_info(config.model.name)
             check_dataset(config.data.dataset)
         except trainlab.TrainlabError as error:
@@ -391,6 +407,7 @@ def enqueue_plan(store: Store, study: Any, entries: list[PlanEntry]) -> int:
                 REPEAT: entry.repeat,
                 SEED: entry.seed,
                 OVERRIDES: entry.overrides,
+                **({} if entry.fold is None else {FOLD: entry.fold}),
             },
         )
         store.storage.create_new_trial(study_id, template_trial=template)

@@ -25,6 +25,8 @@ RESERVED_KEYS = {
     "mode": "use --metric",
     "out": "run folders are <runs>/<study>/trial-NNNN",
     "progress": "workers print one line per run",
+    "data.folds": "use --cv K for k-fold cross-validation",
+    "data.fold": "use --cv K: every fold runs",
 }
 
 
@@ -114,6 +116,7 @@ def sweep(
     sample: Mapping[str, Any] | Sequence[Axis] | None = None,
     samples: int = 1,
     repeats: int = 1,
+    cv: int = 0,
     metric: str | None = None,
     seed: int | None = None,
     storage: str | None = None,
@@ -125,7 +128,9 @@ def sweep(
 ) -> StudyReport:
     """Run every configuration of ``grid`` × ``samples`` random draws of ``sample``, each
     ``repeats`` times with seeds ``seed, seed+1, ...``; returns the study ranked by the mean
-    validation ``metric`` (default: the config's monitor).
+    validation ``metric`` (default: the config's monitor). ``cv=K`` runs each of those K times,
+    validating on each fold of a stratified K-fold partition of the training data in turn; the
+    mean is then over seeds × folds.
 
     The same call again continues the study: finished runs are kept, lost ones resumed, and
     only missing ones run. ``grid={"optim.lr": [1e-3, 1e-4]}``;
@@ -137,6 +142,12 @@ def sweep(
     check_axis_keys([*axes, *sampled])
     if repeats < 1 or samples < 1:
         raise StudyError("--repeats and --samples must be at least 1")
+    if cv:
+        if cv < 2:
+            raise StudyError("--cv K needs K >= 2 folds (0 = a single validation split)")
+        if base.data.val_size is not None:
+            raise StudyError("--cv K validates on each fold in turn; drop data.val_size")
+        base = base.model_copy(update={"data": base.data.model_copy(update={"folds": cv})})
     spec = s.StudySpec(
         name=check_study_name(study),
         kind="sweep",
@@ -146,6 +157,7 @@ def sweep(
         sampled=sampled,
         samples=samples if sampled else 1,
         repeats=repeats,
+        cv=cv,
         seed=base.seed if seed is None else seed,
     )
     entries = s.sweep_plan(spec)
@@ -156,10 +168,11 @@ def sweep(
     planned = s.sweep_plan(stored)
     with store.lock(spec.name):
         added = s.enqueue_plan(store, optuna_study, planned)
-    configurations = len(planned) // stored.repeats
+    configurations = len(planned) // (stored.repeats * max(stored.cv, 1))
+    folds = f" × {stored.cv} folds" if stored.cv else ""
     echo(
-        f"study {spec.name}: {configurations} configuration(s) × {stored.repeats} seed(s) = "
-        f"{len(planned)} runs, {added} newly planned; store {store.display_url}"
+        f"study {spec.name}: {configurations} configuration(s) × {stored.repeats} seed(s){folds} "
+        f"= {len(planned)} runs, {added} newly planned; store {store.display_url}"
     )
     return launch(store, spec, base, runs_dir=runs_dir, workers=workers, threads=threads,
                   runtime=runtime, echo=echo)  # fmt: skip

@@ -185,7 +185,7 @@ def recover_lost(store: Store, study: Any, liveness: Liveness) -> list[str]:
 def requeue(store: Store, study: Any, trial: Any) -> int:
     from optuna.trial import TrialState, create_trial
 
-    carried = (s.KEY, s.REPEAT, s.SEED, s.OVERRIDES, s.RUN_NAME)
+    carried = (s.KEY, s.REPEAT, s.SEED, s.FOLD, s.OVERRIDES, s.RUN_NAME)
     user_attrs = {key: trial.user_attrs[key] for key in carried if key in trial.user_attrs}
     user_attrs.setdefault(s.RUN_NAME, run_name(trial.number))
     user_attrs[s.RETRY_OF] = trial.number
@@ -338,10 +338,13 @@ MARKER_FILE = "trial.json"  # which study/configuration a run folder belongs to
 RUNTIME_DEFAULTS = {"device": "auto", "data.root": None, "data.download": True}
 
 
-def fingerprint(spec: s.StudySpec, overrides: dict[str, Any], seed: int) -> str:
-    """Identity of a run: the study's definition, this configuration and its seed."""
-    text = json.dumps({"study": spec.identity(), "overrides": overrides, "seed": seed},
-                      sort_keys=True, default=str)  # fmt: skip
+def fingerprint(spec: s.StudySpec, overrides: dict[str, Any], seed: int,
+                fold: int | None = None) -> str:  # fmt: skip
+    """Identity of a run: the study's definition, this configuration, its seed (and fold)."""
+    identity: dict[str, Any] = {"study": spec.identity(), "overrides": overrides, "seed": seed}
+    if fold is not None:
+        identity["fold"] = fold
+    text = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -412,13 +415,14 @@ def execute(trial: Any, spec: s.StudySpec, options: WorkerOptions,
         trial.study.sampler = s.make_sampler(spec, stream=trial.number)
     overrides = suggest(trial, spec)
     seed = int(trial.user_attrs.get(s.SEED, spec.base.get("seed", 0)))
+    fold = trial.user_attrs.get(s.FOLD)
     name = trial.user_attrs.get(s.RUN_NAME) or run_name(trial.number)
     trial.set_user_attr(s.OVERRIDES, overrides)
     trial.set_user_attr(s.SEED, seed)
     trial.set_user_attr(s.RUN_NAME, name)
     run_dir = Path(options.runs_dir) / spec.name / name
-    marker = {"study": spec.name, "configuration": describe(overrides, seed),
-              "fingerprint": fingerprint(spec, overrides, seed)}  # fmt: skip
+    marker = {"study": spec.name, "configuration": describe(overrides, seed, fold),
+              "fingerprint": fingerprint(spec, overrides, seed, fold)}  # fmt: skip
     reporter = TrialReporter(trial, prune=spec.kind == "tune" and spec.pruner != "none",
                              evicted=evicted)  # fmt: skip
     callbacks = [reporter, FolderMarker(run_dir, marker)]
@@ -439,7 +443,7 @@ def execute(trial: Any, spec: s.StudySpec, options: WorkerOptions,
                                         reporter.resumed_from)  # fmt: skip
     if run_dir.exists():
         _clear(run_dir)
-    config = spec.trial_config(overrides, seed, options.runtime)
+    config = spec.trial_config(overrides, seed, options.runtime, fold=fold)
     config.out = str(run_dir)
     result = train(config, callbacks=callbacks)
     return outcome_from_summary(trial.number, result.summary, result.history, run_dir,
@@ -521,11 +525,13 @@ class WorkerOptions:
     echo: Callable[[str], None] = print
 
 
-def describe(overrides: dict[str, Any], seed: int | None = None) -> str:
+def describe(overrides: dict[str, Any], seed: int | None = None, fold: int | None = None) -> str:
     parts = [f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
              for key, value in overrides.items()]  # fmt: skip
     if seed is not None:
         parts.append(f"seed={seed}")
+    if fold is not None:
+        parts.append(f"fold={fold}")
     return " ".join(parts) or "base config"
 
 
@@ -593,9 +599,9 @@ def run_one(
             if isinstance(error, optuna.exceptions.StorageInternalError):
                 raise  # the store, not the run: the run stays to be resumed
             outcome = error_outcome(trial, spec, options, error)
-    overrides = trial.user_attrs.get(s.OVERRIDES, {})
+    attrs = trial.user_attrs
     recorded = record(store, study, trial, outcome)
-    options.echo(f"{tag} {describe(overrides, trial.user_attrs.get(s.SEED))}: "
+    options.echo(f"{tag} {describe(attrs.get(s.OVERRIDES, {}), attrs.get(s.SEED), attrs.get(s.FOLD))}: "
                  + summary_line(spec, outcome)
                  + ("" if recorded else " (already declared lost; its retry adopts this folder)"))  # fmt: skip
     return outcome

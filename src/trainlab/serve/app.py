@@ -1,21 +1,26 @@
 """The HTTP API: thin routes over ``ServedModel`` + ``MicroBatcher`` + ``preprocess``.
 
 Every failure a client can cause is a 4xx JSON ``{"error": ...}`` that says what is wrong;
-decoding runs off the event loop, inference in micro-batches on a worker thread.
+decoding runs off the event loop, inference in micro-batches on a worker thread. ``GET /`` is
+a drawing page (``serve/static/``, shipped with the package, no CDN) that uses the same API:
+``/model``, ``/predict`` and ``/preview`` (the preprocessed image, to show what the model sees).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from importlib import resources
 from typing import Annotated, Any
 
 import torch
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from PIL import Image
 
 from trainlab.serve.batching import MicroBatcher
 from trainlab.serve.model import ServedModel
@@ -33,6 +38,34 @@ class ServeSettings:
     max_batch: int = 64  # images per forward pass
     max_delay_ms: float = 5.0  # how long a request may wait for others to share its batch
     top_k: int = 5
+
+
+# The drawing page: file name -> media type. Read once from the package (importlib.resources),
+# so an installed wheel serves exactly what was tested; a file missing from it fails at start.
+STATIC_TYPES = {"index.html": "text/html; charset=utf-8",
+                "app.js": "text/javascript; charset=utf-8",
+                "style.css": "text/css; charset=utf-8"}  # fmt: skip
+# The page loads nothing from elsewhere and runs no inline code; images are blob: URLs.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+
+def _static_files() -> dict[str, bytes]:
+    folder = resources.files("trainlab.serve").joinpath("static")
+    return {name: folder.joinpath(name).read_bytes() for name in STATIC_TYPES}
+
+
+def _png(image: torch.Tensor) -> bytes:
+    """uint8 ``[C, H, W]`` -> PNG bytes: RGB for three channels, else grey (the first one)."""
+    array = image.cpu().numpy()
+    pixels = array.transpose(1, 2, 0) if array.shape[0] == 3 else array[0]
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 class ClientError(Exception):
@@ -133,5 +166,28 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
         stats = classify.stats
         return {"status": "ok", "batches": stats.batches, "images": stats.images,
                 "largest_batch": stats.largest}  # fmt: skip
+
+    @app.post("/preview", summary="What the model sees: an image after preprocessing, as PNG",
+              response_class=Response,
+              responses={200: {"content": {"image/png": {}},
+                               "description": "the model's input (its size and channels), "
+                               "before normalisation"}})  # fmt: skip
+    async def preview(file: Annotated[UploadFile, File(description="an image")]) -> Response:
+        images = await read_images([file])
+        return Response(await asyncio.to_thread(_png, images[0]), media_type="image/png",
+                        headers={"Cache-Control": "no-store"})  # fmt: skip
+
+    static = _static_files()
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> Response:
+        return Response(static["index.html"], media_type=STATIC_TYPES["index.html"],
+                        headers=PAGE_HEADERS)  # fmt: skip
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static_file(name: str) -> Response:
+        if name not in STATIC_TYPES or name == "index.html":
+            raise ClientError(404, f"no static file {name!r}")
+        return Response(static[name], media_type=STATIC_TYPES[name], headers=PAGE_HEADERS)
 
     return app

@@ -1,10 +1,14 @@
-"""Export a checkpoint to ONNX and serve it with onnxruntime.
+"""Export a checkpoint to ONNX (served with onnxruntime) or TorchScript (for LibTorch/C++).
 
 The graph takes what the server's preprocessing produces — uint8 ``[B, C, H, W]`` — and does
 the normalisation itself, so an exported model cannot be fed differently scaled pixels by
 mistake. It returns the logits and the penultimate-layer features (for ``/embed``). Class
 names, preprocessing and the run's metrics travel inside the file (ONNX metadata), so
 ``trainlab serve model.onnx`` needs nothing else; loading it runs no pickle.
+
+TorchScript files are for runtimes without Python (LibTorch). They are archives that
+``torch.jit.load`` unpickles, so ``trainlab serve`` does not load them: serve the checkpoint or
+the ONNX file instead.
 """
 
 from __future__ import annotations
@@ -37,17 +41,52 @@ class _Exported(nn.Module):
         return self.model(x), self.model.forward_features(x).flatten(1)
 
 
-def export_onnx(model_dir: str | Path, out: str | Path) -> Path:
-    """Write ``out`` (an .onnx file) from a run or checkpoint folder; returns its path."""
-    import onnx
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 
+
+def _prepare(model_dir: str | Path) -> tuple[Any, _Exported, torch.Tensor, str]:
+    """The served model, its uint8-in wrapper, an example batch and the metadata JSON."""
     from trainlab.serve.model import ServedModel
 
+    if Path(model_dir).suffix in (".onnx", *FORMATS.values()):
+        raise TrainlabError(f"{model_dir} is already exported; export from the run or "
+                            "checkpoint folder")  # fmt: skip
     served = ServedModel.load(model_dir, device="cpu")
     pre = served.preprocessing
     wrapper = _Exported(served.model, pre["mean"], pre["std"]).eval()
     height, width = pre["image_size"]
     example = torch.zeros(2, pre["channels"], height, width, dtype=torch.uint8)
+    metadata = json.dumps({"name": served.name, "preprocessing": pre,
+                           "class_names": served.class_names, "run": served.run})  # fmt: skip
+    return served, wrapper, example, metadata
+
+
+def export_model(model_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None) -> Path:
+    """Export a run or checkpoint folder as ``fmt`` (onnx, torchscript) to ``out`` (default: a
+    ``model.onnx``/``model.pt`` beside the checkpoint); returns the written path."""
+    if fmt not in FORMATS:
+        raise TrainlabError(f"unknown export format {fmt!r}; available: {', '.join(FORMATS)}")
+    out = Path(out) if out is not None else Path(model_dir) / f"model{FORMATS[fmt]}"
+    return export_onnx(model_dir, out) if fmt == "onnx" else export_torchscript(model_dir, out)
+
+
+def export_torchscript(model_dir: str | Path, out: str | Path) -> Path:
+    """Write ``out`` (a TorchScript archive, traced) with the metadata as ``trainlab.json``
+    inside; load it with ``torch.jit.load(path, _extra_files={"trainlab.json": ""})``."""
+    _, wrapper, example, metadata = _prepare(model_dir)
+    out = Path(out)
+    with atomic_path(out) as tmp, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # torch.jit's deprecation notice: still what LibTorch runs
+        traced = torch.jit.trace(wrapper, (example,), check_trace=False)
+        torch.jit.save(traced, str(tmp), _extra_files={f"{METADATA_KEY}.json": metadata})
+    return out
+
+
+def export_onnx(model_dir: str | Path, out: str | Path) -> Path:
+    """Write ``out`` (an .onnx file) from a run or checkpoint folder; returns its path."""
+    import onnx
+
+    _, wrapper, example, metadata = _prepare(model_dir)
     out = Path(out)
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
@@ -58,8 +97,7 @@ def export_onnx(model_dir: str | Path, out: str | Path) -> Path:
         graph = onnx.load(str(tmp))
         entry = graph.metadata_props.add()
         entry.key = METADATA_KEY
-        entry.value = json.dumps({"name": served.name, "preprocessing": pre,
-                                  "class_names": served.class_names, "run": served.run})  # fmt: skip
+        entry.value = metadata
         onnx.save(graph, str(tmp))
     return out
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from trainlab.data.batches import normalize_uint8
+from trainlab.errors import TrainlabError
 from trainlab.runs.checkpoint import load_checkpoint
 
 
@@ -37,6 +38,9 @@ class ServedModel:
             from trainlab.serve.export import OnnxServedModel
 
             return OnnxServedModel(path)  # type: ignore[return-value]
+        if path.is_file():  # TorchScript, .pth, ...: loading them would unpickle a user's file
+            raise TrainlabError(f"{path} is not servable: serve a run folder, a checkpoint folder "
+                                "or an .onnx file (`trainlab export RUN --format onnx`)")  # fmt: skip
         folder = path / "checkpoint" if (path / "checkpoint").is_dir() else path
         checkpoint = load_checkpoint(folder)
         target = _select_device(device)
