@@ -9,12 +9,13 @@ import pytest
 
 from trainlab.config import load_config, set_dotted
 from trainlab.data.registry import available_names
-from trainlab.experiments.space import draw, load_space
+from trainlab.experiments.space import draw, load_grid, load_space
 from trainlab.models import create_model, model_options
 
 FOLDER = Path(__file__).parents[1] / "examples"
 SPACES = sorted(FOLDER.glob("*-space.yaml"))
-CONFIGS = sorted(set(FOLDER.glob("*.yaml")) - set(SPACES))
+GRIDS = sorted(FOLDER.glob("*-grid.yaml"))
+CONFIGS = sorted(set(FOLDER.glob("*.yaml")) - set(SPACES) - set(GRIDS))
 
 
 def test_there_are_examples():
@@ -49,4 +50,19 @@ def test_example_search_space_fits_its_config(path):
         tree = copy.deepcopy(base)
         for axis in load_space(path):
             set_dotted(tree, axis.key, axis.to_config(draw(axis, rng)))
+        check_config(load_config(base=tree))
+
+
+@pytest.mark.parametrize("path", GRIDS, ids=lambda p: p.name)
+def test_example_grid_fits_its_config(path):
+    import itertools
+
+    config_path = path.with_name(path.name.removesuffix("-grid.yaml") + ".yaml")
+    assert config_path.is_file(), f"{path.name} goes with {config_path.name}"
+    base = load_config(config_path).model_dump(mode="json")
+    axes = load_grid(path)
+    for point in itertools.product(*(axis.distribution.choices for axis in axes)):
+        tree = copy.deepcopy(base)
+        for axis, value in zip(axes, point, strict=True):
+            set_dotted(tree, axis.key, axis.to_config(value))
         check_config(load_config(base=tree))

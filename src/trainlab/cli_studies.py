@@ -187,12 +187,21 @@ def sweep(
             help="key=loguniform:1e-5:1e-2, uniform:0:0.5, int:1:8 or logint:16:256 (repeatable)"
         ),
     ] = None,
+    grid_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML file of `key: [values]` (a grid; model variants as lists of option mappings)"
+        ),
+    ] = None,
     samples: Annotated[int, typer.Option(min=1, help="random draws of the --sample keys")] = 10,
     repeats: Annotated[int, typer.Option(min=1, help="seeds per configuration")] = 1,
     cv: Annotated[
         int,
-        typer.Option(min=0, help="k-fold cross-validation: K runs per seed, each validating on "
-                     "one fold of the training data (0 = off)"),
+        typer.Option(
+            min=0,
+            help="k-fold cross-validation: K runs per seed, each validating on "
+            "one fold of the training data (0 = off)",
+        ),
     ] = 0,
     metric: MetricOption = None,
     seed: Annotated[int | None, typer.Option(help="first seed (default: the config's)")] = None,
@@ -211,12 +220,15 @@ def sweep(
 ) -> None:
     """Run a grid and/or random sweep with seed repeats, as one study in the store."""
     from trainlab.experiments import sweep as run_sweep
-    from trainlab.experiments.space import parse_grid, parse_samples
+    from trainlab.experiments.space import load_grid, parse_grid, parse_samples
 
     base = base_config(config, set_, dataset=dataset, model=model, epochs=epochs)
+    axes = parse_grid(grid or [])
+    if grid_file is not None:
+        axes += load_grid(grid_file)  # a key in both is refused by the sweep
     try:
         report = run_sweep(
-            study, base, grid=parse_grid(grid or []), sample=parse_samples(sample or []),
+            study, base, grid=axes, sample=parse_samples(sample or []),
             samples=samples, repeats=repeats, cv=cv, metric=metric, seed=seed, storage=storage,
             runs_dir=runs_dir, workers=workers, threads=threads,
             runtime=runtime_options(device, data_root, offline), echo=echo,

@@ -189,6 +189,18 @@ def load_space(path: str | Path) -> list[Axis]:
     return [parse_distribution(key, spec) for key, spec in _flatten(tree).items()]
 
 
+def load_grid(path: str | Path) -> list[Axis]:
+    """A grid file for sweeps: ``key: [value, value, ...]`` per line (every value is run)."""
+    from optuna.distributions import CategoricalDistribution
+
+    axes = load_space(path)
+    sampled = [a.key for a in axes if not isinstance(a.distribution, CategoricalDistribution)]
+    if sampled:
+        raise ConfigError(f"{path}: a grid file lists values; {', '.join(sampled)} "
+                          "has a distribution (use it with --sample or trainlab tune)")  # fmt: skip
+    return axes
+
+
 def format_param(value: Any) -> str:
     """A configuration value as people write it: 0.003, 3e-05, adam, [32,16]."""
     if isinstance(value, float):
