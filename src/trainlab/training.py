@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -260,7 +261,8 @@ def _as_config(config: TrainConfig | dict[str, Any] | str | Path | None) -> Trai
 def default_run_dir(config: TrainConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     dataset = Path(config.data.dataset).stem.replace(" ", "_") or "data"
-    return Path("runs") / f"{stamp}-{dataset}-{config.model.name}"
+    model = re.sub(r"[^\w.-]+", "_", Path(config.model.name).name)  # hf:org/id -> a folder name
+    return Path("runs") / f"{stamp}-{dataset}-{model}"
 
 
 # -- the public entry point ------------------------------------------------------------------
@@ -398,6 +400,8 @@ def train(
         config.out = str(run_dir)
 
     model = build_model(config, prepared.bundle, device)
+    if hasattr(model, "set_input_normalization"):  # models that undo the pipeline's normalisation
+        model.set_input_normalization(prepared.mean, prepared.std)
     channels_last = uses_channels_last(config, model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

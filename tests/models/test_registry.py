@@ -72,7 +72,8 @@ def test_unknown_model_lists_the_available_names() -> None:
     with pytest.raises(ModelError) as caught:
         create_model("vgg19", **SHAPE)
     expected = (
-        "unknown model 'vgg19'; available: cnn, fastnet, gru, mlp, resnet, spinalvgg, vgg, vit"
+        "unknown model 'vgg19'; available: cnn, fastnet, gru, mlp, resnet, spinalvgg, vgg, vit, "
+        "hf:<model id or folder>"
     )
     assert str(caught.value) == expected
     assert isinstance(caught.value, TrainlabError)

@@ -5,12 +5,14 @@ Every model maps ``[B, C, H, W]`` images to ``[B, num_classes]`` logits, exposes
 layer, so ``forward(x) == classifier(forward_features(x))``), and carries ``family`` and
 ``trainlab_spec``, the arguments that rebuild it: ``create_model(**model.trainlab_spec)``.
 
-Families (one module each): mlp, cnn, vgg, spinalvgg, resnet, fastnet, vit, gru. A new family
-registers itself with :func:`register_model` and is imported below.
+Families (one module each): mlp, cnn, vgg, spinalvgg, resnet, fastnet, vit, gru, and ``hf``,
+named by a prefix: ``hf:<model id or folder>`` is a pretrained Hugging Face image model (its
+module imports transformers only when one is built). A new family registers itself with
+:func:`register_model` and is imported below.
 """
 
 # Importing a family module registers it with the registry.
-from trainlab.models import cnn, fastnet, gru, mlp, resnet, spinalvgg, vgg, vit  # noqa: F401
+from trainlab.models import cnn, fastnet, gru, hf, mlp, resnet, spinalvgg, vgg, vit  # noqa: F401
 from trainlab.models.layers import Classifier, Head
 from trainlab.models.registry import (
     ModelInfo,

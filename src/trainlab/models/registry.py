@@ -11,6 +11,12 @@ Its keyword options and their defaults are read from its signature (and their he
 error and the saved spec never drift from the code. ``create_model`` stores the
 complete build arguments on the module as ``model.trainlab_spec`` (plain JSON types), which is
 what a checkpoint saves to rebuild the same architecture: ``create_model(**spec)``.
+
+A family registered with ``source=`` is named by a prefix instead: ``hf:<model id or folder>``
+builds the ``hf`` family with ``source="<model id or folder>"`` (its builder takes a keyword
+``source``). A builder may record options it resolved (an ``auto`` default, or what a rebuild
+needs without the original source) in ``model.trainlab_spec_options``; they replace the given
+values in the spec.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ Builder = Callable[..., nn.Module]
 
 # Arguments every builder takes; everything else in its signature is a model option.
 SHAPE_ARGUMENTS = ("in_channels", "num_classes", "image_size")
+# The extra argument of a prefixed family's builder: what follows "name:" in the model name.
+SOURCE_ARGUMENT = "source"
 
 
 @dataclass(frozen=True)
@@ -42,20 +50,28 @@ class ModelInfo:
     family: str = ""
     option_help: dict[str, str] = field(default_factory=dict)  # option -> docstring line
     builder: Builder | None = field(default=None, repr=False, compare=False)
+    source: str = ""  # prefixed families: what follows "name:", e.g. "model id or folder"
+
+    @property
+    def usage(self) -> str:
+        """How a model of this family is named: ``cnn``, or ``hf:<model id or folder>``."""
+        return f"{self.name}:<{self.source}>" if self.source else self.name
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
+_PREFIXED: dict[str, ModelInfo] = {}  # families named "prefix:<source>", by prefix
 
 
-def _options_of(builder: Builder, name: str) -> dict[str, Any]:
+def _options_of(builder: Builder, name: str, prefixed: bool = False) -> dict[str, Any]:
     """Keyword options and defaults of a builder; rejects signatures create_model can't call."""
     parameters = inspect.signature(builder).parameters
-    missing = [arg for arg in SHAPE_ARGUMENTS if arg not in parameters]
+    required = (*SHAPE_ARGUMENTS, SOURCE_ARGUMENT) if prefixed else SHAPE_ARGUMENTS
+    missing = [arg for arg in required if arg not in parameters]
     if missing:
         raise TypeError(f"model builder {name!r} must accept keyword arguments {missing}")
     options: dict[str, Any] = {}
     for parameter in parameters.values():
-        if parameter.name in SHAPE_ARGUMENTS:
+        if parameter.name in required:
             continue
         if parameter.kind is not inspect.Parameter.KEYWORD_ONLY:
             raise TypeError(
@@ -90,24 +106,30 @@ def _option_help(builder: Builder) -> dict[str, str]:
 
 
 def register_model(
-    name: str, *, description: str, family: str | None = None
+    name: str, *, description: str, family: str | None = None, source: str | None = None
 ) -> Callable[[Builder], Builder]:
     """Decorator that registers ``builder`` under ``name`` (stored lower-case).
 
     ``family`` defaults to ``name``; it lets later variants (e.g. ``resnet18``) share a family.
+    With ``source`` (what it names, e.g. "model id or folder") the family is a prefix: models
+    are named ``name:<source>`` and the builder gets the text after the colon as ``source=``.
     """
     key = name.lower()
 
     def decorate(builder: Builder) -> Builder:
-        if key in _REGISTRY:
+        if key in _REGISTRY or key in _PREFIXED:
             raise ValueError(f"model {key!r} is already registered")
-        _REGISTRY[key] = ModelInfo(
+        if ":" in key:
+            raise ValueError(f"model name {key!r} must not contain ':'")
+        table = _PREFIXED if source else _REGISTRY
+        table[key] = ModelInfo(
             name=key,
             description=description.strip(),
-            options=_options_of(builder, key),
+            options=_options_of(builder, key, prefixed=bool(source)),
             family=family or key,
             option_help=_option_help(builder),
             builder=builder,
+            source=source or "",
         )
         return builder
 
@@ -115,21 +137,43 @@ def register_model(
 
 
 def model_names() -> list[str]:
-    """Registered names, sorted."""
+    """Registered names, sorted (prefixed families, such as ``hf``, are not among them)."""
     return sorted(_REGISTRY)
 
 
-def list_models() -> list[ModelInfo]:
-    """Every registered model, sorted by name."""
-    return [_REGISTRY[name] for name in model_names()]
+def list_models(*, prefixed: bool = False) -> list[ModelInfo]:
+    """Every registered model, sorted by name; with ``prefixed``, then the prefixed families
+    (``hf:<model id or folder>``), which cannot be built without a source."""
+    models = [_REGISTRY[name] for name in model_names()]
+    return models + [_PREFIXED[name] for name in sorted(_PREFIXED)] if prefixed else models
+
+
+def _available() -> str:
+    return ", ".join(info.usage for info in list_models(prefixed=True))
+
+
+def _lookup(name: str) -> tuple[ModelInfo, str | None]:
+    """The family of ``name`` and, for a prefixed name such as ``hf:org/model``, its source."""
+    if not isinstance(name, str):
+        raise ModelError(f"unknown model {name!r}; available: {_available()}")
+    key = name.lower()
+    if key in _REGISTRY:
+        return _REGISTRY[key], None
+    prefix, colon, source = name.partition(":")
+    info = _PREFIXED.get(prefix.lower())
+    if info is None:
+        raise ModelError(f"unknown model {name!r}; available: {_available()}")
+    if colon and not source.strip():
+        raise ModelError(f"model {name!r} names no {info.source}; use {info.usage}")
+    return info, (source.strip() if colon else None)
 
 
 def get_model_info(name: str) -> ModelInfo:
-    """The :class:`ModelInfo` of ``name`` (case-insensitive), or a ModelError listing names."""
-    key = name.lower() if isinstance(name, str) else None
-    if key not in _REGISTRY:
-        raise ModelError(f"unknown model {name!r}; available: {', '.join(model_names())}")
-    return _REGISTRY[key]
+    """The :class:`ModelInfo` of ``name`` (case-insensitive), or a ModelError listing names.
+
+    A prefixed name (``hf:org/model``) or the bare prefix (``hf``) gives its family's info.
+    """
+    return _lookup(name)[0]
 
 
 def model_options(name: str) -> dict[str, Any]:
@@ -184,7 +228,10 @@ def create_model(
     Raises:
         ModelError: unknown name or option, or an option value the model cannot use.
     """
-    info = get_model_info(name)
+    info, source = _lookup(name)
+    if info.source and source is None:
+        raise ModelError(f"model '{info.name}' needs a {info.source}: use {info.usage}")
+    full_name = f"{info.name}:{source}" if info.source else info.name
     nested = options.pop("options", None) if "options" not in info.options else None
     if nested is not None:
         if not isinstance(nested, Mapping):
@@ -195,21 +242,29 @@ def create_model(
         valid = ", ".join(info.options) or "(none)"
         raise ModelError(
             f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
-            f"for model '{info.name}'; valid options: {valid}"
+            f"for model '{full_name}'; valid options: {valid}"
         )
     size = _image_size(image_size)
     channels = _positive(in_channels, "in_channels", 1)
     classes = _positive(num_classes, "num_classes", 2)
     resolved = {**info.options, **options}
     assert info.builder is not None
+    arguments = {"in_channels": channels, "num_classes": classes, "image_size": size}
+    if info.source:
+        arguments[SOURCE_ARGUMENT] = source
     try:
-        model = info.builder(in_channels=channels, num_classes=classes, image_size=size, **resolved)
+        model = info.builder(**arguments, **resolved)
     except ModelError as error:
-        raise ModelError(f"model '{info.name}': {error}") from error
+        raise ModelError(f"model '{full_name}': {error}") from error
     if not getattr(model, "family", ""):
         model.family = info.family
+    recorded = model.__dict__.pop("trainlab_spec_options", None) or {}
+    unknown = sorted(set(recorded) - set(info.options))
+    if unknown:
+        raise TypeError(f"model builder {info.name!r} recorded unknown options {unknown}")
+    resolved.update(recorded)
     model.trainlab_spec = {
-        "name": info.name,
+        "name": full_name,
         "in_channels": channels,
         "num_classes": classes,
         "image_size": list(size),
