@@ -21,6 +21,7 @@ from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
+from starlette.exceptions import HTTPException
 
 from trainlab.serve.batching import MicroBatcher
 from trainlab.serve.model import ServedModel
@@ -102,6 +103,13 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
     @app.exception_handler(ClientError)
     async def client_error(request: Request, error: ClientError) -> JSONResponse:
         return JSONResponse({"error": error.message}, status_code=error.status)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        # Starlette's own refusals (a body that is not valid multipart, too many parts, a field
+        # over 1 MB, an unknown path or method) in the same {"error": ...} shape as ours.
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code,
+                            headers=error.headers)  # fmt: skip
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -1,9 +1,10 @@
 """Any uploaded image -> exactly what the model was trained on.
 
-Uploads arrive as PNG/JPEG/WebP of any size, colour or grey, with or without alpha. They become
-a uint8 ``[C, H, W]`` tensor with the checkpoint's channels and size, which then goes through
-``data.batches.normalize_uint8`` with the checkpoint's mean/std — the very function training
-and evaluation use, so a training image sent to the server is classified exactly as in-process.
+Uploads arrive as PNG/JPEG/WebP (or GIF, BMP, TIFF) of any size and bit depth, colour or grey,
+with or without alpha, in any EXIF orientation. They become a uint8 ``[C, H, W]`` tensor with
+the checkpoint's channels and size, which then goes through ``data.batches.normalize_uint8``
+with the checkpoint's mean/std — the very function training and evaluation use, so a training
+image sent to the server is classified exactly as in-process.
 
 Handwriting (``kind`` digits or characters, like MNIST/KMNIST/K49) is normalised the way those
 datasets were made: light ink on a dark background (a drawing in dark ink is inverted), cropped
@@ -16,7 +17,6 @@ centre-cropped.
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from trainlab.errors import TrainlabError
 
 HANDWRITING = ("digits", "characters")
+# The formats an upload may be in. Pillow reads dozens more, but nobody sends those to classify,
+# some barely check their magic number (TGA) and EPS runs Ghostscript on the client's bytes.
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 MAX_PIXELS = 40_000_000  # decoded pixels; more is a decompression bomb or not a small image
 MAX_SIDE = 16_384
 INK_FRACTION = 20 / 28  # MNIST: the digit's box is 20x20 inside 28x28
@@ -54,34 +58,72 @@ class Target:
 
 
 def decode(data: bytes, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Bytes -> a fully decoded PIL image, or :class:`InputError` (never a hang or a bomb)."""
+    """Bytes -> a fully decoded, upright image in mode L, LA, RGB or RGBA (8 bits a channel), or
+    :class:`InputError` saying what is wrong: never another exception, a hang or a bomb."""
     if not data:
         raise InputError("the upload is empty")
+    # No warnings.catch_warnings() to turn Pillow's DecompressionBombWarning into an error: it is
+    # not thread-safe (decode runs on worker threads), and our limit is below Pillow's anyway.
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width > MAX_SIDE or height > MAX_SIDE or width * height > max_pixels:
-                raise InputError(
-                    f"the image is {width}×{height} pixels; at most {max_pixels:,} pixels and "
-                    f"{MAX_SIDE} per side are accepted"
-                )
-            image.load()  # decode now: a truncated file fails here, not later
+        image = Image.open(io.BytesIO(data), formats=FORMATS)
+        width, height = image.size
+        if width > MAX_SIDE or height > MAX_SIDE or width * height > max_pixels:
+            raise InputError(
+                f"the image is {width}×{height} pixels; at most {max_pixels:,} pixels and "
+                f"{MAX_SIDE} per side are accepted"
+            )
+        image.load()  # decode now: a truncated file fails here, not later
+        return _standard_mode(_upright(image))
     except InputError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:  # Pillow's own limit, beyond ours (it checks first)
         raise InputError("the image claims too many pixels (decompression bomb?)") from None
     except UnidentifiedImageError:
-        raise InputError("not an image PIL can read (PNG, JPEG, WebP, ...)") from None
-    except (OSError, ValueError, SyntaxError) as error:
+        raise InputError(
+            f"not an image in a format the server reads ({', '.join(FORMATS)})"
+        ) from None
+    except Exception as error:
+        # Pillow's decoders report broken data as OSError, ValueError, SyntaxError, EOFError,
+        # struct.error, IndexError, ...: whatever they raise on client bytes is a broken file.
         raise InputError(f"the image is damaged or truncated ({error})") from None
-    return ImageOps.exif_transpose(image) or image
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation (a phone photo stored sideways)."""
+    try:
+        return ImageOps.exif_transpose(image) or image
+    except Exception:  # unreadable EXIF (e.g. a WebP's EXIF chunk with a bad TIFF header, which
+        return image  # raises SyntaxError): the pixels are fine, so keep them as stored
+
+
+def _standard_mode(image: Image.Image) -> Image.Image:
+    """Any mode Pillow decodes -> L, LA, RGB or RGBA, with transparency as an alpha channel."""
+    if image.mode.startswith("I") or image.mode == "F":  # I;16, I;16B, I (32-bit), F (float)
+        return _grey_8bit(image)
+    if image.mode in ALPHA_MODES or "transparency" in image.info:  # incl. P, L, RGB with tRNS
+        return image.convert("LA" if image.mode in ("L", "LA") else "RGBA")
+    return image if image.mode in ("L", "RGB") else image.convert("RGB")  # 1, P, CMYK, LAB, ...
+
+
+def _grey_8bit(image: Image.Image) -> Image.Image:
+    """16- and 32-bit grey -> L. Pillow's own ``convert("L")`` clips at 255, which turns a 16-bit
+    PNG almost white, so scale by the bit depth: 65535 -> 255. 32-bit integers and floats carry
+    no depth: values beyond 255 are taken as 16-bit, floats within [0, 1] as fractions."""
+    values = np.array(image, dtype=np.float32)  # a copy, then worked on in place: 4 bytes a pixel
+    np.nan_to_num(values, copy=False)
+    np.maximum(values, 0, out=values)  # below zero is black (and -inf * 255 would overflow)
+    top = float(values.max(initial=0))
+    if image.mode.startswith("I;16") or top > 255:
+        values /= 257
+    elif image.mode == "F" and top <= 1:
+        values *= 255
+    np.clip(np.round(values, out=values), 0, 255, out=values)
+    return Image.fromarray(values.astype(np.uint8))
 
 
 def _flatten_alpha(image: Image.Image, background: int) -> Image.Image:
     """Transparent pixels become ``background`` (a drawing on a transparent canvas)."""
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in ("RGBA", "LA"):
         rgba = image.convert("RGBA")
         base = Image.new("RGBA", rgba.size, (background,) * 3 + (255,))
         return Image.alpha_composite(base, rgba).convert("RGB")
@@ -89,7 +131,8 @@ def _flatten_alpha(image: Image.Image, background: int) -> Image.Image:
 
 
 def to_model_input(image: Image.Image, target: Target) -> torch.Tensor:
-    """A decoded image -> uint8 ``[C, H, W]`` as the model was trained on."""
+    """An image from :func:`decode` (mode L, LA, RGB or RGBA) -> uint8 ``[C, H, W]`` as the model
+    was trained on."""
     if target.kind in HANDWRITING:
         grey = np.asarray(_flatten_alpha(image, 255).convert("L"), dtype=np.uint8)
         pixels = handwriting(grey, target.height, target.width)
@@ -111,10 +154,12 @@ def handwriting(grey: np.ndarray, height: int, width: int) -> np.ndarray:
     if dark and ink.shape == (height, width):
         return ink.copy()  # already a training-format image: leave it exactly as it is
     mask = ink > INK_THRESHOLD * 255
-    if not mask.any():
+    # The ink's bounding box from per-row/column flags: np.nonzero(mask) would hold two int64
+    # indices a pixel (640 MB for a 40-megapixel upload that is all ink).
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
         return np.zeros((height, width), dtype=np.uint8)  # nothing drawn
-    rows, cols = np.nonzero(mask)
-    cropped = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    cropped = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     box = max(1, round(INK_FRACTION * min(height, width)))
     scale = box / max(cropped.shape)
     new_h = max(1, round(cropped.shape[0] * scale))
