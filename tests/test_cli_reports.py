@@ -59,3 +59,78 @@ def test_mistakes_are_one_line(study_dir, args, message):
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def optimizers(monkeypatch, tmp_path):
+    """The hand-made optimizer study of tests/analysis/test_tables.py, as if from the store."""
+    import trainlab.cli_reports as cli_reports
+    from analysis.test_tables import optimizer_study
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli_reports, "load_target", lambda *args: optimizer_study())
+
+
+def test_compare_pivot_prints_the_two_way_table(optimizers):
+    result = runner.invoke(app, ["compare", "optimizers", "--pivot", "optim.name,data.dataset"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "optim.name × data.dataset: test accuracy"
+    assert lines[1].split() == ["optim.name", "mnist", "fashion-mnist"]
+    assert lines[2].split() == ["adam", "95.00", "±", "1.00%", "(n=3,", "lr=0.001)", "★", "85.00",
+                                "±", "1.00%", "(n=3,", "lr=0.001)", "★"]  # fmt: skip
+    assert lines[3].split() == ["sgd", "94.00", "±", "1.41%", "(n=2", "of", "3,", "lr=0.01)", "☆",
+                                "–"]  # fmt: skip
+    assert "4 failed and 0 unfinished" in result.output
+    assert "★ marks the best cell of each column by mean val.accuracy" in result.output
+
+
+def test_report_pivot_adds_the_section(optimizers, tmp_path):
+    result = runner.invoke(app, ["report", "optimizers", "--pivot", "optim.name,data.dataset"])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "reports/optimizers/report.md").read_text()
+    assert "## optim.name × data.dataset" in text
+    assert "| optim.name | mnist | fashion-mnist |" in text
+    assert (tmp_path / "reports/optimizers/pivot.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["compare", "optimizers", "--pivot", "optim.momentum,optim.lr"],
+         "--pivot optim.momentum: not varied in optimizers; varied: optim.name, data.dataset, "
+         "optim.lr"),
+        (["report", "optimizers", "--pivot", "optim.name,seed"], "--pivot seed: not varied"),
+        (["compare", "optimizers", "--pivot", "optim.lr"], "give two different varied keys"),
+        (["report", "optimizers", "--pivot", "optim.lr,optim.lr"], "give two different varied"),
+        (["compare", "optimizers", "--pivot", "optim.name,optim.lr", "--by", "optim.lr"],
+         "--by and --pivot: use one"),
+    ],
+)  # fmt: skip
+def test_pivot_mistakes_are_one_line(optimizers, tmp_path, args, message):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "reports").exists()
+
+
+def test_a_two_key_grid_gets_its_pivot_in_the_report_by_itself(tmp_path, monkeypatch):
+    monkeypatch.delenv("TRAINLAB_STORAGE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    small = [*SMALL[:5], "1", *SMALL[6:]]  # one epoch
+    result = runner.invoke(app, ["sweep", "--study", "two", *small, "--grid", "optim.name=adam,sgd",
+                                 "--grid", "optim.lr=3e-3,1e-3"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    pivot = runner.invoke(app, ["compare", "two", "--pivot", "optim.lr,optim.name"])
+    assert pivot.exit_code == 0, pivot.output
+    lines = pivot.output.splitlines()
+    assert lines[0] == "optim.lr × optim.name: test accuracy"
+    assert lines[1].split() == ["optim.lr", "adam", "sgd"]
+    assert [line.split()[0] for line in lines[2:4]] == ["0.003", "0.001"]
+    assert "(n=1)" in lines[2] and "lr=" not in lines[2]  # nothing else varied: nothing picked
+    assert "".join(lines[2:4]).count("★") == 2  # one best per column
+    report = runner.invoke(app, ["report", "two"])  # a full grid of two keys: added by itself
+    assert report.exit_code == 0, report.output
+    text = (tmp_path / "reports/two/report.md").read_text()
+    assert "## optim.name × optim.lr" in text and "| optim.name | 0.003 | 0.001 |" in text
+    assert (tmp_path / "reports/two/pivot.csv").is_file()

@@ -19,6 +19,17 @@ BalancedOption = Annotated[
     typer.Option("--balanced/--no-balanced",
                  help="balanced-accuracy column (default: when the test classes are imbalanced)"),
 ]  # fmt: skip
+PIVOT_HELP = (
+    "a two-way table of two varied keys, rows then columns: test accuracy of each cell's best "
+    "configuration over the other varied keys, picked by the validation metric; the best of "
+    "each column and those not distinguishable from it are marked"
+)
+
+
+def parse_pivot_option(text: str | None) -> tuple[str, str] | None:
+    from trainlab.analysis.tables import parse_pivot
+
+    return None if text is None else parse_pivot(text)
 
 
 def load_target(target: str, storage: str | None, runs_dir: Path):
@@ -45,7 +56,10 @@ def load_target(target: str, storage: str | None, runs_dir: Path):
         "**Examples**\n\n"
         "* `trainlab report lr-study` — reports/lr-study/report.md, figures/ and results.csv\n\n"
         "* `trainlab report lr-study --format html` — one self-contained page\n\n"
-        "* `trainlab report runs/k1` — a single run folder"
+        "* `trainlab report runs/k1` — a single run folder\n\n"
+        "* `trainlab report optimizers --pivot optim.name,data.dataset` — adds an optimizer × "
+        "dataset table, each optimizer at its best learning rate (a full grid of exactly two "
+        "varied keys gets this table by itself)"
     )
 )
 @user_errors
@@ -54,6 +68,10 @@ def report(
     format_: Annotated[str, typer.Option("--format", help="md (+ PNG, CSV) or html")] = "md",
     out: Annotated[Path | None, typer.Option(help="output folder (default reports/NAME)")] = None,
     balanced: BalancedOption = None,
+    pivot: Annotated[
+        str | None,
+        typer.Option(metavar="ROWS,COLUMNS", help=PIVOT_HELP + " (section after the results)"),
+    ] = None,
     storage: StorageOption = None,
     runs_dir: RunsDirOption = Path("runs"),
     data_root: Annotated[
@@ -63,9 +81,10 @@ def report(
     """Write a report: results table (mean ± std, n, CI, tests), curves, diagnostics, figures."""
     from trainlab.analysis.report import write_report
 
+    keys = parse_pivot_option(pivot)
     data = load_target(target, storage, runs_dir)
     folder = out or Path("reports") / data.name
-    files = write_report(data, folder, fmt=format_, balanced=balanced, root=data_root)
+    files = write_report(data, folder, fmt=format_, balanced=balanced, root=data_root, pivot=keys)
     extra = f", {len(files.figures)} figures" if format_ == "md" else " (figures embedded)"
     console.print(f"wrote {files.main}{extra}", highlight=False, soft_wrap=True)
 
@@ -74,7 +93,9 @@ def report(
     epilog=(
         "**Examples**\n\n"
         "* `trainlab compare lr-study` — one row per configuration\n\n"
-        "* `trainlab compare lr-study --by optim.lr` — pooled over the other varied keys"
+        "* `trainlab compare lr-study --by optim.lr` — pooled over the other varied keys\n\n"
+        "* `trainlab compare optimizers --pivot optim.name,data.dataset` — optimizer × dataset, "
+        "each optimizer at its best learning rate"
     )
 )
 @user_errors
@@ -84,22 +105,40 @@ def compare(
         list[str] | None, typer.Option(help="group by these varied keys only (repeatable)")
     ] = None,
     balanced: BalancedOption = None,
+    pivot: Annotated[
+        str | None, typer.Option(metavar="ROWS,COLUMNS", help=PIVOT_HELP + " (instead of --by)")
+    ] = None,
     storage: StorageOption = None,
     runs_dir: RunsDirOption = Path("runs"),
 ) -> None:
-    """The results table in the terminal: mean ± std (n), 95% CI, distinguishable from best."""
+    """The results table in the terminal: mean ± std (n), 95% CI, distinguishable from best;
+    or, with --pivot, one varied key down and another across (optimizer × dataset)."""
     from trainlab.analysis import stats
-    from trainlab.analysis.tables import build_table
+    from trainlab.analysis.tables import build_pivot, build_table
 
+    keys = parse_pivot_option(pivot)
+    if keys is not None and by:
+        raise TrainlabError("--by and --pivot: use one (--pivot ROWS,COLUMNS already picks the "
+                            "best of the other varied keys per cell)")  # fmt: skip
     data = load_target(study, storage, runs_dir)
-    table = build_table(data, by=by, balanced=balanced)
     failed = sum(run.state == "FAIL" for run in data.runs)
     unfinished = sum(run.state in ("RUNNING", "WAITING") for run in data.runs)
-    if table.groups:
-        print_columns(table.headers(), table.rows())
+    if keys is not None:
+        two_way = build_pivot(data, *keys)
+        if any(cell.picked for cells in two_way.cells for cell in cells):
+            console.print(f"[bold]{two_way.title}[/]: {two_way.value.title}", highlight=False)
+            print_columns(two_way.headers(), two_way.rows())
+        else:
+            console.print(f"no completed runs in {data.name}")
+        describe = two_way.legend().replace("`", "")
     else:
-        console.print(f"no completed runs in {data.name}")
+        table = build_table(data, by=by, balanced=balanced)
+        if table.groups:
+            print_columns(table.headers(), table.rows())
+        else:
+            console.print(f"no completed runs in {data.name}")
+        describe = f"vs. best: {stats.TEST_DESCRIPTION}"
     if failed or unfinished:
         console.print(f"[yellow]{failed} failed and {unfinished} unfinished run(s) are not in "
                       f"the table (see `trainlab runs {data.name}`)[/]")  # fmt: skip
-    console.print(f"[dim]vs. best: {stats.TEST_DESCRIPTION}[/]", soft_wrap=True)
+    console.print(describe, style="dim", highlight=False, markup=False, soft_wrap=True)

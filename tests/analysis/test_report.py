@@ -164,3 +164,39 @@ def test_the_gallery_never_downloads(tmp_path, study_base, monkeypatch):
     config.write_text(config.read_text().replace("dataset: mnist-5k", "dataset: fashion-mnist"))
     text = write_report(data, tmp_path / "out", root=str(tmp_path / "empty")).main.read_text()
     assert "No gallery of mistakes: the test data is not available here" in text
+
+
+def test_the_two_way_table_follows_the_results(tmp_path):
+    from analysis.test_tables import optimizer_study
+
+    study = optimizer_study()  # hand-made runs: three keys, so no pivot unless asked
+    files = write_report(study, tmp_path / "out", pivot=("optim.name", "data.dataset"))
+    text = files.main.read_text()
+    assert text.index("## Results") < text.index("## optim.name × data.dataset")
+    assert text.index("## optim.name × data.dataset") < text.index("## Failed, pruned")
+    assert ("| optim.name | mnist | fashion-mnist |\n|---|---|---|\n"
+            "| adam | **95.00 ± 1.00%** (n=3, lr=0.001) ★ | **85.00 ± 1.00%** (n=3, lr=0.001) ★ |\n"
+            "| sgd | **94.00 ± 1.41%** (n=2 of 3, lr=0.01) ☆ | – |\n"
+            "| momentum | 51.00 ± 1.00% (n=3, lr=0.01) | 69.00% (n=1, lr=0.001) |\n") in text  # fmt: skip
+    assert "Rows: `optim.name`; columns: `data.dataset`. Each cell: test accuracy" in text
+    assert "★ marks the best cell of each column" in text and "`pivot.csv`" in text
+    rows = list(csv.reader(files.pivot_csv.open()))
+    assert rows[0][:3] == ["optim.name", "data.dataset", "optim.lr"] and len(rows) == 7
+    assert float(rows[1][rows[0].index("test_accuracy_mean")]) == pytest.approx(0.95)
+
+    page = write_report(study, tmp_path / "page", fmt="html", pivot=("optim.name", "data.dataset"))
+    html = page.main.read_text()
+    assert "<h2>optim.name × data.dataset</h2>" in html
+    assert "<td><strong>95.00 ± 1.00%</strong> (n=3, lr=0.001) ★</td>" in html
+
+    again = write_report(study, tmp_path / "out")  # the same folder, no pivot asked this time
+    assert again.pivot_csv is None and not (tmp_path / "out" / "pivot.csv").exists()
+    assert "× data.dataset" not in again.main.read_text()
+
+
+def test_an_unknown_pivot_key_fails_before_anything_is_written(tmp_path):
+    from analysis.test_tables import optimizer_study
+
+    with pytest.raises(StudyError, match=r"--pivot optim\.momentum: not varied in optimizers"):
+        write_report(optimizer_study(), tmp_path / "out", pivot=("optim.momentum", "optim.lr"))
+    assert not (tmp_path / "out").exists()

@@ -1,7 +1,8 @@
 """``trainlab report``: a study (or one run) as Markdown + PNG figures + CSV, or one HTML page.
 
 Sections, in order: what was run (and what failed or is still running), the results table,
-learning curves, overfitting diagnostics, loss versus accuracy, the best configuration (confusion
+the two-way table of two varied keys (``--pivot``, or by itself for a full grid of two), learning
+curves, overfitting diagnostics, loss versus accuracy, the best configuration (confusion
 matrix, per-class metrics, most confident mistakes), parameter effects, the environment, and the
 rules behind the diagnostics.
 """
@@ -29,10 +30,19 @@ from trainlab.analysis.document import (
     render_markdown,
     table_csv,
 )
-from trainlab.analysis.tables import ConfigGroup, ResultTable, build_table, format_param
+from trainlab.analysis.tables import (
+    ConfigGroup,
+    PivotTable,
+    ResultTable,
+    build_pivot,
+    build_table,
+    default_pivot,
+    format_param,
+)
 
 MAX_CURVES = 12  # configurations drawn in the learning-curve grids (the best ones)
 GALLERY_SIZE = 24
+PIVOT_CSV = "pivot.csv"  # the two-way table's unrounded numbers, beside results.csv
 
 
 @dataclass
@@ -41,6 +51,7 @@ class ReportFiles:
     main: Path  # report.md or report.html
     figures: list[Path]
     csv: Path | None
+    pivot_csv: Path | None = None  # when the report has a two-way table
 
 
 def _pct(value: float | None) -> str:
@@ -107,6 +118,21 @@ def results_section(doc: Document, table: ResultTable, folder: Path, cv: int = 0
         f"`{table.metric}`. The interval is the 95% t-interval of the mean of `{table.metric}`. "
         f"**vs. best**: {stats.TEST_DESCRIPTION} The same numbers, unrounded: `{csv_path.name}`."
     ))  # fmt: skip
+    return csv_path
+
+
+def pivot_section(doc: Document, pivot: PivotTable, folder: Path) -> Path:
+    """The two-way table, e.g. optimizer × dataset, and its CSV."""
+    doc.add(Heading(pivot.title), Table(pivot.headers(), pivot.rows(bold=True)))
+    headers, rows = pivot.csv()
+    csv_path = folder / PIVOT_CSV
+    write_text_atomic(csv_path, table_csv(headers, rows))
+    doc.add(
+        Paragraph(
+            f"Rows: `{pivot.rows_key}`; columns: `{pivot.columns_key}`. "
+            f"{pivot.legend()} The same numbers, unrounded: `{csv_path.name}`."
+        )
+    )
     return csv_path
 
 
@@ -334,12 +360,20 @@ def environment_section(doc: Document, data: StudyData) -> None:
 # -- the report ------------------------------------------------------------------------------
 
 
-def build_report(data: StudyData, folder: Path, *, balanced: bool | None = None,
-                 root: str | None = None) -> tuple[Document, list[Path], Path | None]:  # fmt: skip
+def build_report(
+    data: StudyData, folder: Path, *, balanced: bool | None = None, root: str | None = None,
+    pivot: tuple[str, str] | None = None,
+) -> tuple[Document, list[Path], Path | None]:  # fmt: skip
+    """The report's blocks, its figures and results.csv (and pivot.csv, when it has a two-way
+    table: of ``pivot`` = (rows key, columns key), or by itself for a full grid of two keys)."""
+    pivot_table = None
+    if pivot is not None or (pivot := default_pivot(data)) is not None:
+        pivot_table = build_pivot(data, *pivot)  # before writing anything: unknown keys fail
     figures = folder / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     for stale in figures.glob("*.png"):  # a report folder reused: no figures of an older report
         stale.unlink()
+    (folder / PIVOT_CSV).unlink(missing_ok=True)
     title = f"Run {data.name}" if data.kind == "run" else f"Study {data.name}"
     doc = Document(title)
     intro, notes = _describe_counts(data)
@@ -349,6 +383,8 @@ def build_report(data: StudyData, folder: Path, *, balanced: bool | None = None,
     table = build_table(data, balanced=balanced)
     if table.groups:
         csv_path = results_section(doc, table, folder, data.cv)
+        if pivot_table is not None:
+            pivot_section(doc, pivot_table, folder)
     else:
         doc.add(Note("No completed runs yet: nothing to tabulate."))
     unfinished = _unfinished_table(data)
@@ -368,18 +404,24 @@ def build_report(data: StudyData, folder: Path, *, balanced: bool | None = None,
     return doc, paths, csv_path
 
 
-def write_report(data: StudyData, out: Path, *, fmt: str = "md", balanced: bool | None = None,
-                 root: str | None = None) -> ReportFiles:  # fmt: skip
-    """Write ``out/report.md`` (+ figures/, results.csv) or ``out/report.html`` (self-contained)."""
+def write_report(
+    data: StudyData, out: Path, *, fmt: str = "md", balanced: bool | None = None,
+    root: str | None = None, pivot: tuple[str, str] | None = None,
+) -> ReportFiles:  # fmt: skip
+    """Write ``out/report.md`` (+ figures/, results.csv) or ``out/report.html`` (self-contained).
+
+    ``pivot`` (rows key, columns key) adds a two-way table after the results, and pivot.csv; a
+    full grid of exactly two varied keys gets one by itself (see ``tables.default_pivot``)."""
     if fmt not in ("md", "html"):
         from trainlab.errors import TrainlabError
 
         raise TrainlabError(f"unknown report format {fmt!r}; use md or html")
-    doc, paths, csv_path = build_report(data, out, balanced=balanced, root=root)
+    doc, paths, csv_path = build_report(data, out, balanced=balanced, root=root, pivot=pivot)
     if fmt == "md":
         main = out / "report.md"
         write_text_atomic(main, render_markdown(doc, out))
     else:
         main = out / "report.html"
         write_text_atomic(main, render_html(doc))
-    return ReportFiles(out, main, paths, csv_path)
+    pivot_csv = out / PIVOT_CSV
+    return ReportFiles(out, main, paths, csv_path, pivot_csv if pivot_csv.is_file() else None)

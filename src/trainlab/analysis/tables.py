@@ -1,6 +1,11 @@
 """The table people used to write by hand: one row per configuration, the varied parameters as
 columns, every metric as mean ± std with n, a 95% confidence interval for the study metric, and
-whether each configuration is distinguishable from the best (see ``stats.TEST_DESCRIPTION``)."""
+whether each configuration is distinguishable from the best (see ``stats.TEST_DESCRIPTION``).
+
+And its two-way form (``build_pivot``): one varied key down, another across (optimizer ×
+dataset), each cell the configuration with the best validation metric over the remaining keys
+(each optimizer at its own best learning rate), marked when it is the best of its column or not
+distinguishable from it."""
 
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainlab.analysis.collect import RunData, StudyData
-from trainlab.analysis.stats import Comparison, Summary, compare_to_best, summarize
+from trainlab.analysis.stats import ALPHA, Comparison, Summary, compare_to_best, summarize
+from trainlab.errors import StudyError
 from trainlab.experiments.space import format_param
 
 # Test classes this much rarer than the commonest make plain accuracy flattering.
@@ -146,8 +152,6 @@ def build_table(data: StudyData, by: list[str] | None = None,
     keys = list(by) if by else list(data.keys)
     unknown = [key for key in keys if key not in data.keys]
     if unknown:
-        from trainlab.errors import StudyError
-
         varied = ", ".join(data.keys) or "none"
         raise StudyError(f"--by {', '.join(unknown)}: not varied in {data.name}; varied: {varied}")
     groups = group_runs(data.runs, keys)
@@ -166,3 +170,237 @@ def build_table(data: StudyData, by: list[str] | None = None,
         planned[identity] = planned.get(identity, 0) + 1
     return ResultTable(keys, data.metric, data.direction, groups, columns, main, comparisons,
                        planned)  # fmt: skip
+
+
+# -- the two-way table -------------------------------------------------------------------------
+
+PIVOT_MAX_VALUES = 12  # a report adds a pivot by itself only for grids this small on each side
+BEST_MARK = "★"  # the best cell of a column, by mean validation metric
+TIED_MARK = "☆"  # not distinguishable from it (Welch, Holm-corrected within the column)
+
+
+def _identity(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _short_names(keys: list[str]) -> dict[str, str]:
+    """``optim.lr`` → ``lr`` for the picks in a cell; the full key where two would read alike."""
+    last = [key.rsplit(".", 1)[-1] for key in keys]
+    return {key: short if last.count(short) == 1 else key
+            for key, short in zip(keys, last, strict=True)}  # fmt: skip
+
+
+@dataclass
+class PivotCell:
+    """The configurations of one (row, column) pair and the one shown: the best by validation."""
+
+    configurations: int  # configurations of this cell with a completed run
+    picked: ConfigGroup | None  # best mean study metric over the other keys; None: no run done
+    planned: int = 0  # runs of the picked configuration (of the cell when none completed),
+    # failed and unfinished ones included
+    comparison: Comparison | None = None  # against the best cell of its column
+
+    @property
+    def best(self) -> bool:
+        return self.comparison is not None and self.comparison.verdict.startswith("best")
+
+    @property
+    def tied(self) -> bool:
+        """Tested against the best of its column and not distinguishable from it."""
+        return self.comparison is not None and self.comparison.distinguishable is False
+
+    @property
+    def verdict(self) -> str:
+        """For the CSV: best, not distinguishable, worse, untested, or empty (no run done)."""
+        if self.picked is None or self.comparison is None:
+            return ""
+        if self.best:
+            return "best"
+        if self.comparison.distinguishable is None:
+            return "untested"
+        return "not distinguishable" if self.tied else "worse"
+
+
+@dataclass
+class PivotTable:
+    """``rows`` down, ``columns`` across; ``cells[i][j]`` is row value i, column value j."""
+
+    rows_key: str
+    columns_key: str
+    others: list[str]  # the other varied keys: the best value(s) are picked per cell
+    metric: str  # the study metric, on the validation split: it picks and it marks
+    direction: str
+    value: Column  # what the cells show (test accuracy by default)
+    row_values: list[Any]
+    column_values: list[Any]
+    cells: list[list[PivotCell]]
+
+    @property
+    def title(self) -> str:
+        return f"{self.rows_key} × {self.columns_key}"
+
+    def headers(self) -> list[str]:
+        return [self.rows_key, *(format_param(value) for value in self.column_values)]
+
+    def text(self, cell: PivotCell, bold: bool = False) -> str:
+        """``97.12 ± 0.21% (n=3, lr=0.001) ★``; ``n=2 of 3`` when runs failed; ``–``: none."""
+        if cell.picked is None:
+            return "–"
+        summary = cell.picked.summary(self.value)
+        number = summary.format(self.value.digits, percent=self.value.percent).split(" (n=")[0]
+        done = len(cell.picked.runs)
+        inside = [f"n={done} of {cell.planned}" if cell.planned > done else f"n={done}"]
+        short = _short_names(self.others)
+        inside += [f"{short[k]}={format_param(cell.picked.overrides.get(k))}" for k in self.others]
+        mark = BEST_MARK if cell.best else TIED_MARK if cell.tied else ""
+        if bold and mark and number != "–":
+            number = f"**{number}**"
+        return f"{number} ({', '.join(inside)}){' ' + mark if mark else ''}"
+
+    def rows(self, bold: bool = False) -> list[list[str]]:
+        """The cells as text; ``bold=True`` (Markdown, HTML) also sets marked numbers in bold."""
+        return [[format_param(value), *(self.text(cell, bold) for cell in cells)]
+                for value, cells in zip(self.row_values, self.cells, strict=True)]  # fmt: skip
+
+    def legend(self) -> str:
+        """What a cell is and the rule behind the marks, for under the table."""
+        value = f"{self.value.title} mean ± std over seeds (n: completed runs)"
+        if self.others:
+            keys = ", ".join(f"`{key}`" for key in self.others)
+            what = (f"Each cell: {value} of the configuration with the best mean `{self.metric}` "
+                    f"(validation split) among that cell's values of {keys}, which are shown; the "
+                    "test split never picks.")  # fmt: skip
+        else:
+            what = f"Each cell: {value} of that configuration."
+        rule = (f"{BEST_MARK} marks the best cell of each column by mean `{self.metric}`, "
+                f"{TIED_MARK} the cells not distinguishable from it (Welch's t-test on the "
+                f"per-seed `{self.metric}`, Holm–Bonferroni corrected within the column, alpha "
+                f"{ALPHA}; cells with n<2 are not tested).")  # fmt: skip
+        return f"{what} {rule} Cells with – have no completed run."
+
+    def csv(self) -> tuple[list[str], list[list[Any]]]:
+        """One line per cell, numbers unrounded; the picked values of the other keys included."""
+        name = self.value.title.replace(" ", "_").replace(".", "")
+        headers = [self.rows_key, self.columns_key, *self.others, "configurations", "n",
+                   "runs_planned", f"{name}_mean", f"{name}_std", f"{name}_n",
+                   f"{self.metric}_mean", f"{self.metric}_std", "p_vs_best", "p_vs_best_holm",
+                   "vs_best"]  # fmt: skip
+        lines = []
+        for row_value, cells in zip(self.row_values, self.cells, strict=True):
+            for column_value, cell in zip(self.column_values, cells, strict=True):
+                line: list[Any] = [format_param(row_value), format_param(column_value)]
+                group = cell.picked
+                if group is None:  # no completed run: counts only
+                    lines.append([*line, *([""] * len(self.others)), 0, 0, cell.planned,
+                                  *([""] * 8)])  # fmt: skip
+                    continue
+                shown, chosen = group.summary(self.value), summarize(group.main_values())
+                comparison = cell.comparison
+                line += [format_param(group.overrides.get(key)) for key in self.others]
+                line += [cell.configurations, len(group.runs), cell.planned,
+                         shown.mean, shown.std, shown.n, chosen.mean, chosen.std,
+                         comparison.p if comparison else None,
+                         comparison.p_adjusted if comparison else None, cell.verdict]  # fmt: skip
+                lines.append(["" if value is None else value for value in line])
+        return headers, lines
+
+
+def parse_pivot(text: str) -> tuple[str, str]:
+    """``"optim.name,data.dataset"`` → the rows key and the columns key."""
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+        raise StudyError(f"--pivot {text}: give two different varied keys, ROWS,COLUMNS (e.g. "
+                         "--pivot optim.name,data.dataset)")  # fmt: skip
+    return parts[0], parts[1]
+
+
+def pivot_columns(data: StudyData) -> dict[str, Column]:
+    """What a pivot's cells can show: the study metric, or a column of the results table."""
+    chosen = Column(data.metric, lambda r: r.value)
+    return {data.metric: chosen,
+            **{c.title: c for c in [*BASE_COLUMNS, BALANCED_COLUMN, *TAIL_COLUMNS]}}  # fmt: skip
+
+
+def _in_order(values: list[Any]) -> list[Any]:
+    """Distinct values in the order they first appear (a sweep's grid order, as typed)."""
+    seen: dict[str, Any] = {}
+    for value in values:
+        seen.setdefault(_identity(value), value)
+    return list(seen.values())
+
+
+def build_pivot(data: StudyData, rows: str, columns: str, *,
+                value: str = "test accuracy") -> PivotTable:  # fmt: skip
+    """A two-way table of ``rows`` × ``columns`` (two varied keys; values in order of first run).
+
+    Each cell holds the configurations with that pair of values; it shows the one with the best
+    mean study metric (always a validation metric) over the other varied keys, so each row is
+    compared at its own best setting of them, e.g. each optimizer at its best learning rate.
+    Per column, the picked configurations are compared with the best of them by
+    ``stats.compare_to_best`` on their per-seed study metric (Welch, Holm within the column).
+    """
+    unknown = [key for key in (rows, columns) if key not in data.keys]
+    if unknown:
+        varied = ", ".join(data.keys) or "none"
+        raise StudyError(f"--pivot {', '.join(unknown)}: not varied in {data.name}; "
+                         f"varied: {varied}")  # fmt: skip
+    if rows == columns:
+        raise StudyError(f"--pivot {rows},{columns}: rows and columns must be two different keys")
+    choices = pivot_columns(data)
+    if value not in choices:
+        raise StudyError(f"pivot value {value!r}: use one of {', '.join(choices)}")
+    others = [key for key in data.keys if key not in (rows, columns)]
+    row_values = _in_order([run.overrides.get(rows) for run in data.runs])
+    column_values = _in_order([run.overrides.get(columns) for run in data.runs])
+    planned: dict[str, int] = {}  # runs per configuration, whatever their state
+    in_cell: dict[str, int] = {}  # runs per (row, column) pair, whatever their state
+    for run in data.runs:
+        for keys, counts in ((data.keys, planned), ([rows, columns], in_cell)):
+            identity = _identity({key: run.overrides.get(key) for key in keys})
+            counts[identity] = counts.get(identity, 0) + 1
+    sign = 1.0 if data.direction == "maximize" else -1.0
+    cells: dict[tuple[str, str], list[ConfigGroup]] = {}
+    for group in group_runs(data.runs, list(data.keys)):
+        where = (_identity(group.overrides[rows]), _identity(group.overrides[columns]))
+        cells.setdefault(where, []).append(group)
+    table = []
+    for row_value in row_values:
+        line = []
+        for column_value in column_values:
+            groups = cells.get((_identity(row_value), _identity(column_value)), [])
+            if not groups:
+                pair = _identity({rows: row_value, columns: column_value})
+                line.append(PivotCell(0, None, in_cell.get(pair, 0)))
+                continue
+            # max() keeps the first of equal means: ties go to the configuration run first.
+            best = max(groups, key=lambda g: sign * (summarize(g.main_values()).mean or 0.0))
+            line.append(PivotCell(len(groups), best, planned.get(_identity(best.overrides), 0)))
+        table.append(line)
+    for column in range(len(column_values)):
+        filled = [(index, line[column]) for index, line in enumerate(table)
+                  if line[column].picked is not None]  # fmt: skip
+        comparisons = compare_to_best(
+            {str(index): cell.picked.main_values() for index, cell in filled if cell.picked},
+            data.direction,
+        )
+        for (_, cell), comparison in zip(filled, comparisons, strict=True):
+            cell.comparison = comparison
+    return PivotTable(rows, columns, others, data.metric, data.direction, choices[value],
+                      row_values, column_values, table)  # fmt: skip
+
+
+def default_pivot(data: StudyData) -> tuple[str, str] | None:
+    """The pivot a report adds unasked: for a full grid of exactly two varied keys (the first
+    down, the second across), each with at most ``PIVOT_MAX_VALUES`` values. With three or more
+    keys, which ones to pick the best of per cell is the reader's protocol, so it is never
+    guessed; searches and random draws rarely fill a grid, so they get none either."""
+    if len(data.keys) != 2:
+        return None
+    rows, columns = data.keys
+    pairs = {(_identity(run.overrides.get(rows)), _identity(run.overrides.get(columns)))
+             for run in data.runs}  # fmt: skip
+    row_count = len({row for row, _ in pairs})
+    column_count = len({column for _, column in pairs})
+    if max(row_count, column_count) > PIVOT_MAX_VALUES or len(pairs) < row_count * column_count:
+        return None
+    return rows, columns
