@@ -32,6 +32,19 @@ def tiny_config(tmp_path: Path):
     return make
 
 
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory) -> Path:
+    """A finished run folder, shared by the session (add files beside it, change nothing):
+    300 real digits, a small MLP, 2 epochs, about a second."""
+    import trainlab
+
+    out = tmp_path_factory.mktemp("small-run") / "run"
+    trainlab.train({"data": {"dataset": "mnist-5k", "train_size": 300, "val_size": 100},
+                    "model": {"name": "mlp", "options": {"hidden": [32]}}, "epochs": 2,
+                    "progress": False, "out": str(out)})  # fmt: skip
+    return out
+
+
 # -- study stores: SQLite always, PostgreSQL from the Debian package ----------------------------
 
 

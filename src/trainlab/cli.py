@@ -378,7 +378,7 @@ def models(
     from trainlab.models import get_model_info, list_models
 
     if name is None:
-        rows = [[info.name, info.description] for info in list_models()]
+        rows = [[info.usage, info.description] for info in list_models(prefixed=True)]
         print_columns(["name", "description"], rows)
         console.print("[dim]options of one model: trainlab models NAME[/]")
         return
@@ -448,5 +448,6 @@ def main() -> None:
     app()
 
 
-# Study commands (sweep, tune, work, studies, runs, best) and reports live in their own modules.
-from trainlab import cli_reports, cli_serve, cli_studies  # noqa: E402, F401
+# Study commands (sweep, tune, work, studies, runs, best), reports, serving and embeddings live
+# in their own modules.
+from trainlab import cli_embed, cli_reports, cli_serve, cli_studies  # noqa: E402, F401

@@ -16,14 +16,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    import trainlab
-
-    out = tmp_path_factory.mktemp("serve") / "run"
-    trainlab.train({"data": {"dataset": "mnist-5k", "train_size": 300, "val_size": 100},
-                    "model": {"name": "mlp", "options": {"hidden": [32]}}, "epochs": 2,
-                    "progress": False, "out": str(out)})  # fmt: skip
-    return out
+def run_dir(small_run):
+    return small_run
 
 
 @pytest.fixture(scope="module")

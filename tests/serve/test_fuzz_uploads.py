@@ -406,14 +406,8 @@ class Api:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory):
-    import trainlab
-
-    out = tmp_path_factory.mktemp("fuzz") / "run"
-    trainlab.train({"data": {"dataset": "mnist-5k", "train_size": 300, "val_size": 100},
-                    "model": {"name": "mlp", "options": {"hidden": [32]}}, "epochs": 2,
-                    "progress": False, "out": str(out)})  # fmt: skip
-    served = ServedModel.load(out, device="cpu")
+def api(small_run):
+    served = ServedModel.load(small_run, device="cpu")
     with (
         uvicorn_thread(create_app(served, SETTINGS)) as url,
         httpx.Client(base_url=url, timeout=30) as client,

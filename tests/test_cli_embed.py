@@ -1,0 +1,125 @@
+"""`trainlab embed` and `trainlab decode` on a real tiny run, and their one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from trainlab.analysis.decoder import load_decoder
+from trainlab.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run_dir(small_run):
+    return small_run
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(arg) for arg in args])
+
+
+def test_help_has_examples():
+    assert "embed" in invoke("--help").output and "decode" in invoke("--help").output
+    for command in ("embed", "decode"):
+        result = invoke(command, "--help")
+        assert result.exit_code == 0 and "Examples" in result.output
+
+
+def test_embed_writes_the_test_split_and_its_plot(run_dir):
+    result = invoke("embed", run_dir)
+    assert result.exit_code == 0, result.output
+    out, plot = run_dir / "embeddings-test.npz", run_dir / "embeddings-test.png"
+    assert f"wrote {out}" in result.output and f"wrote {plot} (PCA" in result.output
+    assert "embedded 1,000 test images of mnist-5k with mlp: 32 dimensions" in result.output
+    with np.load(out, allow_pickle=False) as data:
+        assert data["embeddings"].shape == (1000, 32) and data["embeddings"].dtype == np.float32
+        assert data["indices"].tolist() == list(range(1000))
+        assert data["class_names"].tolist() == [str(digit) for digit in range(10)]
+        meta = json.loads(str(data["metadata"]))
+        accuracy = float(np.mean(data["predictions"] == data["labels"]))
+    assert meta["dataset"] == "mnist-5k" and meta["split"] == "test" and meta["model"] == "mlp"
+    assert meta["run_dir"] == str(run_dir.resolve())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert accuracy == pytest.approx(summary["test"]["accuracy"])  # the run's own test result
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_embed_the_runs_own_splits_with_tsne(run_dir, tmp_path):
+    result = invoke("embed", run_dir, "--split", "val", "--limit", "60", "--projection", "tsne",
+                    "--out", tmp_path / "val.npz", "--plot", tmp_path / "val-plot.png")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "(t-SNE; 10 query images × 5 neighbours)" in result.output
+    assert (tmp_path / "val-plot.png").is_file() and not (tmp_path / "val.png").exists()
+    val = np.load(tmp_path / "val.npz", allow_pickle=False)
+    assert len(val["labels"]) == 60 and np.bincount(val["labels"]).tolist() == [6] * 10
+    train = invoke("embed", run_dir, "--split", "train", "--no-plot", "--out", tmp_path / "t.npz")
+    assert train.exit_code == 0, train.output
+    train_indices = np.load(tmp_path / "t.npz", allow_pickle=False)["indices"]
+    assert len(train_indices) == 300 and not set(train_indices) & set(val["indices"])
+
+
+def test_decode_writes_the_decoder_and_three_figures(run_dir, tmp_path):
+    out = tmp_path / "decoded"
+    result = invoke("decode", run_dir, "--epochs", "2", "--limit", "400", "--pair", "3", "150",
+                    "--out", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "on 400 mnist-5k training images, 2 epochs on cpu" in result.output
+    assert "reconstruction error on 1,000 held-out test images: MSE" in result.output
+    assert "decoder epoch   2/2" in result.output and f"wrote {out}/" in result.output
+    for name in ("class_means.png", "interpolation.png", "reconstructions.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    decoder, meta = load_decoder(out)
+    assert decoder.image_shape == (1, 28, 28) and decoder.embedding_dim == 32
+    assert meta["training"]["images"] == 400 and len(meta["training"]["losses"]) == 2
+    assert 0 < meta["test"]["mse"] < 1 and meta["figures"]["interpolation"] == "interpolation.png"
+    assert not list(out.glob(".*part"))  # every file written atomically
+
+
+def test_decode_defaults_to_the_run_folder(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    result = invoke("decode", copy, "--epochs", "1", "--limit", "200", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert (copy / "decode" / "decoder.json").is_file() and "decoder epoch" not in result.output
+
+
+@pytest.fixture
+def rgb_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "rgb.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
+             y_train=np.arange(8) % 2, x_test=rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8),
+             y_test=np.arange(4) % 2)  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["embed", "{tmp}/nope"], "no such run folder"),
+        (["embed", "{tmp}/unfinished"], "has no checkpoint"),
+        (["embed", "{run}", "--dataset", "mnist-6k"], "unknown dataset 'mnist-6k'; available: "),
+        (["embed", "{run}", "--dataset", "fashion-mnist"], "is not available offline"),
+        (["embed", "{run}", "--dataset", "{rgb}"], "has 3×32×32 images (channels×height×width)"),
+        (["embed", "{run}", "--split", "holdout"], "unknown split 'holdout'"),
+        (["embed", "{run}", "--projection", "umap"], "unknown projection 'umap'"),
+        (["decode", "{run}", "--pair", "0", "1000"], "the test split of mnist-5k has 1000 images"),
+        (["decode", "{tmp}/nope"], "no such run folder"),
+        (["decode", "{run}", "--dataset", "{rgb}"], "but the model takes 1×28×28"),
+    ],
+)
+def test_mistakes_are_one_line(run_dir, tmp_path, rgb_npz, monkeypatch, args, message):
+    monkeypatch.setenv("TRAINLAB_DATA", str(tmp_path / "empty-cache"))
+    (tmp_path / "unfinished").mkdir()
+    shutil.copy(run_dir / "config.yaml", tmp_path / "unfinished" / "config.yaml")
+    filled = [a.format(tmp=tmp_path, run=run_dir, rgb=rgb_npz) for a in args]
+    result = invoke(*filled)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "empty-cache").exists()  # nothing was downloaded
