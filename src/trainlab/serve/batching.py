@@ -1,6 +1,13 @@
 """Dynamic micro-batching: requests that arrive within ``max_delay`` seconds of each other go
 through the model as one batch (up to ``max_batch`` images), on a worker thread, so the event
-loop keeps accepting requests while the model computes."""
+loop keeps accepting requests while the model computes.
+
+A request waits at most ``max_delay`` from its arrival for others to join it: requests that
+queued while the model was busy on the previous batch have waited already, so they go into the
+next batch at once. Joining, splitting and the model all run on the worker thread, which leaves
+the event loop only the queue to handle (each torch call from the loop thread would release and
+then wait to retake the GIL from the worker).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +27,13 @@ class BatchStats:
     largest: int = 0
 
 
+@dataclass
+class _Request:
+    images: torch.Tensor
+    future: asyncio.Future
+    arrived: float  # loop.time(), seconds
+
+
 class MicroBatcher:
     """``await batcher.run(images)`` -> the rows of ``fn(all queued images)`` for ``images``."""
 
@@ -27,7 +41,7 @@ class MicroBatcher:
                  max_delay: float = 0.005):  # fmt: skip
         self.fn, self.max_batch, self.max_delay = fn, max_batch, max_delay
         self.stats = BatchStats()
-        self._queue: asyncio.Queue | None = None
+        self._queue: asyncio.Queue[_Request] | None = None
         self._task: asyncio.Task | None = None
         # One thread: the model runs one batch at a time (torch itself uses all cores).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trainlab-infer")
@@ -45,43 +59,52 @@ class MicroBatcher:
 
     async def run(self, images: torch.Tensor) -> torch.Tensor:
         assert self._queue is not None, "MicroBatcher.start() was not awaited"
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        await self._queue.put((images, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        self._queue.put_nowait(_Request(images, future, loop.time()))
         return await future
 
     async def _loop(self) -> None:
         assert self._queue is not None
-        loop = asyncio.get_running_loop()
+        queue, loop = self._queue, asyncio.get_running_loop()
         while True:
-            pending = [await self._queue.get()]
-            size = len(pending[0][0])
-            deadline = loop.time() + self.max_delay
+            pending = [await queue.get()]
+            size = len(pending[0].images)
+            deadline = pending[0].arrived + self.max_delay
             while size < self.max_batch:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), timeout)
-                except TimeoutError:
-                    break
-                pending.append(item)
-                size += len(item[0])
+                if queue.empty():  # wait for more only until the first request's deadline
+                    timeout = deadline - loop.time()
+                    if timeout <= 0:
+                        break
+                    try:
+                        request = await asyncio.wait_for(queue.get(), timeout)
+                    except (TimeoutError, asyncio.TimeoutError):  # the same from Python 3.11
+                        break
+                else:  # queued already (while the model was busy): no waiting, no task
+                    request = queue.get_nowait()
+                pending.append(request)
+                size += len(request.images)
             await self._compute(pending, loop)
 
-    async def _compute(self, pending: list, loop: asyncio.AbstractEventLoop) -> None:
-        batch = torch.cat([images for images, _ in pending])
+    def _forward(self, parts: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """On the worker thread: one batch through ``fn``, split back into the requests' rows."""
+        batch = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return self.fn(batch).split([len(p) for p in parts])
+
+    async def _compute(self, pending: list[_Request], loop: asyncio.AbstractEventLoop) -> None:
         try:
-            output = await loop.run_in_executor(self._executor, self.fn, batch)
+            outputs = await loop.run_in_executor(
+                self._executor, self._forward, [r.images for r in pending]
+            )
         except Exception as error:  # the model failed: every waiting request hears of it
-            for _, future in pending:
-                if not future.done():
-                    future.set_exception(error)
+            for request in pending:
+                if not request.future.done():
+                    request.future.set_exception(error)
             return
+        size = sum(len(r.images) for r in pending)
         self.stats.batches += 1
-        self.stats.images += len(batch)
-        self.stats.largest = max(self.stats.largest, len(batch))
-        start = 0
-        for images, future in pending:
-            if not future.done():  # the client may have gone away
-                future.set_result(output[start : start + len(images)])
-            start += len(images)
+        self.stats.images += size
+        self.stats.largest = max(self.stats.largest, size)
+        for request, output in zip(pending, outputs, strict=True):
+            if not request.future.done():  # the client may have gone away
+                request.future.set_result(output)

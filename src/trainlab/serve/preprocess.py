@@ -192,6 +192,20 @@ def _centre_by_mass(glyph: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.clip(frame, 0, 255).astype(np.uint8)
 
 
+SMALL_PIXELS = 512 * 512  # an image this small is preprocessed faster than a thread hand-off
+
+
+def is_small_image(data: bytes) -> bool:
+    """Whether the header declares at most ``SMALL_PIXELS`` pixels (nothing is decoded).
+    A few hundred bytes can declare 40 million pixels, so the byte count alone says nothing."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Exception:  # anything unreadable goes the careful way, where errors are reported
+        return False
+    return width * height <= SMALL_PIXELS
+
+
 def preprocess_upload(data: bytes, preprocessing: dict[str, Any], *,
                       max_pixels: int = MAX_PIXELS) -> torch.Tensor:  # fmt: skip
     """Upload bytes -> uint8 ``[C, H, W]`` for a model with this checkpoint preprocessing."""
