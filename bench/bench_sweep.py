@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from procstat import machine_busy_seconds
 from trainlab.experiments import open_store, study_runs, sweep
 from trainlab.experiments.launch import available_cores
 
@@ -39,16 +40,6 @@ def learning_rates(count: int) -> list[float]:
     if count == 1:
         return [1e-3]
     return [float(f"{3e-3 * 0.1 ** (i / (count - 1)):.2g}") for i in range(count)]
-
-
-def machine_busy_seconds() -> float | None:
-    """CPU seconds all processes of the machine have used since boot (Linux), or None."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def own_seconds() -> float:

@@ -30,6 +30,8 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from procstat import machine_busy_seconds
+
 BOUNDARY = "trainlab-bench-7d3f0a9c"
 T = TypeVar("T")
 # What a failed exchange raises (asyncio.TimeoutError: Python 3.10; an OSError from 3.11).
@@ -90,16 +92,6 @@ def process_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float | None:
-    """CPU seconds all processes of the machine have used since boot (Linux), or None."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def own_seconds() -> float:
