@@ -48,6 +48,7 @@ def test_markdown_report_with_figures_csv_and_the_failed_runs(study, tmp_path):
                     "## How the diagnostics are decided"):  # fmt: skip
         assert heading in text, heading
     assert "2 run(s) failed" in text and "diverged" in text
+    assert "only 2 completed run(s): a t-test on 2 value(s) has 1 degree(s) of freedom" in text
     assert "Welch" in text and "Holm" in text
     assert re.search(r"ρ = -?\d\.\d{3}", text)
     for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", text):

@@ -103,6 +103,10 @@ def _unfinished_table(data: StudyData) -> Table | None:
 # -- sections --------------------------------------------------------------------------------
 
 
+# Below this many runs per configuration, the vs. best test can hardly separate anything.
+LOW_POWER_N = 3
+
+
 def results_section(doc: Document, table: ResultTable, folder: Path, cv: int = 0) -> Path:
     doc.add(Heading("Results"), Table(table.headers(), table.rows(), table.numeric()))
     headers, rows = table.csv()
@@ -118,6 +122,14 @@ def results_section(doc: Document, table: ResultTable, folder: Path, cv: int = 0
         f"`{table.metric}`. The interval is the 95% t-interval of the mean of `{table.metric}`. "
         f"**vs. best**: {stats.TEST_DESCRIPTION} The same numbers, unrounded: `{csv_path.name}`."
     ))  # fmt: skip
+    smallest = min((len(group.main_values()) for group in table.groups), default=0)
+    if len(table.groups) > 1 and smallest < LOW_POWER_N:
+        doc.add(Note(
+            f"Some configurations have only {smallest} completed run(s): a t-test on {smallest} "
+            f"value(s) has {max(smallest - 1, 0)} degree(s) of freedom, so only very large "
+            "differences can show as distinguishable, and \"not distinguishable\" here means "
+            "\"not enough runs to tell\". Run more seeds (--repeats 5) or folds (--cv 5) before "
+            "ranking.", "info"))  # fmt: skip
     return csv_path
 
 
