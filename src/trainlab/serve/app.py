@@ -84,6 +84,7 @@ def _top_k(probabilities: torch.Tensor, classes: list[str], k: int) -> list[dict
 
 def create_app(served: ServedModel, settings: ServeSettings | None = None) -> FastAPI:
     settings = settings or ServeSettings()
+    served.prepare_for_serving()
     classify = MicroBatcher(served.probabilities, max_batch=settings.max_batch,
                             max_delay=settings.max_delay_ms / 1000)  # fmt: skip
     embed_batcher = MicroBatcher(served.embeddings, max_batch=settings.max_batch,

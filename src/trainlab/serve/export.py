@@ -44,8 +44,8 @@ class _Exported(nn.Module):
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 
 
-def _prepare(model_dir: str | Path) -> tuple[Any, _Exported, torch.Tensor, str]:
-    """The served model, its uint8-in wrapper, an example batch and the metadata JSON."""
+def _prepare(model_dir: str | Path) -> tuple[_Exported, torch.Tensor, str]:
+    """The checkpoint's uint8-in wrapper, an example batch and the metadata JSON."""
     from trainlab.serve.model import ServedModel
 
     if Path(model_dir).suffix in (".onnx", *FORMATS.values()):
@@ -58,7 +58,7 @@ def _prepare(model_dir: str | Path) -> tuple[Any, _Exported, torch.Tensor, str]:
     example = torch.zeros(2, pre["channels"], height, width, dtype=torch.uint8)
     metadata = json.dumps({"name": served.name, "preprocessing": pre,
                            "class_names": served.class_names, "run": served.run})  # fmt: skip
-    return served, wrapper, example, metadata
+    return wrapper, example, metadata
 
 
 def export_model(model_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None) -> Path:
@@ -73,7 +73,7 @@ def export_model(model_dir: str | Path, fmt: str = "onnx", out: str | Path | Non
 def export_torchscript(model_dir: str | Path, out: str | Path) -> Path:
     """Write ``out`` (a TorchScript archive, traced) with the metadata as ``trainlab.json``
     inside; load it with ``torch.jit.load(path, _extra_files={"trainlab.json": ""})``."""
-    _, wrapper, example, metadata = _prepare(model_dir)
+    wrapper, example, metadata = _prepare(model_dir)
     out = Path(out)
     with atomic_path(out) as tmp, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # torch.jit's deprecation notice: still what LibTorch runs
@@ -86,7 +86,7 @@ def export_onnx(model_dir: str | Path, out: str | Path) -> Path:
     """Write ``out`` (an .onnx file) from a run or checkpoint folder; returns its path."""
     import onnx
 
-    _, wrapper, example, metadata = _prepare(model_dir)
+    wrapper, example, metadata = _prepare(model_dir)
     out = Path(out)
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
@@ -123,6 +123,9 @@ class OnnxServedModel:
         self.class_names: list[str] = data["class_names"]
         self.run: dict[str, Any] = data.get("run") or {}
         self.device = torch.device("cpu")
+
+    def prepare_for_serving(self) -> None:
+        """onnxruntime already optimised the graph when the session was created."""
 
     def _run(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         logits, features = self.session.run(None, {"images": images.cpu().numpy()})

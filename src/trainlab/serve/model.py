@@ -77,8 +77,12 @@ class ServedModel:
                             if isinstance(v, (int, float))}}  # fmt: skip
         served = cls(checkpoint.architecture.get("name", folder.parent.name), model,
                      checkpoint.preprocessing, list(checkpoint.class_names), target, run)  # fmt: skip
-        served.fast = _traced(served)
         return served
+
+    def prepare_for_serving(self) -> None:
+        """Trace the classifier for the server's many small batches (costs a second at start-up,
+        so only the server pays it; one-off users such as predict, export and embed do not)."""
+        self.fast = _traced(self)
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
