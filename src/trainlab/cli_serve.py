@@ -63,9 +63,12 @@ def serve(
     max_batch: Annotated[int, typer.Option(min=1, help="images per forward pass")] = 64,
     max_delay_ms: Annotated[
         float, typer.Option(min=0, help="how long a request waits to share a batch")
-    ] = 5.0,
+    ] = 2.0,
     max_upload_mb: Annotated[float, typer.Option(min=0.001, help="largest upload per file")] = 10,
     max_files: Annotated[int, typer.Option(min=1, help="files per batch request")] = 64,
+    max_request_mb: Annotated[
+        float, typer.Option(min=0.001, help="largest /predict_batch or /embed request body")
+    ] = 64,
 ) -> None:
     """Serve a trained model over HTTP: /predict, /predict_batch, /embed, /model, /healthz."""
     import uvicorn
@@ -75,7 +78,9 @@ def serve(
 
     served = ServedModel.load(resolve_model(model, study, storage, runs_dir), device=device)
     settings = ServeSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                             max_files=max_files, max_batch=max_batch,
+                             max_files=max_files,
+                             max_request_bytes=int(max_request_mb * 1024 * 1024),
+                             max_batch=max_batch,
                              max_delay_ms=max_delay_ms)  # fmt: skip
     console.print(f"serving {served.name} ({len(served.class_names)} classes) on "
                   f"http://{host}:{port} — docs at /docs", highlight=False)  # fmt: skip

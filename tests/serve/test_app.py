@@ -94,6 +94,13 @@ def test_concurrent_requests_share_forward_passes(server, digits):
         ({"files": {"picture": ("x.png", b"...")}}, 422, "field `file`"),
         ({"files": {"file": ("big.png", b"\x89PNG" + b"0" * 300_000)}}, 413, "larger than"),
         ({}, 422, "bad request"),
+        ({"files": [("file", ("a.png", b"1")), ("file", ("b.png", b"2"))]}, 400, "take one"),
+        ({"content": b"{}", "headers": {"Content-Type": "application/json"}}, 415,
+         "not multipart/form-data"),
+        ({"content": b"--x\r\n", "headers": {"Content-Type": "multipart/form-data; boundary=x"}},
+         400, "cut off"),
+        ({"content": b"\x89PNG" + b"0" * 300_000, "headers": {"Content-Type": "image/png"}}, 413,
+         "larger than"),
     ],
 )  # fmt: skip
 def test_bad_uploads_are_4xx_json_and_the_server_lives_on(server, kwargs, status, message):
@@ -102,6 +109,41 @@ def test_bad_uploads_are_4xx_json_and_the_server_lives_on(server, kwargs, status
     assert response.status_code == status, response.text
     assert message in response.json()["error"]
     assert httpx.get(f"{url}/healthz").status_code == 200
+
+
+def test_a_raw_image_body_and_a_file_without_a_name_are_uploads_too(server, digits):
+    url, _ = server
+    data = png(digits[0][2][0].numpy())
+    expected = httpx.post(f"{url}/predict", files={"file": ("d.png", data)}).json()
+    raw = httpx.post(f"{url}/predict", content=data, headers={"Content-Type": "image/png"})
+    assert raw.status_code == 200 and raw.json() == expected
+    # curl -F 'file=<d.png' sends the bytes as a plain field, without a file name
+    plain = httpx.post(f"{url}/predict", files={"file": (None, data)})
+    assert plain.status_code == 200 and plain.json() == expected
+    batch = httpx.post(f"{url}/predict_batch", files=[("files", (None, data))]).json()
+    assert batch["results"][0]["filename"] is None
+
+
+def test_the_openapi_document_describes_the_uploads(server):
+    url, _ = server
+    paths = httpx.get(f"{url}/openapi.json").json()["paths"]
+    single = paths["/predict"]["post"]["requestBody"]["content"]
+    assert single["multipart/form-data"]["schema"]["required"] == ["file"]
+    assert "image/*" in single and "top_k" in str(paths["/predict"]["post"]["parameters"])
+    batch = paths["/predict_batch"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert batch["schema"]["properties"]["files"]["type"] == "array"
+
+
+def test_a_whole_request_body_over_the_limit_is_refused_before_it_is_read(run_dir, digits):
+    served = ServedModel.load(run_dir, device="cpu")
+    settings = ServeSettings(max_request_bytes=1_000, max_files=8)
+    data = png(digits[0][0][0].numpy())
+    with uvicorn_thread(create_app(served, settings)) as url:
+        files = [("files", (f"{i}.png", data)) for i in range(8)]
+        response = httpx.post(f"{url}/predict_batch", files=files)
+        assert response.status_code == 413, response.text
+        assert "larger than 1,000 bytes" in response.json()["error"]
+        assert httpx.post(f"{url}/predict_batch", files=files[:1]).status_code == 200
 
 
 def test_too_many_files(server, digits):

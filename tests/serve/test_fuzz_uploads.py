@@ -503,12 +503,12 @@ def should_succeed(served, endpoint: str, parts: list, top_k: str | None) -> boo
         return False
     field = "file" if endpoint in ("/predict", "/preview") else "files"
     named = [(filename, data) for name, filename, _, data in parts if name == field]
-    if endpoint in ("/predict", "/preview"):
-        named = named[-1:]  # a repeated single field: the last one counts
+    if endpoint in ("/predict", "/preview") and len(named) > 1:
+        return False  # one image per request there: which one would be meant?
     if not named or len(named) > SETTINGS.max_files:
         return False
-    for filename, data in named:
-        if not filename or len(data) > SETTINGS.max_upload_bytes:  # no filename: not a file
+    for _, data in named:  # a part without a file name counts too (curl -F 'file=<d.png')
+        if len(data) > SETTINGS.max_upload_bytes:
             return False
         if model_input_or_error(data, served.preprocessing) is None:
             return False
