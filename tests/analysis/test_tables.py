@@ -131,7 +131,7 @@ def test_with_only_the_two_keys_each_cell_is_one_configuration():
     # best momentum cell is Fashion-MNIST's single run, so nothing else there is tested.
     assert pivot.rows() == [["mnist", "97.00 ± 2.28% (n=6) ★", "51.00 ± 1.00% (n=3)"],
                             ["fashion-mnist", "85.00 ± 1.00% (n=3)", "69.00% (n=1) ★"]]  # fmt: skip
-    assert "Each cell: test accuracy mean ± std over seeds (n: completed runs) of that " \
+    assert "Each cell: test accuracy mean ± std over its runs (seeds, × folds with --cv; n: completed runs) of that " \
            "configuration." in pivot.legend()  # fmt: skip
 
 

@@ -132,6 +132,10 @@ def test_the_openapi_document_describes_the_uploads(server):
     assert "image/*" in single and "top_k" in str(paths["/predict"]["post"]["parameters"])
     batch = paths["/predict_batch"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert batch["schema"]["properties"]["files"]["type"] == "array"
+    for path in ("/predict", "/predict_batch", "/embed", "/preview"):  # errors as sent
+        for status in ("400", "413", "415", "422"):
+            answer = paths[path]["post"]["responses"][status]["content"]["application/json"]
+            assert answer["schema"]["required"] == ["error"], (path, status)
 
 
 def test_a_whole_request_body_over_the_limit_is_refused_before_it_is_read(run_dir, digits):

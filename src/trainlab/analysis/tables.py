@@ -264,7 +264,7 @@ class PivotTable:
 
     def legend(self) -> str:
         """What a cell is and the rule behind the marks, for under the table."""
-        value = f"{self.value.title} mean ± std over seeds (n: completed runs)"
+        value = f"{self.value.title} mean ± std over its runs (seeds, × folds with --cv; n: completed runs)"
         if self.others:
             keys = ", ".join(f"`{key}`" for key in self.others)
             what = (f"Each cell: {value} of the configuration with the best mean `{self.metric}` "
@@ -274,7 +274,7 @@ class PivotTable:
             what = f"Each cell: {value} of that configuration."
         rule = (f"{BEST_MARK} marks the best cell of each column by mean `{self.metric}`, "
                 f"{TIED_MARK} the cells not distinguishable from it (Welch's t-test on the "
-                f"per-seed `{self.metric}`, Holm–Bonferroni corrected within the column, alpha "
+                f"per-run `{self.metric}`, Holm–Bonferroni corrected within the column, alpha "
                 f"{ALPHA}; cells with n<2 are not tested).")  # fmt: skip
         return f"{what} {rule} Cells with – have no completed run."
 
@@ -337,7 +337,7 @@ def build_pivot(data: StudyData, rows: str, columns: str, *,
     mean study metric (always a validation metric) over the other varied keys, so each row is
     compared at its own best setting of them, e.g. each optimizer at its best learning rate.
     Per column, the picked configurations are compared with the best of them by
-    ``stats.compare_to_best`` on their per-seed study metric (Welch, Holm within the column).
+    ``stats.compare_to_best`` on their per-run study metric (Welch, Holm within the column).
     """
     unknown = [key for key in (rows, columns) if key not in data.keys]
     if unknown:

@@ -65,6 +65,20 @@ HOW_TO_SEND = (
 MAX_OTHER_FIELDS = 16  # form fields besides the images that a request may carry (and we ignore)
 
 
+# The 4xx answers of the upload routes, documented as sent ({"error": ...}), in place of
+# FastAPI's default 422 schema ({"detail": [...]}), which this app never answers with.
+UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"description": description, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}}}}
+    for status, description in [
+        (400, "not a usable image, or a malformed form"),
+        (413, "an image, the body or the number of files over the server's limits"),
+        (415, "not a form upload (nor a raw image/* body where one image is expected)"),
+        (422, "no image field in the form, or a bad top_k"),
+    ]
+}  # fmt: skip
+
+
 def upload_body(field: str, description: str) -> dict[str, Any]:
     """OpenAPI for a form upload in ``field`` (the routes read the body themselves)."""
     binary = {"type": "string", "format": "binary"}
@@ -210,7 +224,7 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
     # The routes take the raw request and answer with a ready JSONResponse: FastAPI's form and
     # response machinery cost more event-loop time per digit than decoding and the model together.
     @app.post("/predict", summary="Classify one image", response_model=dict[str, Any],
-              openapi_extra=upload_body("file", "an image"))  # fmt: skip
+              openapi_extra=upload_body("file", "an image"), responses=UPLOAD_ERRORS)  # fmt: skip
     async def predict(request: Request, top_k: TopK = None) -> JSONResponse:
         images = await read_images(await read_uploads(request, "file"))
         probabilities = await classify.run(images)
@@ -218,7 +232,7 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
                                                    top_k or settings.top_k)})  # fmt: skip
 
     @app.post("/predict_batch", summary="Classify several images", response_model=dict[str, Any],
-              openapi_extra=upload_body("files", "images"))  # fmt: skip
+              openapi_extra=upload_body("files", "images"), responses=UPLOAD_ERRORS)  # fmt: skip
     async def predict_batch(request: Request, top_k: TopK = None) -> JSONResponse:
         uploads = await read_uploads(request, "files")
         probabilities = await classify.run(await read_images(uploads))
@@ -228,7 +242,7 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
             for u, p in zip(uploads, probabilities, strict=True)]})  # fmt: skip
 
     @app.post("/embed", summary="Penultimate-layer embeddings", response_model=dict[str, Any],
-              openapi_extra=upload_body("files", "images"))  # fmt: skip
+              openapi_extra=upload_body("files", "images"), responses=UPLOAD_ERRORS)  # fmt: skip
     async def embed(request: Request) -> JSONResponse:
         images = await read_images(await read_uploads(request, "files"))
         features = await embed_batcher.run(images)
@@ -248,7 +262,7 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
 
     @app.post("/preview", summary="What the model sees: an image after preprocessing, as PNG",
               response_class=Response, openapi_extra=upload_body("file", "an image"),
-              responses={200: {"content": {"image/png": {}},
+              responses={**UPLOAD_ERRORS, 200: {"content": {"image/png": {}},
                                "description": "the model's input (its size and channels), "
                                "before normalisation"}})  # fmt: skip
     async def preview(request: Request) -> Response:
