@@ -83,8 +83,30 @@ def test_quoted_parameters_and_rfc5987_file_names():
     assert kind == "form-data" and parameters["name"] == "a;b"
     assert parameters["filename"] == "数字.png"  # the extended form wins
     assert header_parameters('form-data; NAME="x"')[1] == {"name": "x"}
+    # Browsers and curl send backslashes unescaped: only \" and \\ are escapes.
+    assert header_parameters(r'form-data; filename="C:\Users\me\d.png"')[1]["filename"] == (
+        "C:\\Users\\me\\d.png"
+    )
+    # An extended value without charset'language' does not replace a good plain one.
+    assert (
+        header_parameters('form-data; filename="d.png"; filename*=x.png')[1]["filename"] == "d.png"
+    )
     content_type = 'Multipart/Form-Data; charset=utf-8; boundary="a b:c"'
     assert boundary_of(content_type) == b"a b:c"
+
+
+@pytest.mark.parametrize(
+    "charset", ["undefined", "idna", "utf-8\x00", "x" * 300, "rot13", "base64"]
+)
+def test_a_client_named_charset_is_never_looked_up(charset):
+    import encodings
+
+    cached = len(encodings._cache)
+    value = f"form-data; name=file; filename=d.png; filename*={charset}''%41"
+    assert header_parameters(value)[1]["filename"] == "d.png"  # unknown charset: plain value
+    assert boundary_of(f"multipart/form-data; boundary=B; x*={charset}''%41") == b"B"
+    assert len(encodings._cache) == cached  # no codec lookup (each one is cached forever)
+    assert header_parameters("a; f*=ISO-8859-1'en'%E9")[1]["f"] == "é"
 
 
 def test_a_part_without_headers_and_an_empty_part():

@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from trainlab.serve.batching import MicroBatcher
 from trainlab.serve.model import ServedModel
@@ -58,10 +59,12 @@ PAGE_HEADERS = {
 }
 
 
-HOW_TO_SEND = (
-    "send images as multipart form field `file` (/predict, /preview) or `files` "
-    "(/predict_batch, /embed), e.g. curl -F file=@digit.png"
-)
+HOW_TO_SEND = {
+    "file": "send the image as multipart form field `file` (curl -F file=@digit.png) or as the "
+    "raw body with its image/* Content-Type",
+    "files": "send the images as multipart form field `files` (curl -F files=@a.png -F "
+    "files=@b.png)",
+}
 MAX_OTHER_FIELDS = 16  # form fields besides the images that a request may carry (and we ignore)
 
 
@@ -148,8 +151,8 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        # Starlette's own refusals (a body that is not valid multipart, too many parts, a field
-        # over 1 MB, an unknown path or method) in the same {"error": ...} shape as ours.
+        # Starlette's own refusals (an unknown path or method) in the same {"error": ...} shape
+        # as ours.
         return JSONResponse({"error": str(error.detail)}, status_code=error.status_code,
                             headers=error.headers)  # fmt: skip
 
@@ -165,35 +168,38 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise ClientError(413, f"request body larger than {limit:,} bytes")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ClientError(413, f"request body larger than {limit:,} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        body = bytearray()  # one growing buffer: a list of chunks plus its join held it twice
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise ClientError(413, f"request body larger than {limit:,} bytes")
+        except ClientDisconnect:  # nobody to answer; without this uvicorn logs a traceback
+            raise ClientError(400, "the client disconnected before the upload ended") from None
+        return bytes(body)
 
     async def read_uploads(request: Request, field: str) -> list[Part]:
         """The parts of the form field ``field`` (``file`` for one image, ``files`` for many);
         ``/predict`` and ``/preview`` also take a raw ``image/*`` body."""
         single = field == "file"
-        limit = (settings.max_upload_bytes + 64 * 1024 if single  # room for the part headers
-                 else settings.max_request_bytes)  # fmt: skip
+        one_image = settings.max_upload_bytes + 64 * 1024  # room for the part headers
+        limit = one_image if single else max(settings.max_request_bytes, one_image)
         content_type = request.headers.get("content-type", "")
         media = content_type.partition(";")[0].strip().lower()
         if single and media.startswith("image/"):
             return [Part(field, None, media, await read_body(request, limit))]
         if not content_type:
-            raise ClientError(422, f"bad request: no form in the request; {HOW_TO_SEND}")
+            raise ClientError(422, f"bad request: no form in the request; {HOW_TO_SEND[field]}")
         try:
             boundary = boundary_of(content_type)
             parts = parse_form(await read_body(request, limit), boundary,
                                max_parts=settings.max_files + MAX_OTHER_FIELDS)  # fmt: skip
         except FormError as error:
-            raise ClientError(error.status, f"bad request: {error}") from None
+            hint = f"; {HOW_TO_SEND[field]}" if error.status == 415 else ""
+            raise ClientError(error.status, f"bad request: {error}{hint}") from None
         uploads = [part for part in parts if part.name == field]
         if not uploads:
-            raise ClientError(422, f"bad request: no form field `{field}`; {HOW_TO_SEND}")
+            raise ClientError(422, f"bad request: no form field `{field}`; {HOW_TO_SEND[field]}")
         if single and len(uploads) > 1:
             raise ClientError(400, f"{len(uploads)} images in field `file`: /predict and "
                               "/preview take one; send several to /predict_batch as `files`")  # fmt: skip

@@ -17,12 +17,17 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-MAX_HEADER_BYTES = 16 * 1024  # one part's header block
+MAX_HEADER_BYTES = 8 * 1024  # one part's header block
 MAX_BOUNDARY = 200  # RFC 2046 allows 70; be lenient, but bound the search pattern
 
 # ``; key=value`` or ``; key="quoted \" value"`` after the first token of a header value.
 _PARAMETER = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)', re.DOTALL)
-_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
+# Only \" and \\ are escapes: browsers and curl send other backslashes as they are (C:\x\d.png).
+_ESCAPED = re.compile(r'\\([\\"])')
+# The charsets an RFC 8187 ``key*=charset''value`` may name. Never a codec lookup by a client's
+# name: each unknown one is an import attempt, cached forever (memory), and some raise oddly.
+_CHARSETS = {"utf-8": "utf-8", "utf8": "utf-8", "iso-8859-1": "latin-1", "latin1": "latin-1",
+             "latin-1": "latin-1", "us-ascii": "ascii", "ascii": "ascii"}  # fmt: skip
 
 
 class FormError(ValueError):
@@ -54,12 +59,10 @@ def header_parameters(value: str) -> tuple[str, dict[str, str]]:
         if len(text) >= 2 and text[0] == text[-1] == '"':
             text = _ESCAPED.sub(r"\1", text[1:-1])
         if key.endswith("*"):
-            charset, _, encoded = text.partition("'")
-            _, _, encoded = encoded.partition("'")  # skip the language tag
-            try:
-                extended[key[:-1]] = unquote(encoded, encoding=charset or "utf-8", errors="replace")
-            except LookupError:  # an unknown charset name: keep the plain value, if any
-                continue
+            pieces = text.split("'", 2)  # charset'language'percent-encoded
+            encoding = _CHARSETS.get(pieces[0].strip().lower()) if len(pieces) == 3 else None
+            if encoding is not None:  # otherwise keep the plain value, if any
+                extended[key[:-1]] = unquote(pieces[2], encoding=encoding, errors="replace")
         else:
             parameters[key] = text
     parameters.update(extended)
@@ -71,8 +74,7 @@ def boundary_of(content_type: str) -> bytes:
     kind, parameters = header_parameters(content_type)
     if kind != "multipart/form-data":
         shown = kind or "none"
-        raise FormError(f"the body is {shown}, not multipart/form-data; send images as a form "
-                        "upload (curl -F file=@digit.png)", status=415)  # fmt: skip
+        raise FormError(f"the body is {shown}, not multipart/form-data", status=415)
     boundary = parameters.get("boundary", "")
     if not boundary or len(boundary) > MAX_BOUNDARY or not boundary.isascii():
         raise FormError("multipart/form-data without a valid boundary in the Content-Type header")
