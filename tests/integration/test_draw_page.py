@@ -422,6 +422,17 @@ def test_errors_are_shown_and_the_page_recovers(browser, digits):
         assert error.is_visible() and "notes.txt: not an image" in error.text_content()
         assert page.locator(ROWS).count() == 0 and page.get_by_test_id("preview-box").is_hidden()
 
+        # Over the server's upload limit (from /model): refused on the page, nothing is sent.
+        page.get_by_role("button", name="Clear").click()
+        sent = []
+        page.on("request", lambda request: sent.append(request.url))
+        page.get_by_test_id("file-input").set_input_files(
+            files=[{"name": "huge.png", "mimeType": "image/png", "buffer": b"\x89PNG" * 60_000}]
+        )
+        message = "huge.png: 240,000 bytes; this server takes images of at most 200,000 bytes"
+        assert message in error.text_content()
+        assert error.is_visible() and not [u for u in sent if "/predict" in u or "/preview" in u]
+
         # A server error that is not JSON (a crash, a proxy): status and body are shown.
         page.get_by_role("button", name="Clear").click()
         wait_state(page, "idle")

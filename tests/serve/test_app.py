@@ -64,6 +64,8 @@ def test_predict_batch_embed_model_and_health(server, digits):
     info = httpx.get(f"{url}/model").json()
     assert info["classes"] == [str(i) for i in range(10)] and info["input"]["height"] == 28
     assert "accuracy" in info["run"]["test"]
+    assert info["limits"] == {"max_upload_bytes": 200_000, "max_files": 8,
+                              "max_request_bytes": 64 * 1024 * 1024}  # fmt: skip
     assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
     assert httpx.get(f"{url}/openapi.json").status_code == 200
 

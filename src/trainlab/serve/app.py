@@ -258,7 +258,9 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
 
     @app.get("/model", summary="The model: name, classes, input, preprocessing, run metrics")
     async def model_info() -> dict[str, Any]:
-        return served.info()
+        limits = {"max_upload_bytes": settings.max_upload_bytes, "max_files": settings.max_files,
+                  "max_request_bytes": settings.max_request_bytes}  # fmt: skip
+        return {**served.info(), "limits": limits}
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, Any]:

@@ -306,6 +306,14 @@ document.addEventListener("keydown", (event) => {
 
 async function useFile(file) {
   clearPad();
+  const limit = state.info?.limits?.max_upload_bytes;
+  if (typeof limit === "number" && file.size > limit) {
+    // Refused here, not after uploading it all for a 413.
+    // In bytes, as the server's own messages: rounded megabytes could read "0.2 MB, at most 0.2".
+    showError(`${file.name}: ${file.size.toLocaleString("en")} bytes; this server takes ` +
+      `images of at most ${limit.toLocaleString("en")} bytes`);
+    return;
+  }
   state.upload = file;
   try {
     state.background = await createImageBitmap(file);
