@@ -300,3 +300,22 @@ def test_class_weighted_loss_changes_training_and_is_recorded(tiny_config, tmp_p
     assert plain != pytest.approx(balanced)  # the weights reached the loss
     saved = yaml.safe_load((tmp_path / "balanced" / "config.yaml").read_text())
     assert saved["class_weights"] == "balanced"
+
+
+def test_seed_everything_sets_determinism_and_skips_the_slow_call_when_unchanged():
+    import subprocess
+    import sys
+
+    from trainlab.training import seed_everything
+
+    seed_everything(0, deterministic=True)
+    assert torch.are_deterministic_algorithms_enabled()
+    assert not torch.backends.cudnn.benchmark
+    seed_everything(0, deterministic=False)
+    assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
+    # Nothing to change: torch.use_deterministic_algorithms (it imports torch._inductor, ~1 s)
+    # is not called at all.
+    code = ("import sys; from trainlab.training import seed_everything; "
+            "seed_everything(0, deterministic=False); print('torch._inductor' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

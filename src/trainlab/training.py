@@ -159,11 +159,14 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     torch.manual_seed(seed)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    else:
-        torch.use_deterministic_algorithms(False)
-        torch.backends.cudnn.benchmark = True
+    # torch.use_deterministic_algorithms imports torch._inductor (~1 s per process): call it
+    # only when it changes something.
+    wanted = (deterministic, deterministic)  # (enabled, warn only)
+    current = (torch.are_deterministic_algorithms_enabled(),
+               torch.is_deterministic_algorithms_warn_only_enabled())  # fmt: skip
+    if current != wanted:
+        torch.use_deterministic_algorithms(deterministic, warn_only=deterministic)
+    torch.backends.cudnn.benchmark = not deterministic
 
 
 # -- data, model, trainer --------------------------------------------------------------------
