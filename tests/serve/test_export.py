@@ -99,3 +99,18 @@ def test_default_export_paths_and_refusals(exported, tmp_path):
         ServedModel.load(run_dir / "model.pt")  # TorchScript archives are unpickled: never served
     with pytest.raises(TrainlabError, match="already exported"):
         export_model(onnx_path, "torchscript")
+
+
+def test_a_model_onnx_cannot_express_is_a_clear_error_and_leaves_no_file(exported, tmp_path,
+                                                                         monkeypatch):  # fmt: skip
+    from trainlab.errors import TrainlabError
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Exporting the operator 'aten::_upsample_bicubic2d_aa' to ONNX opset "
+                           "version 17 is not supported.\nPlease feel free to request support")  # fmt: skip
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    run_dir, _ = exported
+    with pytest.raises(TrainlabError, match=r"cannot be exported to ONNX .*bicubic.*torchscript"):
+        export_onnx(run_dir, tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []  # no half-written file

@@ -90,10 +90,18 @@ def export_onnx(model_dir: str | Path, out: str | Path) -> Path:
     out = Path(out)
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
-        torch.onnx.export(wrapper, (example,), str(tmp), input_names=["images"],
-                          output_names=["logits", "features"], opset_version=OPSET,
-                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"},
-                                        "features": {0: "batch"}}, dynamo=False)  # fmt: skip
+        try:
+            torch.onnx.export(wrapper, (example,), str(tmp), input_names=["images"],
+                              output_names=["logits", "features"], opset_version=OPSET,
+                              dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"},
+                                            "features": {0: "batch"}}, dynamo=False)  # fmt: skip
+        except Exception as error:  # the exporter's own types: an op ONNX has no form for, ...
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+            raise TrainlabError(
+                f"{model_dir}: this model cannot be exported to ONNX (opset {OPSET}): {reason}. "
+                "`trainlab serve` serves the run folder itself, and `trainlab export "
+                "--format torchscript` writes a traced model for LibTorch"
+            ) from None
         graph = onnx.load(str(tmp))
         entry = graph.metadata_props.add()
         entry.key = METADATA_KEY
