@@ -1,5 +1,5 @@
 """Test helpers for live things: an app under real uvicorn on 127.0.0.1, headless Chromium,
-and PNG bytes of an array."""
+PNG bytes of an array and the size of a written PNG."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import contextlib
 import io
 import os
 import shutil
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +22,13 @@ def png(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def png_size(path: Any) -> tuple[int, int]:
+    """(width, height) of a PNG file, from its IHDR chunk (and that it is a PNG at all)."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
 
 
 @contextlib.contextmanager

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import struct
 
 import pytest
 import torch
 
+from live import png_size
 from trainlab.analysis.decoder import (
     EmbeddingDecoder,
     class_mean_embeddings,
@@ -25,13 +25,6 @@ from trainlab.analysis.decoder import (
     train_decoder,
 )
 from trainlab.errors import RunError, TrainlabError
-
-
-def png_size(path) -> tuple[int, int]:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    return struct.unpack(">II", data[16:24])  # IHDR width, height
-
 
 # --------------------------------------------------------------------------- pure helpers
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import struct
 
 import numpy as np
 import pytest
 import torch
 
+from live import png_size
 from trainlab.analysis.embeddings import (
     Embeddings,
     NeighbourRows,
@@ -28,13 +28,6 @@ from trainlab.analysis.embeddings import (
 )
 from trainlab.config import build_config
 from trainlab.errors import DataError, TrainlabError
-
-
-def png_size(path) -> tuple[int, int]:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    return struct.unpack(">II", data[16:24])  # IHDR width, height
-
 
 # --------------------------------------------------------------------------- PCA
 

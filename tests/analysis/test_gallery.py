@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import struct
 
 import numpy as np
 import pytest
 import torch
 
 import trainlab
+from live import png_size
 from trainlab.analysis.gallery import (
     Mistake,
     caption,
@@ -22,13 +22,6 @@ from trainlab.analysis.gallery import (
 from trainlab.data import load_dataset
 from trainlab.errors import RunError
 from trainlab.runs.record import read_summary
-
-
-def png_size(path) -> tuple[int, int]:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    return struct.unpack(">II", data[16:24])  # IHDR width, height
-
 
 # --------------------------------------------------------------------------- pure ranking
 

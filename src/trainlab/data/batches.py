@@ -55,7 +55,7 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     return (mean / 255).tolist(), (std / 255).tolist()
 
 
-def channel_tensor(
+def _channel_tensor(
     values: ChannelValues, channels: int, device: torch.device, name: str
 ) -> torch.Tensor:
     """``[1, C, 1, 1]`` float32 from one value per channel (or one value for all channels)."""
@@ -68,8 +68,8 @@ def channel_tensor(
 def normalize(x: torch.Tensor, mean: ChannelValues, std: ChannelValues) -> torch.Tensor:
     """``(x - mean) / std`` per channel, for float ``x`` ``[B, C, H, W]`` in [0, 1] units."""
     channels = x.shape[1]
-    mean_t = channel_tensor(mean, channels, x.device, "mean").to(x.dtype)
-    std_t = channel_tensor(std, channels, x.device, "std").to(x.dtype)
+    mean_t = _channel_tensor(mean, channels, x.device, "mean").to(x.dtype)
+    std_t = _channel_tensor(std, channels, x.device, "std").to(x.dtype)
     return (x - mean_t) / std_t
 
 
@@ -113,8 +113,8 @@ class BatchLoader:
         self.drop_last = drop_last
         self.channels_last = channels_last
         channels = split.images.shape[1]
-        self.mean = channel_tensor(mean, channels, split.images.device, "mean")
-        self.std = channel_tensor(std, channels, split.images.device, "std")
+        self.mean = _channel_tensor(mean, channels, split.images.device, "mean")
+        self.std = _channel_tensor(std, channels, split.images.device, "std")
 
     @property
     def device(self) -> torch.device:

@@ -27,7 +27,13 @@ from starlette.requests import ClientDisconnect
 
 from trainlab.serve.batching import MicroBatcher
 from trainlab.serve.model import ServedModel
-from trainlab.serve.multipart import FormError, Part, boundary_of, parse_form
+from trainlab.serve.multipart import (
+    FormError,
+    Part,
+    boundary_of,
+    header_parameters,
+    parse_form,
+)
 from trainlab.serve.preprocess import MAX_PIXELS, InputError, is_small_image, preprocess_upload
 
 # Module level: with postponed annotations FastAPI resolves route types from module globals.
@@ -185,7 +191,7 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
         one_image = settings.max_upload_bytes + 64 * 1024  # room for the part headers
         limit = one_image if single else max(settings.max_request_bytes, one_image)
         content_type = request.headers.get("content-type", "")
-        media = content_type.partition(";")[0].strip().lower()
+        media, _ = header_parameters(content_type)
         if single and media.startswith("image/"):
             return [Part(field, None, media, await read_body(request, limit))]
         if not content_type:
@@ -256,11 +262,13 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
                              "embeddings": [[round(v, 6) for v in row]
                                             for row in features.tolist()]})  # fmt: skip
 
+    info = {**served.info(), "limits": {"max_upload_bytes": settings.max_upload_bytes,
+                                        "max_files": settings.max_files,
+                                        "max_request_bytes": settings.max_request_bytes}}  # fmt: skip
+
     @app.get("/model", summary="The model: name, classes, input, preprocessing, run metrics")
     async def model_info() -> dict[str, Any]:
-        limits = {"max_upload_bytes": settings.max_upload_bytes, "max_files": settings.max_files,
-                  "max_request_bytes": settings.max_request_bytes}  # fmt: skip
-        return {**served.info(), "limits": limits}
+        return info
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, Any]:

@@ -85,7 +85,7 @@ def boundary_of(content_type: str) -> bytes:
 
 def _part(header_block: bytes, data: bytes) -> Part:
     headers: dict[str, str] = {}
-    for line in header_block.split(b"\r\n"):
+    for line in header_block.split(b"\r\n") if header_block else ():
         name, colon, value = line.partition(b":")
         if not colon or not name.strip():
             raise FormError("a multipart part has a malformed header line")
@@ -134,6 +134,5 @@ def parse_form(body: bytes, boundary: bytes, *, max_parts: int) -> list[Part]:
                             "upload?)")  # fmt: skip
         if len(parts) == max_parts:
             raise FormError(f"more than {max_parts} parts in one request", status=413)
-        parts.append(_part(header_block, body[data_start:end]) if header_block
-                     else Part(None, None, None, body[data_start:end]))  # fmt: skip
+        parts.append(_part(header_block, body[data_start:end]))
         position = end + 2
