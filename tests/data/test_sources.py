@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 from pathlib import Path
@@ -12,10 +13,12 @@ from trainlab.data.sources import (
     MIRROR_ENV,
     RemoteFile,
     candidate_urls,
+    copy_files,
     data_root,
     dataset_dir,
     fetch_files,
     md5sum,
+    missing_files,
 )
 from trainlab.errors import DataError
 
@@ -79,6 +82,78 @@ def test_cached_verified_files_need_no_mirror(tmp_path):
     (folder / "a.bin").write_bytes(BODY)
     paths = fetch_files("toy", folder, [remote()], [], download=False)
     assert paths == {"a.bin": folder / "a.bin"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Decompressed copies and files copied from a local folder (no network)
+# ---------------------------------------------------------------------------------------------
+
+PACKED = gzip.compress(BODY, mtime=0)
+
+
+def packed(name: str = "a.bin.gz") -> RemoteFile:
+    """A published .gz whose contents' MD5 is published too, so its unpacked copy is accepted."""
+    return RemoteFile(name, md5(PACKED), unpacked_md5=md5(BODY))
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def test_forms_are_the_archive_then_its_unpacked_copy_when_its_checksum_is_known():
+    assert packed().forms() == [("a.bin.gz", md5(PACKED)), ("a.bin", md5(BODY))]
+    assert remote("x.gz").forms() == [("x.gz", md5(BODY))]  # contents' MD5 unknown: archive only
+
+
+def test_a_verified_unpacked_copy_stands_in_for_the_archive_offline(tmp_path):
+    (tmp_path / "a.bin").write_bytes(BODY)
+    assert fetch_files("toy", tmp_path, [packed()], [], download=False) == {
+        "a.bin.gz": tmp_path / "a.bin"
+    }
+    assert missing_files(tmp_path, [packed()]) == []
+    assert missing_files(tmp_path, [remote("a.bin.gz")]) == ["a.bin.gz"]
+
+
+def test_the_archive_wins_and_a_corrupt_unpacked_copy_is_not_accepted(tmp_path):
+    (tmp_path / "a.bin").write_bytes(b"not the published contents")
+    with pytest.raises(DataError, match=r"a\.bin\.gz \(checksum mismatch\).*decompressed copies"):
+        fetch_files("toy", tmp_path, [packed()], [], download=False)
+    (tmp_path / "a.bin.gz").write_bytes(PACKED)
+    paths = fetch_files("toy", tmp_path, [packed()], [], download=False)
+    assert paths == {"a.bin.gz": tmp_path / "a.bin.gz"}
+
+
+def test_copy_files_verifies_everything_then_copies_atomically(tmp_path):
+    source, cache = tmp_path / "kit", tmp_path / "cache" / "toy"
+    source.mkdir()
+    (source / "a.bin").write_bytes(BODY)  # unpacked form
+    (source / "b.bin").write_bytes(OTHER)  # published form
+    (source / "names.csv").write_text("x")
+    files = [packed(), remote("b.bin", OTHER), RemoteFile("names.csv", None, optional=True)]
+    copied = copy_files("toy", cache, files, source)
+    assert sorted(p.name for p in copied) == ["a.bin", "b.bin", "names.csv"]
+    assert (cache / "a.bin").read_bytes() == BODY and leftovers(cache) == []
+    assert fetch_files("toy", cache, files, [], download=False)["a.bin.gz"] == cache / "a.bin"
+    # The cache as its own source: nothing to copy, nothing broken.
+    assert copy_files("toy", cache, files, cache) == []
+    assert (cache / "b.bin").read_bytes() == OTHER
+
+
+def test_copy_files_changes_nothing_when_any_required_file_is_wrong(tmp_path):
+    source, cache = tmp_path / "kit", tmp_path / "cache"
+    source.mkdir()
+    (source / "a.bin").write_bytes(BODY)
+    (source / "b.bin").write_bytes(b"damaged")
+    files = [packed(), remote("b.bin", OTHER), remote("c.bin", OTHER)]
+    with pytest.raises(DataError) as error:
+        copy_files("toy", cache, files, source)
+    assert str(error.value) == (
+        f"{source} does not hold the toy files: b.bin (checksum mismatch), c.bin (missing); it "
+        "needs a.bin.gz, b.bin, c.bin (or their decompressed copies, without .gz)"
+    )
+    assert not cache.exists()
+    with pytest.raises(DataError, match="no such folder"):
+        copy_files("toy", cache, files, tmp_path / "absent")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,8 +283,17 @@ def test_corrupt_cached_file_is_fetched_again_or_reported(http_server, tmp_path,
     fetch_files("toy", folder, [remote()], [http_server.url("/m/")])
     assert (folder / "a.bin").read_bytes() == BODY
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
-        f"{folder / 'a.bin'} does not match its published checksum; downloading it again"
+        f"the copy of a.bin in {folder} does not match its published checksum; downloading it again"
     ]
+
+
+@pytest.mark.integration
+def test_a_corrupt_unpacked_copy_gets_the_archive_downloaded(http_server, tmp_path):
+    (tmp_path / "a.bin").write_bytes(b"damaged")
+    http_server.serve("/m/a.bin.gz", PACKED)
+    paths = fetch_files("toy", tmp_path, [packed()], [http_server.url("/m/")])
+    assert paths == {"a.bin.gz": tmp_path / "a.bin.gz"}
+    assert http_server.requests == ["/m/a.bin.gz"]
 
 
 @pytest.mark.integration

@@ -3,7 +3,7 @@
 from trainlab.data.augment import BatchAugmenter, default_augment, parse_augment, resolve_augment
 from trainlab.data.batches import BatchLoader, channel_stats, normalize, normalize_uint8
 from trainlab.data.preview import augment_grid, augment_preview_counts, save_augment_preview
-from trainlab.data.registry import DatasetInfo, list_datasets, load_dataset
+from trainlab.data.registry import DatasetInfo, fetch_dataset, list_datasets, load_dataset
 from trainlab.data.sources import data_root
 from trainlab.data.splits import (
     carve_validation,
@@ -26,6 +26,7 @@ __all__ = [
     "channel_stats",
     "data_root",
     "default_augment",
+    "fetch_dataset",
     "kfold_validation",
     "list_datasets",
     "load_dataset",

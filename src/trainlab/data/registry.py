@@ -30,7 +30,13 @@ from trainlab.data.formats import (
     read_npz_array,
     read_user_npz,
 )
-from trainlab.data.sources import RemoteFile, dataset_dir, fetch_files, missing_files
+from trainlab.data.sources import (
+    RemoteFile,
+    copy_files,
+    dataset_dir,
+    fetch_files,
+    missing_files,
+)
 from trainlab.data.splits import stratified_indices
 from trainlab.data.types import DataKind, DatasetBundle
 from trainlab.errors import DataError
@@ -172,13 +178,21 @@ def _decode_mnist_5k(paths: Mapping[str, Path]) -> ArrayDataset:
     )
 
 
-def _idx_files(*md5s: str) -> tuple[RemoteFile, ...]:
-    return tuple(RemoteFile(name, md5) for name, md5 in zip(IDX_FILES, md5s, strict=True))
+def _idx_files(*md5s: str, unpacked: tuple[str, ...] | None = None) -> tuple[RemoteFile, ...]:
+    """The four IDX archives; ``unpacked`` are the MD5s of their contents where published."""
+    unpacked_md5s = unpacked or (None,) * len(IDX_FILES)
+    return tuple(
+        RemoteFile(name, md5, unpacked_md5=raw)
+        for name, md5, raw in zip(IDX_FILES, md5s, unpacked_md5s, strict=True)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # The registry. MD5s are the publishers' (as used by torchvision's MNIST/FashionMNIST/KMNIST/CIFAR
-# classes); K49 ones as published with the dataset and used by several independent loaders.
+# classes); K49 ones as published with the dataset and used by several independent loaders. The
+# MD5s of the decompressed MNIST and Fashion-MNIST files are the ones torchvision-style loaders
+# and the datasets' users check (several independent sources agree); KMNIST's are not widely
+# published, so only its archives are accepted.
 # ---------------------------------------------------------------------------------------------
 
 _SPECS: tuple[DatasetSpec, ...] = (
@@ -208,6 +222,12 @@ _SPECS: tuple[DatasetSpec, ...] = (
             "d53e105ee54ea40749a09fcbcd1e9432",
             "9fb629c4189551a2d022fa330f9573f3",
             "ec29112dd5afa0611ce80d1b7f02629c",
+            unpacked=(
+                "6bbc9ace898e44ae57da46a324031adb",
+                "a25bea736e30d166cdddb491f175f624",
+                "2646ac647ad5339dbf082846283269ea",
+                "27ae3e4e09519cfbb04c329615203637",
+            ),
         ),
         mirrors=(
             "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -228,6 +248,12 @@ _SPECS: tuple[DatasetSpec, ...] = (
             "25c81989df183df01b3e8a0aad5dffbe",
             "bef4ecab320f06d8554ea6380940ec79",
             "bb300cfdad3c16e7a12a480ee83cd310",
+            unpacked=(
+                "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+                "9018921c3c673c538a1fc5bad174d6f9",
+                "8181f5470baa50b63fa0f6fddb340f0a",
+                "15d484375f8d13e6eb1aabb0c3f46965",
+            ),
         ),
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         aliases=("fmnist",),
@@ -337,6 +363,11 @@ def list_datasets(root: str | Path | None = None) -> list[DatasetInfo]:
     ]
 
 
+def is_bundled(name: str) -> bool:
+    """True for a registered dataset that ships inside a package rather than being downloaded."""
+    return get_spec(name).bundled is not None
+
+
 def is_registered(name_or_path: str) -> bool:
     """True when ``load_dataset`` would read this as a registry name rather than a path."""
     return not _looks_like_path(name_or_path) and _find_spec(name_or_path) is not None
@@ -377,6 +408,32 @@ def load_dataset(
     if _looks_like_path(name_or_path):
         raise DataError(f"no such file or folder: {path}")
     raise _unknown(name_or_path)
+
+
+def fetch_dataset(
+    name: str,
+    root: str | Path | None = None,
+    *,
+    source: str | Path | None = None,
+    download: bool = True,
+) -> DatasetBundle:
+    """Put a registered dataset in the cache, verified and decoded, so later loads are offline.
+
+    With ``source``, the files are copied from that local folder (the published files or, for
+    MNIST and Fashion-MNIST, their decompressed copies, e.g. torchvision's ``MNIST/raw``) and
+    nothing is downloaded; otherwise missing files are downloaded as on first use. Returns the
+    loaded dataset. A bundled dataset has nothing to fetch and is just loaded.
+    """
+    spec = get_spec(name)
+    if source is not None:
+        if spec.bundled is not None:
+            raise DataError(
+                f"{spec.name} ships with the {spec.bundled[0]} package; there is nothing to copy"
+            )
+        # Verified copies decode to what any cached decoded.npz of this fingerprint holds.
+        copy_files(spec.name, dataset_dir(spec.name, root), spec.files, Path(source).expanduser())
+        download = False
+    return _load_registered(spec, root, download)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,11 @@ in turn (``$TRAINLAB_MIRROR`` first when set), streamed to a temporary name besi
 checked against its published MD5 and only then renamed into place, so an interrupted or corrupt
 download never leaves a file at the final name. Every attempt has a bounded timeout and each
 mirror is tried once: no retry loops.
+
+Where the publisher's MD5 of a gzipped file's contents is known, the decompressed copy (the name
+without ``.gz``, as torchvision's ``raw/`` folders and many course kits keep it) is accepted in
+its place, so files users already have need no download. :func:`copy_files` brings such files
+from any local folder into the cache, verified.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import hashlib
 import http.client
 import logging
 import os
+import shutil
 import socket
 import urllib.error
 import urllib.request
@@ -40,6 +46,16 @@ class RemoteFile:
     name: str  # file name on every mirror and in the cache folder
     md5: str | None  # published checksum; None only for optional files that have none
     optional: bool = False  # nice to have (e.g. a class-name map); its absence is not an error
+    # MD5 of the gunzipped contents, where published: the decompressed copy, named without
+    # ".gz", is then accepted in place of the archive (read_idx reads either).
+    unpacked_md5: str | None = None
+
+    def forms(self) -> list[tuple[str, str | None]]:
+        """``(file name, md5)`` of each accepted form: the published file, then its unpacked copy."""
+        forms = [(self.name, self.md5)]
+        if self.unpacked_md5 is not None and self.name.endswith(".gz"):
+            forms.append((self.name.removesuffix(".gz"), self.unpacked_md5))
+        return forms
 
 
 class _AttemptFailed(Exception):
@@ -100,7 +116,8 @@ def fetch_files(
     """
     files = list(files)
     required = [f for f in files if not f.optional]
-    status = {f.name: _check(folder / f.name, f.md5) for f in required}
+    found = {f.name: locate(folder, f) for f in required}
+    status = {name: why for name, (_, why) in found.items()}
     todo = [f for f in required if status[f.name] != "ok"]
     if todo:
         if not download:
@@ -110,12 +127,15 @@ def fetch_files(
                 f"{dataset} files are missing or corrupt in {folder}: {problems}, and downloads "
                 f"are disabled (--offline / download=False); allow downloads (drop --offline, or "
                 f"pass download=True) or put {_names(required)} there by hand"
+                f"{_unpacked_hint(required)}"
             )
         for remote in todo:
             if status[remote.name] == _CORRUPT:  # said only now that we know it will be refetched
                 log.warning(
-                    "%s does not match its published checksum; downloading it again",
-                    folder / remote.name,
+                    "the copy of %s in %s does not match its published checksum; "
+                    "downloading it again",
+                    remote.name,
+                    folder,
                 )
         _make_folder(folder)
         for remote in todo:
@@ -125,33 +145,88 @@ def fetch_files(
                     f"could not download {dataset} file {remote.name}: tried "
                     f"{'; '.join(failures)}; download {_names(required)} by hand into {folder}"
                 )
+            found[remote.name] = (folder / remote.name, "ok")
         for remote in files:  # the network works, so try the optional extras too
             if remote.optional and not (folder / remote.name).is_file():
                 _try_mirrors(folder, remote, mirrors, timeout)  # failures are fine
-    return {f.name: folder / f.name for f in files if (folder / f.name).is_file()}
+    paths = {name: path for name, (path, _) in found.items() if path is not None}
+    optional = {f.name: folder / f.name for f in files if f.optional}
+    return paths | {name: path for name, path in optional.items() if path.is_file()}
+
+
+def copy_files(dataset: str, folder: Path, files: Iterable[RemoteFile], source: Path) -> list[Path]:
+    """Copy a dataset's files from the local folder ``source`` into the cache ``folder``.
+
+    Each required file may be the published one or its decompressed copy; every one is verified
+    against its published checksum before anything is copied, so a wrong or damaged set changes
+    nothing. Optional files are copied when present. Copies are atomic; files already in place
+    are left alone. Returns the cache paths of the files copied.
+    """
+    files = list(files)
+    if not source.is_dir():
+        raise DataError(f"no such folder: {source}")
+    located = {f.name: locate(source, f) for f in files}
+    problems = [
+        f"{f.name} ({located[f.name][1]})"
+        for f in files
+        if not f.optional and located[f.name][0] is None
+    ]
+    if problems:
+        required = [f for f in files if not f.optional]
+        raise DataError(
+            f"{source} does not hold the {dataset} files: {', '.join(problems)}; it needs "
+            f"{_names(required)}{_unpacked_hint(required)}"
+        )
+    _make_folder(folder)
+    copied = []
+    for path, _ in located.values():
+        if path is None:
+            continue
+        dest = folder / path.name
+        if dest.exists() and dest.resolve() == path.resolve():
+            continue  # the source is the cache itself
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(path, tmp)
+        copied.append(dest)
+    return copied
 
 
 def missing_files(folder: Path, files: Iterable[RemoteFile]) -> list[str]:
-    """Names of required files not present in ``folder`` (presence only; no checksum: cheap)."""
-    return [f.name for f in files if not f.optional and not (folder / f.name).is_file()]
+    """Names of required files present in ``folder`` in no accepted form (presence only; no
+    checksum: cheap)."""
+    return [
+        f.name
+        for f in files
+        if not f.optional and not any((folder / name).is_file() for name, _ in f.forms())
+    ]
 
 
 def _names(files: Iterable[RemoteFile]) -> str:
     return ", ".join(f.name for f in files)
 
 
+def _unpacked_hint(files: Iterable[RemoteFile]) -> str:
+    unpacked = any(len(f.forms()) > 1 for f in files)
+    return " (or their decompressed copies, without .gz)" if unpacked else ""
+
+
 _CORRUPT = "checksum mismatch"
 
 
-def _check(path: Path, md5: str | None) -> str:
-    """``"ok"`` for a present file matching ``md5`` (or any present file when md5 is None), else
-    why not: ``"missing"`` or ``"checksum mismatch"``. Logs nothing: the caller knows whether the
-    file will be fetched again."""
-    if not path.is_file():
-        return "missing"
-    if md5 is None or md5sum(path) == md5:
-        return "ok"
-    return _CORRUPT
+def locate(folder: Path, remote: RemoteFile) -> tuple[Path | None, str]:
+    """The verified copy of ``remote`` in ``folder`` and ``"ok"``, else ``None`` and why not:
+    ``"missing"`` or ``"checksum mismatch"``. The published form is tried first, then the
+    decompressed one; a file is accepted without a check only when no MD5 is published. Logs
+    nothing: the caller knows whether the file will be fetched again."""
+    why = "missing"
+    for name, md5 in remote.forms():
+        path = folder / name
+        if not path.is_file():
+            continue
+        if md5 is None or md5sum(path) == md5:
+            return path, "ok"
+        why = _CORRUPT
+    return None, why
 
 
 def _make_folder(folder: Path) -> None:
