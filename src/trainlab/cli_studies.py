@@ -259,7 +259,12 @@ def tune(
     metric: MetricOption = None,
     sampler: Annotated[str, typer.Option(help="tpe, random, gp, qmc or cmaes")] = "tpe",
     pruner: Annotated[
-        str, typer.Option(help="median, halving (successive halving), hyperband or none")
+        str,
+        typer.Option(
+            help="median, halving (successive halving), hyperband or none; options after a "
+            "colon: median:startup=5,warmup=2 (trials before judging, epochs never judged), "
+            "halving|hyperband:min_epochs=1,reduction=3"
+        ),
     ] = "median",
     seed: Annotated[int | None, typer.Option(help="sampler seed (default: the config's)")] = None,
     config: ConfigOption = None,

@@ -142,3 +142,28 @@ def test_samplers_and_pruners_by_name(study_base):
     spec.pruner = "asha"
     with pytest.raises(StudyError, match="unknown pruner"):
         s.make_pruner(spec)
+
+
+def test_pruner_options_reach_optuna_and_mistakes_are_explained(study_base):
+    spec = spec_of(study_base)
+    spec.kind = "tune"
+    spec.pruner = "median:warmup=5, startup=10"
+    median = s.make_pruner(spec)
+    assert (median._n_warmup_steps, median._n_startup_trials) == (5, 10)
+    spec.pruner = "median"  # the defaults: judge after 5 trials, never in the first 2 epochs
+    assert (s.make_pruner(spec)._n_warmup_steps, s.make_pruner(spec)._n_startup_trials) == (2, 5)
+    spec.pruner = "halving:min_epochs=3,reduction=2"
+    halving = s.make_pruner(spec)
+    assert (halving._min_resource, halving._reduction_factor) == (3, 2)
+    assert s.parse_pruner("Hyperband") == ("hyperband", {"min_epochs": 1, "reduction": 3})
+    for text, message in [
+        ("median:patience=3", r"pruner median has no option 'patience'; its options: startup, warmup"),
+        ("median:warmup=-1", r"warmup needs a whole number ≥ 0, e.g. median:warmup=3; got 'warmup=-1'"),
+        ("halving:reduction=1", r"reduction needs a whole number ≥ 2"),
+        ("median:warmup", r"warmup needs a whole number"),
+        ("none:startup=1", r"pruner none has no option 'startup'; its options: none"),
+    ]:  # fmt: skip
+        with pytest.raises(StudyError, match=message):
+            s.parse_pruner(text)
+    spec.kind = "sweep"  # a sweep never prunes, whatever the spec says
+    assert s.make_pruner(spec).__class__.__name__ == "NopPruner"

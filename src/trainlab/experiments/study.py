@@ -362,21 +362,59 @@ def make_sampler(spec: StudySpec, stream: int = 0) -> Any:
     raise StudyError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
 
 
+# Each pruner's options as written after its name (``median:warmup=5,startup=10``), with their
+# defaults and the smallest value that makes sense. Median: five full trials before judging, and
+# never in the first two epochs (early epochs of a good configuration are often worse than a
+# fast-starting bad one). Halving/hyperband: a first rung after one epoch, keeping 1/3 per rung.
+PRUNER_OPTIONS: dict[str, dict[str, tuple[int, int]]] = {
+    "median": {"startup": (5, 0), "warmup": (2, 0)},
+    "halving": {"min_epochs": (1, 1), "reduction": (3, 2)},
+    "hyperband": {"min_epochs": (1, 1), "reduction": (3, 2)},
+    "none": {},
+}
+
+
+def parse_pruner(text: str) -> tuple[str, dict[str, int]]:
+    """``"median:warmup=5,startup=10"`` -> ``("median", {"startup": 10, "warmup": 5})``: every
+    option of that pruner, defaults filled in; a clear :class:`StudyError` for anything else."""
+    name, _, rest = text.strip().partition(":")
+    name = name.strip().lower()
+    if name not in PRUNER_OPTIONS:
+        raise StudyError(f"unknown pruner {name!r}; use one of {', '.join(PRUNERS)}")
+    allowed = PRUNER_OPTIONS[name]
+    options = {key: default for key, (default, _) in allowed.items()}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, sep, value = (piece.strip() for piece in item.partition("="))
+        if key not in allowed:
+            known = ", ".join(allowed) or "none"
+            raise StudyError(f"pruner {name} has no option {key!r}; its options: {known}")
+        minimum = allowed[key][1]
+        if not sep or not value.isdigit() or int(value) < minimum:
+            raise StudyError(
+                f"pruner option {key} needs a whole number ≥ {minimum}, e.g. {name}:{key}="
+                f"{max(minimum, allowed[key][0]) + 1}; got {item!r}"
+            )
+        options[key] = int(value)
+    return name, options
+
+
 def make_pruner(spec: StudySpec) -> Any:
     import optuna
 
-    name = spec.pruner if spec.kind == "tune" else "none"
+    name, options = parse_pruner(spec.pruner) if spec.kind == "tune" else ("none", {})
     if name == "median":
-        # Five full trials before judging, and never on the first two epochs: early epochs
-        # of a good configuration are often worse than a fast-starting bad one.
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=options["startup"], n_warmup_steps=options["warmup"]
+        )
     if name == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner()
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=options["min_epochs"], reduction_factor=options["reduction"]
+        )
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1)
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise StudyError(f"unknown pruner {name!r}; use one of {', '.join(PRUNERS)}")
+        return optuna.pruners.HyperbandPruner(
+            min_resource=options["min_epochs"], reduction_factor=options["reduction"]
+        )
+    return optuna.pruners.NopPruner()
 
 
 def _importable(name: str) -> bool:

@@ -423,8 +423,8 @@ def execute(trial: Any, spec: s.StudySpec, options: WorkerOptions,
     run_dir = Path(options.runs_dir) / spec.name / name
     marker = {"study": spec.name, "configuration": describe(overrides, seed, fold),
               "fingerprint": fingerprint(spec, overrides, seed, fold)}  # fmt: skip
-    reporter = TrialReporter(trial, prune=spec.kind == "tune" and spec.pruner != "none",
-                             evicted=evicted)  # fmt: skip
+    prune = spec.kind == "tune" and s.parse_pruner(spec.pruner)[0] != "none"
+    reporter = TrialReporter(trial, prune=prune, evicted=evicted)
     callbacks = [reporter, FolderMarker(run_dir, marker)]
 
     if folder_state(run_dir, marker) == "ours":
