@@ -69,6 +69,14 @@ def serve(
     max_request_mb: Annotated[
         float, typer.Option(min=0.001, help="largest /predict_batch or /embed request body")
     ] = 64,
+    max_inflight_mb: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            help="request bodies held at once, all clients together; "
+            "beyond it uploads get 503 + Retry-After",
+        ),
+    ] = 256,
 ) -> None:
     """Serve a trained model over HTTP: /predict, /predict_batch, /embed, /model, /healthz."""
     import uvicorn
@@ -80,6 +88,7 @@ def serve(
     settings = ServeSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                              max_files=max_files,
                              max_request_bytes=int(max_request_mb * 1024 * 1024),
+                             max_inflight_bytes=int(max_inflight_mb * 1024 * 1024),
                              max_batch=max_batch,
                              max_delay_ms=max_delay_ms)  # fmt: skip
     console.print(f"serving {served.name} ({len(served.class_names)} classes) on "

@@ -65,7 +65,8 @@ def test_predict_batch_embed_model_and_health(server, digits):
     assert info["classes"] == [str(i) for i in range(10)] and info["input"]["height"] == 28
     assert "accuracy" in info["run"]["test"]
     assert info["limits"] == {"max_upload_bytes": 200_000, "max_files": 8,
-                              "max_request_bytes": 64 * 1024 * 1024}  # fmt: skip
+                              "max_request_bytes": 64 * 1024 * 1024,
+                              "max_inflight_bytes": 256 * 1024 * 1024}  # fmt: skip
     assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
     assert httpx.get(f"{url}/openapi.json").status_code == 200
 
@@ -151,6 +152,42 @@ def test_a_whole_request_body_over_the_limit_is_refused_before_it_is_read(run_di
         assert "larger than 100,000 bytes" in response.json()["error"]
         digit = [("files", ("d.png", png(digits[0][0][0].numpy())))]
         assert httpx.post(f"{url}/predict_batch", files=digit).status_code == 200
+
+
+def test_uploads_beyond_the_server_wide_budget_get_503_until_bytes_are_given_back(run_dir, digits):
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    served = ServedModel.load(run_dir, device="cpu")
+    settings = ServeSettings(max_upload_bytes=20_000, max_request_bytes=100_000,
+                             max_inflight_bytes=150_000)  # fmt: skip
+    digit = ("files", ("d.png", png(digits[0][0][0].numpy())))
+    filler = ("note", "x" * 60_000)  # an extra form field: read (and held), then ignored
+    with uvicorn_thread(create_app(served, settings)) as url:
+        parts = urlsplit(url)
+        head = (b"POST /predict_batch HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                b"Content-Type: multipart/form-data; boundary=B\r\n\r\n--B\r\n")  # fmt: skip
+        with socket.create_connection((parts.hostname, parts.port), timeout=5) as stalled:
+            stalled.sendall(head)  # holds 100,000 of the 150,000 bytes while it dawdles
+            deadline = time.monotonic() + 10
+            busy = httpx.post(f"{url}/predict_batch", files=[digit], data=dict([filler]))
+            while busy.status_code != 503 and time.monotonic() < deadline:  # reservation race
+                time.sleep(0.05)
+                busy = httpx.post(f"{url}/predict_batch", files=[digit], data=dict([filler]))
+            assert busy.status_code == 503, busy.text
+            assert busy.headers["retry-after"] == "1"
+            assert "busy receiving other uploads" in busy.json()["error"]
+            # What fits beside the stalled upload is served.
+            assert httpx.post(f"{url}/predict_batch", files=[digit]).status_code == 200
+        # The stalled client left: its bytes are given back and the large upload goes through.
+        for _ in range(100):  # bounded: 100 × 0.05 s
+            again = httpx.post(f"{url}/predict_batch", files=[digit], data=dict([filler]))
+            if again.status_code != 503:
+                break
+            time.sleep(0.05)
+        assert again.status_code == 200, again.text
+        assert httpx.get(f"{url}/model").json()["limits"]["max_inflight_bytes"] == 150_000
 
 
 def test_a_client_that_disconnects_mid_upload_leaves_no_traceback(server, caplog):

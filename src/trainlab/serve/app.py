@@ -45,6 +45,7 @@ class ServeSettings:
     max_upload_bytes: int = 10 * 1024 * 1024  # per file
     max_files: int = 64  # per /predict_batch or /embed request
     max_request_bytes: int = 64 * 1024 * 1024  # a whole /predict_batch or /embed body
+    max_inflight_bytes: int = 256 * 1024 * 1024  # all request bodies held at once, server-wide
     max_pixels: int = MAX_PIXELS
     max_batch: int = 64  # images per forward pass
     max_delay_ms: float = 2.0  # how long a request may wait for others to share its batch
@@ -84,6 +85,7 @@ UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
         (413, "an image, the body or the number of files over the server's limits"),
         (415, "not a form upload (nor a raw image/* body where one image is expected)"),
         (422, "no image field in the form, or a bad top_k"),
+        (503, "busy: the server holds its limit of upload bytes; retry after Retry-After seconds"),
     ]
 }  # fmt: skip
 
@@ -115,9 +117,49 @@ def _png(image: torch.Tensor) -> bytes:
 
 
 class ClientError(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.headers = status, message, headers
+
+
+HELD_BYTES = "trainlab.held_body_bytes"  # ASGI scope key: what this request holds of the budget
+
+
+class BodyBudget:
+    """Request-body bytes held in memory at once, server-wide.
+
+    Each request is bounded by its own limits; this bounds their sum, so a burst of large batch
+    uploads gets 503 + Retry-After (clients retry) instead of the server running out of memory.
+    A request holds its share until its response is sent (:class:`ReleaseBodies` gives it
+    back), since the body lives that long. One event loop touches it: no lock needed.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity, self.held = capacity, 0
+
+    def take(self, scope: dict[str, Any], size: int) -> None:
+        if self.held + size > self.capacity:
+            raise ClientError(503, "the server is busy receiving other uploads; retry shortly",
+                              headers={"Retry-After": "1"})  # fmt: skip
+        self.held += size
+        scope[HELD_BYTES] = scope.get(HELD_BYTES, 0) + size
+
+    def give_back(self, scope: dict[str, Any]) -> None:
+        self.held -= scope.pop(HELD_BYTES, 0)
+
+
+class ReleaseBodies:
+    """ASGI middleware: whatever a request took from the :class:`BodyBudget` is given back
+    when it ends, however it ends (answered, refused, failed, or the client gone)."""
+
+    def __init__(self, app: Any, budget: BodyBudget) -> None:
+        self.app, self.budget = app, budget
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.budget.give_back(scope)
 
 
 def _top_k(probabilities: torch.Tensor, classes: list[str], k: int) -> list[dict[str, Any]]:
@@ -151,9 +193,16 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
                   description="Classify images with a trainlab checkpoint.")  # fmt: skip
     app.state.batchers = {"classify": classify, "embed": embed_batcher}
 
+    one_image = settings.max_upload_bytes + 64 * 1024  # room for the part headers
+    largest_body = max(settings.max_request_bytes, one_image)
+    # Never below one allowed request: otherwise that request could never be served.
+    budget = BodyBudget(max(settings.max_inflight_bytes, largest_body))
+    app.add_middleware(ReleaseBodies, budget=budget)
+
     @app.exception_handler(ClientError)
     async def client_error(request: Request, error: ClientError) -> JSONResponse:
-        return JSONResponse({"error": error.message}, status_code=error.status)
+        return JSONResponse({"error": error.message}, status_code=error.status,
+                            headers=error.headers)  # fmt: skip
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
@@ -174,12 +223,16 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise ClientError(413, f"request body larger than {limit:,} bytes")
+        if declared.isdigit():  # reserved up front: refused before a byte of it is read
+            budget.take(request.scope, int(declared))
         body = bytearray()  # one growing buffer: a list of chunks plus its join held it twice
         try:
             async for chunk in request.stream():
                 body += chunk
                 if len(body) > limit:
                     raise ClientError(413, f"request body larger than {limit:,} bytes")
+                if not declared.isdigit():  # chunked: counted as it arrives
+                    budget.take(request.scope, len(chunk))
         except ClientDisconnect:  # nobody to answer; without this uvicorn logs a traceback
             raise ClientError(400, "the client disconnected before the upload ended") from None
         return bytes(body)
@@ -188,8 +241,7 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
         """The parts of the form field ``field`` (``file`` for one image, ``files`` for many);
         ``/predict`` and ``/preview`` also take a raw ``image/*`` body."""
         single = field == "file"
-        one_image = settings.max_upload_bytes + 64 * 1024  # room for the part headers
-        limit = one_image if single else max(settings.max_request_bytes, one_image)
+        limit = one_image if single else largest_body
         content_type = request.headers.get("content-type", "")
         media, _ = header_parameters(content_type)
         if single and media.startswith("image/"):
@@ -264,7 +316,8 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
 
     info = {**served.info(), "limits": {"max_upload_bytes": settings.max_upload_bytes,
                                         "max_files": settings.max_files,
-                                        "max_request_bytes": settings.max_request_bytes}}  # fmt: skip
+                                        "max_request_bytes": settings.max_request_bytes,
+                                        "max_inflight_bytes": budget.capacity}}  # fmt: skip
 
     @app.get("/model", summary="The model: name, classes, input, preprocessing, run metrics")
     async def model_info() -> dict[str, Any]:
