@@ -396,10 +396,10 @@ def fetch(
     from trainlab.data.registry import is_bundled
 
     if source is not None and len(names) > 1:
-        raise typer.BadParameter("--from takes one dataset name (their files share names)")
+        raise typer.BadParameter("--from takes one dataset name per call")
     for name in names:
         bundle = fetch_dataset(name, root=data_root, source=source)
-        where = "bundled, nothing to fetch" if is_bundled(name) else "verified"
+        where = "bundled, nothing to fetch" if is_bundled(name) else "ready"
         console.print(
             f"{bundle.name}: {len(bundle.train):,} train / {len(bundle.test):,} test images, "
             f"{bundle.num_classes} classes, {where}; in {bundle.source}",

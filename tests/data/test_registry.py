@@ -347,3 +347,19 @@ def test_fetch_downloads_into_the_cache_and_refuses_to_copy_a_bundled_dataset(
         fetch_dataset("mnist-5k", source=tmp_path)
     with pytest.raises(DataError, match="unknown dataset 'nope'"):
         fetch_dataset("nope")
+
+
+@pytest.mark.integration
+def test_a_class_map_brought_by_fetch_from_replaces_the_decoded_names(
+    fake_remote, data_home, tmp_path
+):
+    fake_remote.publish("kmnist")
+    assert load_dataset("kmnist").class_names[0] == "o"  # built-in names, decoded and cached
+    kit = tmp_path / "kit"
+    kit.mkdir()
+    for name in (data_home / "kmnist").iterdir():
+        if name.name != DECODED_NAME:
+            (kit / name.name).write_bytes(name.read_bytes())
+    rows = "".join(f"{i},U+{0x3042 + i:04X},{chr(0x3042 + i)}\n" for i in range(10))
+    (kit / "kmnist_classmap.csv").write_text("index,codepoint,char\n" + rows)
+    assert fetch_dataset("kmnist", source=kit).class_names[0] == "あ"

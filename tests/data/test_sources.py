@@ -116,7 +116,7 @@ def test_a_verified_unpacked_copy_stands_in_for_the_archive_offline(tmp_path):
 
 def test_the_archive_wins_and_a_corrupt_unpacked_copy_is_not_accepted(tmp_path):
     (tmp_path / "a.bin").write_bytes(b"not the published contents")
-    with pytest.raises(DataError, match=r"a\.bin\.gz \(checksum mismatch\).*decompressed copies"):
+    with pytest.raises(DataError, match=r": a\.bin \(checksum mismatch\).*decompressed copies"):
         fetch_files("toy", tmp_path, [packed()], [], download=False)
     (tmp_path / "a.bin.gz").write_bytes(PACKED)
     paths = fetch_files("toy", tmp_path, [packed()], [], download=False)
@@ -152,8 +152,20 @@ def test_copy_files_changes_nothing_when_any_required_file_is_wrong(tmp_path):
         "needs a.bin.gz, b.bin, c.bin (or their decompressed copies, without .gz)"
     )
     assert not cache.exists()
-    with pytest.raises(DataError, match="no such folder"):
+    with pytest.raises(DataError, match="absent is not a folder"):
         copy_files("toy", cache, files, tmp_path / "absent")
+
+
+def test_a_source_that_changes_while_it_is_copied_leaves_no_unverified_file(tmp_path, monkeypatch):
+    import trainlab.data.sources as sources
+
+    source, cache = tmp_path / "kit", tmp_path / "cache"
+    source.mkdir()
+    (source / "a.bin").write_bytes(b"swapped after the check")
+    monkeypatch.setattr(sources, "md5sum", lambda path: md5(BODY))  # the check saw BODY
+    with pytest.raises(DataError, match=r"a\.bin changed while it was copied"):
+        copy_files("toy", cache, [packed()], source)
+    assert list(cache.iterdir()) == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,7 +295,7 @@ def test_corrupt_cached_file_is_fetched_again_or_reported(http_server, tmp_path,
     fetch_files("toy", folder, [remote()], [http_server.url("/m/")])
     assert (folder / "a.bin").read_bytes() == BODY
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
-        f"the copy of a.bin in {folder} does not match its published checksum; downloading it again"
+        f"{folder / 'a.bin'} does not match its published checksum; downloading a.bin again"
     ]
 
 

@@ -149,21 +149,45 @@ def test_pruner_options_reach_optuna_and_mistakes_are_explained(study_base):
     spec.kind = "tune"
     spec.pruner = "median:warmup=5, startup=10"
     median = s.make_pruner(spec)
-    assert (median._n_warmup_steps, median._n_startup_trials) == (5, 10)
-    spec.pruner = "median"  # the defaults: judge after 5 trials, never in the first 2 epochs
-    assert (s.make_pruner(spec)._n_warmup_steps, s.make_pruner(spec)._n_startup_trials) == (2, 5)
+    assert (median._n_warmup_steps, median._n_startup_trials) == (6, 10)  # epochs count from 1
     spec.pruner = "halving:min_epochs=3,reduction=2"
     halving = s.make_pruner(spec)
     assert (halving._min_resource, halving._reduction_factor) == (3, 2)
-    assert s.parse_pruner("Hyperband") == ("hyperband", {"min_epochs": 1, "reduction": 3})
+    spec.pruner = "halving"  # bare: Optuna's own defaults, as before options existed
+    halving = s.make_pruner(spec)
+    assert (halving._min_resource, halving._reduction_factor) == (None, 4)  # None: "auto"
+    assert s.parse_pruner("Hyperband") == ("hyperband", {"min_epochs": 1})
+    assert s.parse_pruner("median") == ("median", {"startup": 5, "warmup": 2})
     for text, message in [
         ("median:patience=3", r"pruner median has no option 'patience'; its options: startup, warmup"),
         ("median:warmup=-1", r"warmup needs a whole number ≥ 0, e.g. median:warmup=3; got 'warmup=-1'"),
-        ("halving:reduction=1", r"reduction needs a whole number ≥ 2"),
+        ("median:warmup=²", r"warmup needs a whole number"),
         ("median:warmup", r"warmup needs a whole number"),
+        ("median:startup=1,startup=9", r"startup is given twice"),
+        ("halving:reduction=1", r"reduction needs a whole number ≥ 2, e.g. halving:reduction=3"),
         ("none:startup=1", r"pruner none has no option 'startup'; its options: none"),
     ]:  # fmt: skip
         with pytest.raises(StudyError, match=message):
             s.parse_pruner(text)
     spec.kind = "sweep"  # a sweep never prunes, whatever the spec says
     assert s.make_pruner(spec).__class__.__name__ == "NopPruner"
+
+
+@pytest.mark.parametrize("warmup", [0, 2])
+def test_median_warmup_is_the_number_of_epochs_never_judged(study_base, warmup):
+    import optuna
+
+    spec = spec_of(study_base)
+    spec.kind, spec.pruner = "tune", f"median:startup=2,warmup={warmup}"
+    study = optuna.create_study(direction="maximize", pruner=s.make_pruner(spec))
+    for _ in range(2):  # two strong finished trials make the median
+        strong = study.ask()
+        for epoch in (1, 2, 3, 4):  # trials report epochs numbered from 1, as the engine does
+            strong.report(0.9, epoch)
+        study.tell(strong, 0.9)
+    weak = study.ask()
+    judged = []
+    for epoch in (1, 2, 3, 4):
+        weak.report(0.1, epoch)
+        judged.append(weak.should_prune())
+    assert judged == [epoch > warmup for epoch in (1, 2, 3, 4)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import numpy as np
@@ -168,11 +169,18 @@ def test_uploads_beyond_the_server_wide_budget_get_503_until_bytes_are_given_bac
         parts = urlsplit(url)
         head = (b"POST /predict_batch HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
                 b"Content-Type: multipart/form-data; boundary=B\r\n\r\n--B\r\n")  # fmt: skip
+        large = {"files": [digit], "data": dict([filler])}
+        with socket.create_connection((parts.hostname, parts.port), timeout=5) as idle:
+            # Headers alone hold nothing: a client that declares a body and then stalls locks
+            # no one out (else a handful of such sockets would disable every upload).
+            idle.sendall(head)
+            time.sleep(0.2)
+            assert httpx.post(f"{url}/predict_batch", **large).status_code == 200
         with socket.create_connection((parts.hostname, parts.port), timeout=5) as stalled:
-            stalled.sendall(head)  # holds 100,000 of the 150,000 bytes while it dawdles
+            stalled.sendall(head + b"x" * 95_000)  # holds 95,000 of 150,000 while it dawdles
             deadline = time.monotonic() + 10
             busy = httpx.post(f"{url}/predict_batch", files=[digit], data=dict([filler]))
-            while busy.status_code != 503 and time.monotonic() < deadline:  # reservation race
+            while busy.status_code != 503 and time.monotonic() < deadline:  # until it is read
                 time.sleep(0.05)
                 busy = httpx.post(f"{url}/predict_batch", files=[digit], data=dict([filler]))
             assert busy.status_code == 503, busy.text
@@ -188,6 +196,31 @@ def test_uploads_beyond_the_server_wide_budget_get_503_until_bytes_are_given_bac
             time.sleep(0.05)
         assert again.status_code == 200, again.text
         assert httpx.get(f"{url}/model").json()["limits"]["max_inflight_bytes"] == 150_000
+
+
+def test_a_chunked_body_counts_against_the_budget_as_it_arrives(run_dir, digits):
+    served = ServedModel.load(run_dir, device="cpu")
+    settings = ServeSettings(max_upload_bytes=20_000, max_request_bytes=100_000,
+                             max_inflight_bytes=100_000)  # fmt: skip
+    app = create_app(served, settings)
+    digit = png(digits[0][0][0].numpy())
+    body = (b"--B\r\nContent-Disposition: form-data; name=files; filename=d.png\r\n\r\n"
+            + digit + b"\r\n--B--\r\n")  # fmt: skip
+    budget = next(m.kwargs["budget"] for m in app.user_middleware)
+    seen = []
+
+    def chunks():  # no Content-Length: the server learns the size only as bytes arrive
+        yield body[:100]
+        time.sleep(0.2)  # bounded: lets the server read the first chunk
+        seen.append(budget.held)
+        yield body[100:]
+
+    with uvicorn_thread(app) as url:
+        headers = {"Content-Type": "multipart/form-data; boundary=B"}
+        response = httpx.post(f"{url}/predict_batch", content=chunks(), headers=headers)
+        assert response.status_code == 200, response.text
+    assert seen == [100]  # counted while the request was still arriving
+    assert budget.held == 0  # given back once answered
 
 
 def test_a_client_that_disconnects_mid_upload_leaves_no_traceback(server, caplog):

@@ -430,8 +430,11 @@ def fetch_dataset(
             raise DataError(
                 f"{spec.name} ships with the {spec.bundled[0]} package; there is nothing to copy"
             )
-        # Verified copies decode to what any cached decoded.npz of this fingerprint holds.
-        copy_files(spec.name, dataset_dir(spec.name, root), spec.files, Path(source).expanduser())
+        folder = dataset_dir(spec.name, root)
+        if copy_files(spec.name, folder, spec.files, Path(source).expanduser()):
+            # Decode again: a class map that came along changes the class names, and the
+            # decoded cache's fingerprint covers only the required files.
+            (folder / DECODED_NAME).unlink(missing_ok=True)
         download = False
     return _load_registered(spec, root, download)
 

@@ -19,7 +19,6 @@ import hashlib
 import http.client
 import logging
 import os
-import shutil
 import socket
 import urllib.error
 import urllib.request
@@ -117,12 +116,11 @@ def fetch_files(
     files = list(files)
     required = [f for f in files if not f.optional]
     found = {f.name: locate(folder, f) for f in required}
-    status = {name: why for name, (_, why) in found.items()}
-    todo = [f for f in required if status[f.name] != "ok"]
+    todo = [f for f in required if found[f.name].path is None]
     if todo:
         if not download:
             # Worded for both doors in: the CLI's --offline and the Python API's download=False.
-            problems = ", ".join(f"{f.name} ({status[f.name]})" for f in todo)
+            problems = ", ".join(found[f.name].problem for f in todo)
             raise DataError(
                 f"{dataset} files are missing or corrupt in {folder}: {problems}, and downloads "
                 f"are disabled (--offline / download=False); allow downloads (drop --offline, or "
@@ -130,12 +128,11 @@ def fetch_files(
                 f"{_unpacked_hint(required)}"
             )
         for remote in todo:
-            if status[remote.name] == _CORRUPT:  # said only now that we know it will be refetched
+            if found[remote.name].why == _CORRUPT:  # said only now that it will be refetched
                 log.warning(
-                    "the copy of %s in %s does not match its published checksum; "
-                    "downloading it again",
+                    "%s does not match its published checksum; downloading %s again",
+                    folder / found[remote.name].name,
                     remote.name,
-                    folder,
                 )
         _make_folder(folder)
         for remote in todo:
@@ -145,11 +142,11 @@ def fetch_files(
                     f"could not download {dataset} file {remote.name}: tried "
                     f"{'; '.join(failures)}; download {_names(required)} by hand into {folder}"
                 )
-            found[remote.name] = (folder / remote.name, "ok")
+            found[remote.name] = Located(folder / remote.name, "ok", remote.name)
         for remote in files:  # the network works, so try the optional extras too
             if remote.optional and not (folder / remote.name).is_file():
                 _try_mirrors(folder, remote, mirrors, timeout)  # failures are fine
-    paths = {name: path for name, (path, _) in found.items() if path is not None}
+    paths = {name: hit.path for name, hit in found.items() if hit.path is not None}
     optional = {f.name: folder / f.name for f in files if f.optional}
     return paths | {name: path for name, path in optional.items() if path.is_file()}
 
@@ -157,20 +154,18 @@ def fetch_files(
 def copy_files(dataset: str, folder: Path, files: Iterable[RemoteFile], source: Path) -> list[Path]:
     """Copy a dataset's files from the local folder ``source`` into the cache ``folder``.
 
-    Each required file may be the published one or its decompressed copy; every one is verified
-    against its published checksum before anything is copied, so a wrong or damaged set changes
-    nothing. Optional files are copied when present. Copies are atomic; files already in place
-    are left alone. Returns the cache paths of the files copied.
+    Each required file may be the published one or its decompressed copy. All of them are
+    verified against their published checksums before anything is copied, so a wrong or
+    incomplete set changes nothing; each copy is checked again as it is written (a source that
+    changed in between is an error, never an unverified file in the cache) and renamed into
+    place. Optional files (class maps, no checksum published) are copied as they are when
+    present. ``source`` may be the cache folder itself. Returns the cache paths written.
     """
     files = list(files)
     if not source.is_dir():
-        raise DataError(f"no such folder: {source}")
-    located = {f.name: locate(source, f) for f in files}
-    problems = [
-        f"{f.name} ({located[f.name][1]})"
-        for f in files
-        if not f.optional and located[f.name][0] is None
-    ]
+        raise DataError(f"{source} is not a folder; pass the folder that holds the files")
+    found = {f.name: locate(source, f) for f in files}
+    problems = [found[f.name].problem for f in files if not f.optional and not found[f.name].path]
     if problems:
         required = [f for f in files if not f.optional]
         raise DataError(
@@ -178,17 +173,30 @@ def copy_files(dataset: str, folder: Path, files: Iterable[RemoteFile], source: 
             f"{_names(required)}{_unpacked_hint(required)}"
         )
     _make_folder(folder)
-    copied = []
-    for path, _ in located.values():
-        if path is None:
+    written = []
+    for remote in files:
+        hit = found[remote.name]
+        if hit.path is None:
             continue
-        dest = folder / path.name
-        if dest.exists() and dest.resolve() == path.resolve():
+        dest = folder / hit.name
+        if dest.exists() and dest.resolve() == hit.path.resolve():
             continue  # the source is the cache itself
-        with atomic_path(dest) as tmp:
-            shutil.copyfile(path, tmp)
-        copied.append(dest)
-    return copied
+        _copy_checked(hit.path, dest, dict(remote.forms())[hit.name])
+        written.append(dest)
+    return written
+
+
+def _copy_checked(source: Path, dest: Path, md5: str | None) -> None:
+    """Copy ``source`` to ``dest`` atomically, hashing what is written; a mismatch is an error
+    and leaves ``dest`` untouched."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with atomic_path(dest) as tmp:
+        with open(source, "rb") as reader, open(tmp, "wb") as writer:
+            while chunk := reader.read(_CHUNK):
+                writer.write(chunk)
+                digest.update(chunk)
+        if md5 is not None and digest.hexdigest() != md5:
+            raise DataError(f"{source} changed while it was copied; run the command again")
 
 
 def missing_files(folder: Path, files: Iterable[RemoteFile]) -> list[str]:
@@ -213,20 +221,32 @@ def _unpacked_hint(files: Iterable[RemoteFile]) -> str:
 _CORRUPT = "checksum mismatch"
 
 
-def locate(folder: Path, remote: RemoteFile) -> tuple[Path | None, str]:
-    """The verified copy of ``remote`` in ``folder`` and ``"ok"``, else ``None`` and why not:
-    ``"missing"`` or ``"checksum mismatch"``. The published form is tried first, then the
-    decompressed one; a file is accepted without a check only when no MD5 is published. Logs
-    nothing: the caller knows whether the file will be fetched again."""
-    why = "missing"
+@dataclass(frozen=True)
+class Located:
+    """What :func:`locate` found for one file."""
+
+    path: Path | None  # the verified file, or None
+    why: str  # "ok", "missing" or "checksum mismatch"
+    name: str  # the file accepted or rejected (maybe the decompressed form); else the published
+
+    @property
+    def problem(self) -> str:
+        return f"{self.name} ({self.why})"
+
+
+def locate(folder: Path, remote: RemoteFile) -> Located:
+    """The verified copy of ``remote`` in ``folder``, else why not. The published form is tried
+    first, then the decompressed one; a file is accepted unchecked only when no MD5 is
+    published. Logs nothing: the caller knows whether the file will be fetched again."""
+    rejected = None
     for name, md5 in remote.forms():
         path = folder / name
         if not path.is_file():
             continue
         if md5 is None or md5sum(path) == md5:
-            return path, "ok"
-        why = _CORRUPT
-    return None, why
+            return Located(path, "ok", name)
+        rejected = rejected or name
+    return Located(None, _CORRUPT, rejected) if rejected else Located(None, "missing", remote.name)
 
 
 def _make_folder(folder: Path) -> None:

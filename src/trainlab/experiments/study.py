@@ -362,40 +362,44 @@ def make_sampler(spec: StudySpec, stream: int = 0) -> Any:
     raise StudyError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
 
 
-# Each pruner's options as written after its name (``median:warmup=5,startup=10``), with their
-# defaults and the smallest value that makes sense. Median: five full trials before judging, and
-# never in the first two epochs (early epochs of a good configuration are often worse than a
-# fast-starting bad one). Halving/hyperband: a first rung after one epoch, keeping 1/3 per rung.
-PRUNER_OPTIONS: dict[str, dict[str, tuple[int, int]]] = {
+# Each pruner's options as written after its name (``median:warmup=4,startup=10``): default
+# (None: Optuna's own) and the smallest sensible value. Median: five full trials before judging,
+# and no trial judged in its first two epochs (early epochs of a good configuration are often
+# worse than a fast-starting bad one).
+PRUNER_OPTIONS: dict[str, dict[str, tuple[int | None, int]]] = {
     "median": {"startup": (5, 0), "warmup": (2, 0)},
-    "halving": {"min_epochs": (1, 1), "reduction": (3, 2)},
-    "hyperband": {"min_epochs": (1, 1), "reduction": (3, 2)},
+    "halving": {"min_epochs": (None, 1), "reduction": (None, 2)},
+    "hyperband": {"min_epochs": (1, 1), "reduction": (None, 2)},
     "none": {},
 }
 
 
 def parse_pruner(text: str) -> tuple[str, dict[str, int]]:
-    """``"median:warmup=5,startup=10"`` -> ``("median", {"startup": 10, "warmup": 5})``: every
-    option of that pruner, defaults filled in; a clear :class:`StudyError` for anything else."""
+    """``"median:warmup=4,startup=10"`` -> ``("median", {"startup": 10, "warmup": 4})``: the
+    options given, over trainlab's defaults (an option left to Optuna's default is absent).
+    Anything else is a clear :class:`StudyError`."""
     name, _, rest = text.strip().partition(":")
     name = name.strip().lower()
     if name not in PRUNER_OPTIONS:
         raise StudyError(f"unknown pruner {name!r}; use one of {', '.join(PRUNERS)}")
     allowed = PRUNER_OPTIONS[name]
-    options = {key: default for key, (default, _) in allowed.items()}
+    given: dict[str, int] = {}
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, sep, value = (piece.strip() for piece in item.partition("="))
         if key not in allowed:
             known = ", ".join(allowed) or "none"
             raise StudyError(f"pruner {name} has no option {key!r}; its options: {known}")
-        minimum = allowed[key][1]
-        if not sep or not value.isdigit() or int(value) < minimum:
+        if key in given:
+            raise StudyError(f"pruner option {key} is given twice in {text!r}")
+        default, minimum = allowed[key]
+        if not sep or not (value.isascii() and value.isdecimal()) or int(value) < minimum:
             raise StudyError(
                 f"pruner option {key} needs a whole number ≥ {minimum}, e.g. {name}:{key}="
-                f"{max(minimum, allowed[key][0]) + 1}; got {item!r}"
+                f"{max(minimum, default or 0) + 1}; got {item!r}"
             )
-        options[key] = int(value)
-    return name, options
+        given[key] = int(value)
+    defaults = {key: default for key, (default, _) in allowed.items() if default is not None}
+    return name, defaults | given
 
 
 def make_pruner(spec: StudySpec) -> Any:
@@ -403,17 +407,18 @@ def make_pruner(spec: StudySpec) -> Any:
 
     name, options = parse_pruner(spec.pruner) if spec.kind == "tune" else ("none", {})
     if name == "median":
+        # Trials report epoch numbers from 1 and Optuna judges from step n_warmup_steps on, so
+        # "warmup=W epochs never judged" is n_warmup_steps=W+1.
         return optuna.pruners.MedianPruner(
-            n_startup_trials=options["startup"], n_warmup_steps=options["warmup"]
+            n_startup_trials=options["startup"], n_warmup_steps=options["warmup"] + 1
         )
+    rungs = {"min_resource": options.get("min_epochs"),
+             "reduction_factor": options.get("reduction")}  # fmt: skip
+    rungs = {key: value for key, value in rungs.items() if value is not None}
     if name == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=options["min_epochs"], reduction_factor=options["reduction"]
-        )
+        return optuna.pruners.SuccessiveHalvingPruner(**rungs)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(
-            min_resource=options["min_epochs"], reduction_factor=options["reduction"]
-        )
+        return optuna.pruners.HyperbandPruner(**rungs)
     return optuna.pruners.NopPruner()
 
 

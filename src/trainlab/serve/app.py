@@ -126,21 +126,28 @@ HELD_BYTES = "trainlab.held_body_bytes"  # ASGI scope key: what this request hol
 
 
 class BodyBudget:
-    """Request-body bytes held in memory at once, server-wide.
+    """Request-body bytes received and held at once, server-wide.
 
     Each request is bounded by its own limits; this bounds their sum, so a burst of large batch
     uploads gets 503 + Retry-After (clients retry) instead of the server running out of memory.
-    A request holds its share until its response is sent (:class:`ReleaseBodies` gives it
-    back), since the body lives that long. One event loop touches it: no lock needed.
+    Only bytes actually received count (a client that declares a large body and then stalls
+    holds nothing it has not sent), and a request holds them until its response is sent
+    (:class:`ReleaseBodies` gives them back), since the body lives that long. Peak memory is a
+    small multiple of what is counted (the body, its parsed parts, decoded images). One event
+    loop touches it: no lock needed.
     """
 
     def __init__(self, capacity: int) -> None:
         self.capacity, self.held = capacity, 0
 
-    def take(self, scope: dict[str, Any], size: int) -> None:
+    def check(self, size: int) -> None:
+        """503 unless ``size`` more bytes fit now."""
         if self.held + size > self.capacity:
             raise ClientError(503, "the server is busy receiving other uploads; retry shortly",
                               headers={"Retry-After": "1"})  # fmt: skip
+
+    def take(self, scope: dict[str, Any], size: int) -> None:
+        self.check(size)
         self.held += size
         scope[HELD_BYTES] = scope.get(HELD_BYTES, 0) + size
 
@@ -223,16 +230,15 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise ClientError(413, f"request body larger than {limit:,} bytes")
-        if declared.isdigit():  # reserved up front: refused before a byte of it is read
-            budget.take(request.scope, int(declared))
+        if declared.isdigit():  # refused before a byte is read when it cannot fit now
+            budget.check(int(declared))
         body = bytearray()  # one growing buffer: a list of chunks plus its join held it twice
         try:
             async for chunk in request.stream():
+                budget.take(request.scope, len(chunk))  # what arrived, whatever was declared
                 body += chunk
                 if len(body) > limit:
                     raise ClientError(413, f"request body larger than {limit:,} bytes")
-                if not declared.isdigit():  # chunked: counted as it arrives
-                    budget.take(request.scope, len(chunk))
         except ClientDisconnect:  # nobody to answer; without this uvicorn logs a traceback
             raise ClientError(400, "the client disconnected before the upload ended") from None
         return bytes(body)
