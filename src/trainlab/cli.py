@@ -393,13 +393,13 @@ def fetch(
     """Put datasets in the cache, verified against their published checksums, so training needs
     no network."""
     from trainlab.data import fetch_dataset
-    from trainlab.data.registry import is_bundled
+    from trainlab.data.registry import get_spec
 
     if source is not None and len(names) > 1:
         raise typer.BadParameter("--from takes one dataset name per call")
     for name in names:
         bundle = fetch_dataset(name, root=data_root, source=source)
-        where = "bundled, nothing to fetch" if is_bundled(name) else "ready"
+        where = "bundled, nothing to fetch" if get_spec(name).bundled else "ready"
         console.print(
             f"{bundle.name}: {len(bundle.train):,} train / {len(bundle.test):,} test images, "
             f"{bundle.num_classes} classes, {where}; in {bundle.source}",

@@ -73,8 +73,8 @@ def serve(
         float,
         typer.Option(
             min=0.001,
-            help="request bodies held at once, all clients together; "
-            "beyond it uploads get 503 + Retry-After",
+            help="request-body bytes received and held at once, all clients together (at least "
+            "one whole request); beyond it uploads get 503 + Retry-After",
         ),
     ] = 256,
 ) -> None:

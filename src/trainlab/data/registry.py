@@ -363,11 +363,6 @@ def list_datasets(root: str | Path | None = None) -> list[DatasetInfo]:
     ]
 
 
-def is_bundled(name: str) -> bool:
-    """True for a registered dataset that ships inside a package rather than being downloaded."""
-    return get_spec(name).bundled is not None
-
-
 def is_registered(name_or_path: str) -> bool:
     """True when ``load_dataset`` would read this as a registry name rather than a path."""
     return not _looks_like_path(name_or_path) and _find_spec(name_or_path) is not None

@@ -142,7 +142,7 @@ def fetch_files(
                     f"could not download {dataset} file {remote.name}: tried "
                     f"{'; '.join(failures)}; download {_names(required)} by hand into {folder}"
                 )
-            found[remote.name] = Located(folder / remote.name, "ok", remote.name)
+            found[remote.name] = Located(folder / remote.name, "ok", remote.name, remote.md5)
         for remote in files:  # the network works, so try the optional extras too
             if remote.optional and not (folder / remote.name).is_file():
                 _try_mirrors(folder, remote, mirrors, timeout)  # failures are fine
@@ -181,7 +181,7 @@ def copy_files(dataset: str, folder: Path, files: Iterable[RemoteFile], source: 
         dest = folder / hit.name
         if dest.exists() and dest.resolve() == hit.path.resolve():
             continue  # the source is the cache itself
-        _copy_checked(hit.path, dest, dict(remote.forms())[hit.name])
+        _copy_checked(hit.path, dest, hit.md5)
         written.append(dest)
     return written
 
@@ -228,6 +228,7 @@ class Located:
     path: Path | None  # the verified file, or None
     why: str  # "ok", "missing" or "checksum mismatch"
     name: str  # the file accepted or rejected (maybe the decompressed form); else the published
+    md5: str | None = None  # the accepted file's published checksum
 
     @property
     def problem(self) -> str:
@@ -244,7 +245,7 @@ def locate(folder: Path, remote: RemoteFile) -> Located:
         if not path.is_file():
             continue
         if md5 is None or md5sum(path) == md5:
-            return Located(path, "ok", name)
+            return Located(path, "ok", name, md5)
         rejected = rejected or name
     return Located(None, _CORRUPT, rejected) if rejected else Located(None, "missing", remote.name)
 

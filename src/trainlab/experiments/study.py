@@ -412,9 +412,10 @@ def make_pruner(spec: StudySpec) -> Any:
         return optuna.pruners.MedianPruner(
             n_startup_trials=options["startup"], n_warmup_steps=options["warmup"] + 1
         )
-    rungs = {"min_resource": options.get("min_epochs"),
-             "reduction_factor": options.get("reduction")}  # fmt: skip
-    rungs = {key: value for key, value in rungs.items() if value is not None}
+    # Only the options given (or defaulted by trainlab); the rest stay Optuna's.
+    rungs = {optuna_key: options[key] for key, optuna_key in
+             (("min_epochs", "min_resource"), ("reduction", "reduction_factor"))
+             if key in options}  # fmt: skip
     if name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(**rungs)
     if name == "hyperband":

@@ -228,9 +228,9 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
     async def read_body(request: Request, limit: int) -> bytes:
         """The whole request body, refused with 413 as soon as it is known to exceed ``limit``."""
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise ClientError(413, f"request body larger than {limit:,} bytes")
-        if declared.isdigit():  # refused before a byte is read when it cannot fit now
+        if declared.isdigit():  # refused before a byte is read: too large, or cannot fit now
+            if int(declared) > limit:
+                raise ClientError(413, f"request body larger than {limit:,} bytes")
             budget.check(int(declared))
         body = bytearray()  # one growing buffer: a list of chunks plus its join held it twice
         try:
