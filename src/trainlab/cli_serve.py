@@ -77,6 +77,14 @@ def serve(
             "one whole request); beyond it uploads get 503 + Retry-After",
         ),
     ] = 256,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="seconds to wait for the next piece of an upload; a stalled one gets 408 and "
+            "its connection is closed",
+        ),
+    ] = 30,
 ) -> None:
     """Serve a trained model over HTTP: /predict, /predict_batch, /embed, /model, /healthz."""
     import uvicorn
@@ -89,6 +97,7 @@ def serve(
                              max_files=max_files,
                              max_request_bytes=int(max_request_mb * 1024 * 1024),
                              max_inflight_bytes=int(max_inflight_mb * 1024 * 1024),
+                             body_timeout_s=body_timeout,
                              max_batch=max_batch,
                              max_delay_ms=max_delay_ms)  # fmt: skip
     console.print(f"serving {served.name} ({len(served.class_names)} classes) on "

@@ -67,7 +67,8 @@ def test_predict_batch_embed_model_and_health(server, digits):
     assert "accuracy" in info["run"]["test"]
     assert info["limits"] == {"max_upload_bytes": 200_000, "max_files": 8,
                               "max_request_bytes": 64 * 1024 * 1024,
-                              "max_inflight_bytes": 256 * 1024 * 1024}  # fmt: skip
+                              "max_inflight_bytes": 256 * 1024 * 1024,
+                              "body_timeout_s": 30.0}  # fmt: skip
     assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
     assert httpx.get(f"{url}/openapi.json").status_code == 200
 
@@ -221,6 +222,44 @@ def test_a_chunked_body_counts_against_the_budget_as_it_arrives(run_dir, digits)
         assert response.status_code == 200, response.text
     assert seen == [100]  # counted while the request was still arriving
     assert budget.held == 0  # given back once answered
+
+
+def test_a_stalled_upload_gets_408_its_connection_closed_and_its_bytes_given_back(run_dir, digits):
+    import socket
+    from urllib.parse import urlsplit
+
+    served = ServedModel.load(run_dir, device="cpu")
+    app = create_app(served, ServeSettings(body_timeout_s=0.5))
+    budget = next(m.kwargs["budget"] for m in app.user_middleware)
+    head = (b"POST /predict_batch HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+            b"Content-Type: multipart/form-data; boundary=B\r\n\r\n--B\r\n")  # fmt: skip
+    with uvicorn_thread(app) as url:
+        parts = urlsplit(url)
+        with socket.create_connection((parts.hostname, parts.port), timeout=10) as stalled:
+            stalled.sendall(head + b"x" * 5_000)  # then nothing more
+            started = time.monotonic()
+            answer = b""
+            while chunk := stalled.recv(65536):  # until the server closes (bounded by timeout)
+                answer += chunk
+            waited = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert b"nothing received for 0.5 s" in answer
+        assert 0.4 < waited < 5  # the timeout, not the socket's 10 s
+        assert budget.held == 0
+        # A client that keeps sending, however slowly, is not cut off.
+        digit = png(digits[0][0][0].numpy())
+        body = (b"--B\r\nContent-Disposition: form-data; name=files; filename=d.png\r\n\r\n"
+                + digit + b"\r\n--B--\r\n")  # fmt: skip
+
+        def trickle():
+            for start in range(0, len(body), len(body) // 3 + 1):  # 3 pieces, 0.3 s apart
+                yield body[start : start + len(body) // 3 + 1]
+                time.sleep(0.3)
+
+        headers = {"Content-Type": "multipart/form-data; boundary=B"}
+        response = httpx.post(f"{url}/predict_batch", content=trickle(), headers=headers)
+        assert response.status_code == 200, response.text
+        assert httpx.get(f"{url}/model").json()["limits"]["body_timeout_s"] == 0.5
 
 
 def test_a_client_that_disconnects_mid_upload_leaves_no_traceback(server, caplog):

@@ -46,6 +46,7 @@ class ServeSettings:
     max_files: int = 64  # per /predict_batch or /embed request
     max_request_bytes: int = 64 * 1024 * 1024  # a whole /predict_batch or /embed body
     max_inflight_bytes: int = 256 * 1024 * 1024  # all request bodies held at once, server-wide
+    body_timeout_s: float = 30.0  # longest wait for the next piece of a request body
     max_pixels: int = MAX_PIXELS
     max_batch: int = 64  # images per forward pass
     max_delay_ms: float = 2.0  # how long a request may wait for others to share its batch
@@ -82,6 +83,7 @@ UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
         "type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}}}}
     for status, description in [
         (400, "not a usable image, or a malformed form"),
+        (408, "the upload stalled: no part of the body arrived within the server's timeout"),
         (413, "an image, the body or the number of files over the server's limits"),
         (415, "not a form upload (nor a raw image/* body where one image is expected)"),
         (422, "no image field in the form, or a bad top_k"),
@@ -169,6 +171,15 @@ class ReleaseBodies:
             self.budget.give_back(scope)
 
 
+async def next_chunk(chunks: AsyncIterator[bytes], seconds: float) -> bytes | None:
+    """The next piece of a request body, None at its end; ``asyncio.TimeoutError`` when none
+    arrives within ``seconds``."""
+    if hasattr(asyncio, "timeout"):  # Python 3.11+: a timer, not a task per chunk as wait_for
+        async with asyncio.timeout(seconds):
+            return await anext(chunks, None)
+    return await asyncio.wait_for(anext(chunks, None), seconds)
+
+
 def _top_k(probabilities: torch.Tensor, classes: list[str], k: int) -> list[dict[str, Any]]:
     values, indices = probabilities.topk(min(k, len(classes)))
     return [{"label": classes[i], "index": int(i), "probability": round(float(p), 6)}
@@ -233,14 +244,20 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
                 raise ClientError(413, f"request body larger than {limit:,} bytes")
             budget.check(int(declared))
         body = bytearray()  # one growing buffer: a list of chunks plus its join held it twice
+        chunks = request.stream()
         try:
-            async for chunk in request.stream():
+            while (chunk := await next_chunk(chunks, settings.body_timeout_s)) is not None:
                 budget.take(request.scope, len(chunk))  # what arrived, whatever was declared
                 body += chunk
                 if len(body) > limit:
                     raise ClientError(413, f"request body larger than {limit:,} bytes")
         except ClientDisconnect:  # nobody to answer; without this uvicorn logs a traceback
             raise ClientError(400, "the client disconnected before the upload ended") from None
+        except asyncio.TimeoutError:
+            # A stalled client would otherwise hold its connection (and what it sent) forever;
+            # `Connection: close` makes uvicorn drop it rather than wait for the rest of the body.
+            stalled = f"the upload stalled: nothing received for {settings.body_timeout_s:g} s"
+            raise ClientError(408, stalled, headers={"Connection": "close"}) from None
         return bytes(body)
 
     async def read_uploads(request: Request, field: str) -> list[Part]:
@@ -323,7 +340,8 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
     info = {**served.info(), "limits": {"max_upload_bytes": settings.max_upload_bytes,
                                         "max_files": settings.max_files,
                                         "max_request_bytes": settings.max_request_bytes,
-                                        "max_inflight_bytes": budget.capacity}}  # fmt: skip
+                                        "max_inflight_bytes": budget.capacity,
+                                        "body_timeout_s": settings.body_timeout_s}}  # fmt: skip
 
     @app.get("/model", summary="The model: name, classes, input, preprocessing, run metrics")
     async def model_info() -> dict[str, Any]:
