@@ -85,6 +85,22 @@ def test_compare_pivot_prints_the_two_way_table(optimizers):
     assert "★ marks the best cell of each column by mean val.accuracy" in result.output
 
 
+def test_compare_counts_interrupted_and_lost_runs_as_unfinished_not_failed(monkeypatch):
+    import dataclasses
+
+    import trainlab.cli_reports as cli_reports
+    from analysis.test_tables import optimizer_study
+
+    study = optimizer_study()  # 4 failed runs
+    failed = [i for i, run in enumerate(study.runs) if run.state == "FAIL"]
+    for index, status in zip(failed[:2], ["interrupted", "lost"], strict=True):
+        study.runs[index] = dataclasses.replace(study.runs[index], status=status)
+    monkeypatch.setattr(cli_reports, "load_target", lambda *args: study)
+    result = runner.invoke(app, ["compare", "optimizers"])
+    assert result.exit_code == 0, result.output
+    assert "2 failed and 2 unfinished" in result.output  # the same command resumes those two
+
+
 def test_report_pivot_adds_the_section(optimizers, tmp_path):
     result = runner.invoke(app, ["report", "optimizers", "--pivot", "optim.name,data.dataset"])
     assert result.exit_code == 0, result.output

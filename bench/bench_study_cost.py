@@ -1,0 +1,228 @@
+"""What one epoch of each user study costs on this machine, measured with the real training loop.
+
+The five studies (docs/studies/) train on data sets that may not be on this machine (K49,
+CIFAR-10, the pretrained ViT-B). Their cost does not depend on the pixels, only on the shapes, so
+each study's own configuration (``examples/*.yaml``: model, batch size, augmentation, AMP on CUDA)
+is trained by ``trainlab.train`` on generated images of the real size and class count, for
+``--seconds`` of steps after a warm-up, and the epoch at full size is projected from the measured
+rates:
+
+    epoch ≈ train images / train rate + (validation images) / evaluation rate
+
+The train rate is measured over whole steps (forward, backward, optimizer, on-device
+augmentation) between two synchronisations of the device; the evaluation rate over the
+validation pass that ends the measured epoch. The ViT case builds ViT-B/16 (``transformers``'
+default ``ViTConfig``: 86M parameters, 224 px) with random weights in a temporary folder: the
+same computation as the pretrained one. The optimizer study's MNIST case is the calibration:
+compare it with the epoch times of a real full-MNIST run (``history.csv``, column ``seconds``).
+
+    python bench/bench_study_cost.py                       # every study, 20 s of steps each
+    python bench/bench_study_cost.py --only k49 vit --seconds 60
+    python bench/bench_study_cost.py --device cuda --json cost.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from trainlab.engine.callbacks import Callback
+from trainlab.engine.loop import Trainer
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@dataclass
+class Case:
+    """One study's training run at full size: its config and its data set's shape."""
+
+    name: str
+    config: str  # examples/<config>
+    image: tuple[int, ...]  # (H, W) grey or (H, W, 3) colour, as stored
+    classes: int
+    train: int  # images per epoch at full size
+    val: int  # images validated per epoch
+    overrides: dict[str, Any] = field(default_factory=dict)
+    needs_hf: bool = False
+
+
+# Sizes of the real data sets, split as each study's configuration splits them.
+CASES = [
+    # Optimizer study: the simple CNN, 80/20 split of the 60k MNIST / Fashion-MNIST training images
+    Case("optimizers-mnist", "optimizers.yaml", (28, 28), 10, 48_000, 12_000),
+    Case("optimizers-cifar10", "optimizers.yaml", (32, 32, 3), 10, 40_000, 10_000),
+    # K49: 232,365 training images, 10% validation by default
+    Case("k49-spinalvgg", "k49.yaml", (28, 28), 49, 209_129, 23_236),
+    # CIFAR-10: 50k training images, 10% validation (examples/cifar10-vgg.yaml)
+    Case("cifar10-vgg", "cifar10-vgg.yaml", (32, 32, 3), 10, 45_000, 5_000),
+    # GRU approach A: the small model, 90/10 split of MNIST, 1000 epochs
+    Case("gru-small", "gru-small.yaml", (28, 28), 10, 54_000, 6_000),
+    # ViT-B/16 fine-tune: 5-fold cross-validation on the 60k MNIST training images
+    Case("vit-b16", "vit-finetune.yaml", (28, 28), 10, 48_000, 12_000, needs_hf=True),
+]
+
+
+class StepClock(Callback):
+    """Times training steps between two device synchronisations: after ``warmup`` steps and
+    once ``seconds`` have passed (or the epoch ends); then stops the epoch, so the validation
+    pass that follows is timed too."""
+
+    def __init__(self, device: torch.device, warmup: int, seconds: float) -> None:
+        self.device, self.warmup, self.seconds = device, warmup, seconds
+        self.steps = self.measured_steps = 0
+        self.started: float | None = None
+        self.train_seconds = self.train_ended = self.eval_seconds = 0.0
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def on_batch_end(self, trainer: Trainer) -> None:
+        self.steps += 1
+        if self.steps == self.warmup:
+            self.started = self._now()
+        elif self.started is not None and not self.measured_steps:
+            # No synchronisation to decide: the device keeps its queue until the last step.
+            spent = time.perf_counter() - self.started
+            if spent >= self.seconds or self.steps == trainer.steps_per_epoch:
+                self.train_ended = self._now()
+                self.train_seconds = self.train_ended - self.started
+                self.measured_steps = self.steps - self.warmup
+                trainer.request_stop("budget_exhausted", "measured enough steps")
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, float]) -> None:
+        self.eval_seconds = self._now() - self.train_ended
+
+
+def write_images(case: Case, count: int, path: Path) -> None:
+    """Random images of the case's shape; every class present (stratified splits need it)."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(count) % case.classes
+    images = rng.integers(0, 256, (count, *case.image), dtype=np.uint8)
+    kind = "natural" if len(case.image) == 3 else "characters"
+    np.savez(path, x_train=images, y_train=labels, x_test=images[: case.classes * 2],
+             y_test=labels[: case.classes * 2], kind=kind)  # fmt: skip
+
+
+def random_vit_base(folder: Path) -> str:
+    """ViT-B/16 at 224 px (transformers' default ViTConfig) with random weights, saved the way
+    ``save_pretrained`` saves the real one; returns the ``hf:`` model name."""
+    from transformers import ViTConfig, ViTModel
+
+    ViTModel(ViTConfig()).save_pretrained(folder)
+    return f"hf:{folder}"
+
+
+def case_config(case: Case, data_file: Path, val_images: int, device: str,
+                model_name: str | None) -> dict[str, Any]:  # fmt: skip
+    config = yaml.safe_load((EXAMPLES / case.config).read_text())
+    config["data"].update(dataset=str(data_file), val_size=val_images)
+    config["data"].pop("folds", None)
+    if model_name:
+        config["model"]["name"] = model_name
+        config["model"].setdefault("options", {})["pretrained"] = True
+    config.update(epochs=1, device=device, seed=0)
+    config["early_stopping"] = {"enabled": False}
+    return config
+
+
+def measure(case: Case, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    import trainlab
+    from trainlab.training import resolve_device
+
+    device = resolve_device(args.device)
+    data = yaml.safe_load((EXAMPLES / case.config).read_text())["data"]
+    batch, eval_batch = data["batch_size"], data.get("eval_batch_size", 1000)
+    # Enough images for the warm-up and the measured steps at a generous rate; a validation
+    # set of a few evaluation batches (its first batch also pays for warming up).
+    val_images = max(case.classes * 2, min(4 * eval_batch, 4_000))
+    train_images = batch * args.max_steps
+    data_file = workdir / f"{case.name}.npz"
+    write_images(case, train_images + val_images, data_file)
+    model_name = random_vit_base(workdir / "vit-b16") if case.needs_hf else None
+    clock = StepClock(device, args.warmup, args.seconds)
+    config = case_config(case, data_file, val_images, args.device, model_name)
+    trainlab.train(config, save=False, callbacks=[clock])
+    if clock.measured_steps < 1:
+        raise SystemExit(f"{case.name}: no step measured; raise --max-steps")
+    train_rate = clock.measured_steps * batch / clock.train_seconds
+    eval_rate = val_images / clock.eval_seconds
+    epoch = case.train / train_rate + case.val / eval_rate
+    return {"case": case.name, "config": f"examples/{case.config}", "batch": batch,
+            "steps": clock.measured_steps, "train_img_s": train_rate, "eval_img_s": eval_rate,
+            "train_images": case.train, "val_images": case.val, "epoch_s": epoch}  # fmt: skip
+
+
+def duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def print_table(rows: list[dict[str, Any]], device: str) -> None:
+    print(f"\n## Cost of one epoch at full size on {device}\n")
+    print("| study run | batch | train img/s | eval img/s | train + val images | epoch |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['case']} (`{r['config']}`) | {r['batch']} | {r['train_img_s']:,.0f} | "
+              f"{r['eval_img_s']:,.0f} | {r['train_images']:,} + {r['val_images']:,} | "
+              f"{duration(r['epoch_s'])} |")  # fmt: skip
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="+", choices=[c.name for c in CASES], metavar="CASE",
+                        help=f"some of: {', '.join(c.name for c in CASES)}")  # fmt: skip
+    parser.add_argument("--seconds", type=float, default=20, help="measured seconds of steps")
+    parser.add_argument("--warmup", type=int, default=3, help="unmeasured first steps")
+    parser.add_argument("--max-steps", type=int, default=400, help="at most this many steps")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args(argv)
+    if args.max_steps <= args.warmup:
+        parser.error("--max-steps must exceed --warmup")
+    from trainlab.training import resolve_device
+
+    cases = [c for c in CASES if not args.only or c.name in args.only]
+    rows = []
+    for case in cases:
+        if case.needs_hf:
+            try:
+                import transformers  # noqa: F401
+            except ImportError:
+                print(f"{case.name}: skipped (pip install 'trainlab[hf]')", file=sys.stderr)
+                continue
+        with tempfile.TemporaryDirectory() as workdir:
+            row = measure(case, args, Path(workdir))
+        print(f"{case.name}: {row['train_img_s']:,.1f} train img/s over {row['steps']} steps, "
+              f"{row['eval_img_s']:,.0f} eval img/s -> epoch {duration(row['epoch_s'])}",
+              flush=True)  # fmt: skip
+        rows.append(row)
+    name = device_name(resolve_device(args.device))
+    print_table(rows, name)
+    if args.json:
+        args.json.write_text(json.dumps({"device": name, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
