@@ -53,7 +53,7 @@ class Case:
     classes: int
     train: int  # images per epoch at full size
     val: int  # images validated per epoch
-    overrides: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)  # dotted key -> value
     needs_hf: bool = False
 
 
@@ -66,10 +66,40 @@ CASES = [
     Case("k49-spinalvgg", "k49.yaml", (28, 28), 49, 209_129, 23_236),
     # CIFAR-10: 50k training images, 10% validation (examples/cifar10-vgg.yaml)
     Case("cifar10-vgg", "cifar10-vgg.yaml", (32, 32, 3), 10, 45_000, 5_000),
+    # its costliest variant (examples/cifar10-vgg-grid.yaml, no. 5): kernels growing 3, 5, 7
+    Case(
+        "cifar10-vgg-k357",
+        "cifar10-vgg.yaml",
+        (32, 32, 3),
+        10,
+        45_000,
+        5_000,
+        {
+            "model.options": {
+                "stages": [64, 128, 256],
+                "convs_per_stage": 2,
+                "kernel_sizes": [3, 5, 7],
+                "global_pool": True,
+                "dense": [512, 256],
+                "dropout": 0.3,
+            }
+        },
+    ),
     # GRU approach A: the small model, 90/10 split of MNIST, 1000 epochs
     Case("gru-small", "gru-small.yaml", (28, 28), 10, 54_000, 6_000),
     # ViT-B/16 fine-tune: 5-fold cross-validation on the 60k MNIST training images
     Case("vit-b16", "vit-finetune.yaml", (28, 28), 10, 48_000, 12_000, needs_hf=True),
+    # the CPU route the page suggests for screening: the new head only, at 112 px (49 tokens)
+    Case(
+        "vit-b16-head-112",
+        "vit-finetune.yaml",
+        (28, 28),
+        10,
+        48_000,
+        12_000,
+        {"model.options.freeze": "backbone", "model.options.input_size": 112},
+        needs_hf=True,
+    ),
 ]
 
 
@@ -133,6 +163,12 @@ def case_config(case: Case, data_file: Path, val_images: int, device: str,
     if model_name:
         config["model"]["name"] = model_name
         config["model"].setdefault("options", {})["pretrained"] = True
+    for key, value in case.overrides.items():
+        *parents, last = key.split(".")
+        node = config
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[last] = value
     config.update(epochs=1, device=device, seed=0)
     config["early_stopping"] = {"enabled": False}
     return config
