@@ -115,17 +115,14 @@ def compare(
     or, with --pivot, one varied key down and another across (optimizer × dataset)."""
     from trainlab.analysis import stats
     from trainlab.analysis.tables import build_pivot, build_table
-    from trainlab.experiments.study import RETRYABLE
 
     keys = parse_pivot_option(pivot)
     if keys is not None and by:
         raise TrainlabError("--by and --pivot: use one (--pivot ROWS,COLUMNS already picks the "
                             "best of the other varied keys per cell)")  # fmt: skip
     data = load_target(study, storage, runs_dir)
-    # An interrupted or lost run is unfinished, not failed: the same command resumes it.
-    resumable = [run.state == "FAIL" and run.status in RETRYABLE for run in data.runs]
-    failed = sum(run.state == "FAIL" for run in data.runs) - sum(resumable)
-    unfinished = sum(run.state in ("RUNNING", "WAITING") for run in data.runs) + sum(resumable)
+    failed = sum(run.failed for run in data.runs)
+    unfinished = sum(run.unfinished for run in data.runs)  # interrupted or lost ones included
     if keys is not None:
         two_way = build_pivot(data, *keys)
         if any(cell.picked for cells in two_way.cells for cell in cells):

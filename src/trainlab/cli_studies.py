@@ -149,7 +149,7 @@ def print_study_end(report: Any) -> None:
     console.print(
         f"\n{report.name}: {counts['completed']} completed, {counts['pruned']} pruned, "
         f"{counts['failed']} failed, {counts['running']} running elsewhere, "
-        f"{counts['waiting']} waiting"
+        f"{counts['waiting']} waiting, {counts['interrupted']} interrupted or lost"
     )
     print_ranking(report, top=10)
     console.print()
@@ -342,13 +342,14 @@ def studies(storage: StorageOption = None, runs_dir: RunsDirOption = Path("runs"
     for info in infos:
         c = info.counts
         if not c:  # in the store but not a trainlab study
-            rows.append([info.name, "(not a trainlab study)", *["-"] * 7])
+            rows.append([info.name, "(not a trainlab study)", *["-"] * 8])
             continue
         rows.append([info.name, info.kind, f"{c['completed']}/{info.planned or '?'}",
-                     str(c["pruned"]), str(c["running"]), str(c["waiting"]), str(c["failed"]),
-                     info.metric, fmt_value(info.best_value)])  # fmt: skip
-    print_columns(["study", "kind", "completed", "pruned", "running", "waiting", "failed",
-                   "metric", "best run"], rows)  # fmt: skip
+                     str(c["pruned"]), str(c["running"]), str(c["waiting"]),
+                     str(c["interrupted"]), str(c["failed"]), info.metric,
+                     fmt_value(info.best_value)])  # fmt: skip
+    print_columns(["study", "kind", "completed", "pruned", "running", "waiting", "interrupted",
+                   "failed", "metric", "best run"], rows)  # fmt: skip
     console.print(f"[dim]store {store.display_url}[/]", highlight=False, soft_wrap=True)
 
 

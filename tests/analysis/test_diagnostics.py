@@ -116,6 +116,16 @@ def test_underfitting():
     )
 
 
+def test_a_flat_train_loss_is_not_learning_and_the_lr_may_be_too_high():
+    # Adam at 1e-2 on MNIST in some seeds: stuck at chance from the first epoch on.
+    train = [2.31, 2.302, 2.302, 2.301, 2.302]
+    val = [2.303, 2.301, 2.302, 2.302, 2.303]
+    found = diagnose(history(train, val, [0.11] * 5, [0.113] * 5), status="early_stopped")
+    assert found.verdict == "underfitting"
+    assert "not learning at all: the learning rate may be too high" in found.finding
+    assert "10× lower and 10× higher" in found.finding and "larger model" not in found.finding
+
+
 def test_still_falling_comes_before_underfitting():
     # Under augmentation train accuracy trails val accuracy; while val loss still falls the
     # verdict is "train longer", not "underfitting".
@@ -279,13 +289,34 @@ def test_diagnose_mean_one_diverged_run_makes_the_mean_diverged():
     assert flagged.verdict == "diverged"
 
 
+def test_diagnose_mean_says_when_the_seeds_disagree():
+    stuck = history([2.31, 2.30, 2.30], [2.30, 2.30, 2.30], [0.11] * 3, [0.112] * 3)
+    learned = history([0.3, 0.1, 0.05], [0.1, 0.06, 0.05], [0.9, 0.97, 0.98], [0.97, 0.98, 0.985])
+    found = diagnose_mean([learned, stuck, learned])
+    assert found.finding.endswith(
+        " The runs disagree: their best val accuracies range from 11.2% to 98.5%, so this mean "
+        "describes none of them; read each run's curve."
+    )
+    assert "disagree" not in diagnose_mean([OVERFIT, OVERFIT]).finding
+
+
 def test_diagnose_mean_of_one_run_is_the_run():
     assert diagnose_mean([OVERFIT]) == diagnose(OVERFIT)
     assert diagnose_mean([]).verdict == "too short"
 
 
 def test_rules_document_every_threshold():
-    for text in ("2%", "0.001", "last 2", "fewer than 3", "0.5 ×", "1 point", "5 points"):
+    for text in (
+        "2%",
+        "0.001",
+        "last 2",
+        "fewer than 3",
+        "0.5 ×",
+        "1 point",
+        "5 points",
+        "by less than 10%",
+        "more than 20 points",
+    ):
         assert text in RULES
     for verdict in ("diverged", "too short", "overfitting", "underfitting", "still improving",
                     "good fit"):  # fmt: skip

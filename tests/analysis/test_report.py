@@ -113,7 +113,7 @@ def test_an_unfinished_study_says_so(tmp_path, study_base):
     with store.lock("later"):
         s.enqueue_plan(store, study, s.sweep_plan(spec))  # planned, no worker yet
     text = write_report(collect_study(store, "later"), tmp_path / "out").main.read_text()
-    assert "2 run(s) are still running or waiting" in text
+    assert "2 run(s) are still running, waiting or interrupted" in text
     assert "No completed runs yet" in text and "| #0 | waiting |" in text
 
 

@@ -99,7 +99,7 @@ def test_errors_and_divergence_are_recorded_and_the_study_goes_on(store_url, tmp
     assert (broken.state, broken.status) == ("FAIL", "error")
     assert "hidden" in broken.reason and (tmp_path / "runs" / "grid").is_dir()
     assert report.info.counts == {"completed": 1, "pruned": 0, "running": 0, "waiting": 0,
-                                  "failed": 3, "retried": 0}  # fmt: skip
+                                  "interrupted": 0, "failed": 3, "retried": 0}  # fmt: skip
     assert len([line for line in lines if "] #" in line]) == 4
     # failed runs are not run again by the same command: they would fail again
     again: list[str] = []

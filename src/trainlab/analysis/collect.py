@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from trainlab.errors import RunError
+from trainlab.experiments.study import RETRYABLE
 
 
 @dataclass
@@ -38,6 +39,21 @@ class RunData:
     @property
     def completed(self) -> bool:
         return self.state == "COMPLETE" and self.value is not None and math.isfinite(self.value)
+
+    @property
+    def resumable(self) -> bool:
+        """Interrupted (Ctrl-C) or lost (its worker died): the same command resumes it."""
+        return self.state == "FAIL" and self.status in RETRYABLE
+
+    @property
+    def failed(self) -> bool:
+        """Failed for good (an error, say): left out of the statistics, not to be resumed."""
+        return self.state == "FAIL" and not self.resumable
+
+    @property
+    def unfinished(self) -> bool:
+        """Still running or waiting, or resumable."""
+        return self.state in ("RUNNING", "WAITING") or self.resumable
 
     def best_row(self) -> dict[str, float]:
         return next((r for r in self.history if r.get("epoch") == self.best_epoch), {})

@@ -25,6 +25,8 @@ RISE_FLOOR = 1e-3  # ... and above min + 0.001 (tiny losses would make 2% mere n
 PATIENCE = 2  # the last 2 usable epochs must all be risen
 UNDERFIT_LOSS_RATIO = 0.5  # final train loss above half the first epoch's: training stalled
 UNDERFIT_ACCURACY_MARGIN = 0.01  # ... and train accuracy less than 1 point above val accuracy
+FLAT_LOSS_RATIO = 0.9  # an underfitting run whose train loss fell less than 10% is not learning
+DISAGREE_SPREAD = 0.2  # seeds whose best val accuracies span over 20 points: the mean misleads
 LARGE_GAP = 0.05  # a train − val accuracy gap above 5 points is pointed out in the finding
 
 MEAN_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -59,7 +61,9 @@ The verdict is the first rule that holds, in this order:
    {UNDERFIT_LOSS_RATIO:g} × the first epoch's train loss (training did not even halve it)
    *and* train accuracy is not more than {UNDERFIT_ACCURACY_MARGIN * 100:g} point above val
    accuracy (no generalisation gap: the model does not fit its training data better than
-   unseen data; with augmentation on, train accuracy below val accuracy is normal).
+   unseen data; with augmentation on, train accuracy below val accuracy is normal). A train
+   loss that fell by less than {1 - FLAT_LOSS_RATIO:.0%} means the model is not learning at all:
+   the finding then says the learning rate may be too high as well as too low.
 6. **good fit**: none of the above. If val loss did rise without train loss falling, the finding
    says so (more likely an unstable learning rate than overfitting); an accuracy gap above
    {LARGE_GAP * 100:g} points is pointed out too.
@@ -67,7 +71,8 @@ The verdict is the first rule that holds, in this order:
 Several seeds: the rules run on the per-epoch mean over the seeds, over the epochs that every
 run reached (so each point averages the same runs); an epoch where any run has a non-finite
 value has a non-finite mean. Diverged if any run diverged, early stopped if any run stopped
-early.
+early. When the seeds' best val accuracies span more than {DISAGREE_SPREAD * 100:g} points (some
+seeds learned, others did not), the finding says so: the mean curve then describes none of them.
 """
 
 
@@ -353,12 +358,18 @@ def _underfitting_finding(facts: _Facts, first: tuple[int, float]) -> str:
     assert last.train_accuracy is not None and last.val_accuracy is not None
     first_epoch, first_loss = first
     more = "; val loss is still falling, so train longer first" if facts.still_improving else ""
+    advice = "try a larger model, a higher learning rate, less regularisation or more epochs"
+    if last.train_loss > FLAT_LOSS_RATIO * first_loss:
+        # A loss that never moves is as often a learning rate too high for the optimizer (the
+        # units die in the first steps, e.g. Adam at 1e-2) as one too low.
+        advice = ("the model is not learning at all: the learning rate may be too high (units "
+                  "die in the first steps) as well as too low — try it 10× lower and 10× higher")  # fmt: skip
     return (
         f"train loss only falls from {_num(first_loss)} at epoch {first_epoch} to "
         f"{_num(last.train_loss)} at epoch {last.epoch} and train accuracy "
         f"({_pct(last.train_accuracy)}) is not more than {UNDERFIT_ACCURACY_MARGIN * 100:g} point "
-        f"above val accuracy ({_pct(last.val_accuracy)}): underfitting; try a larger model, a "
-        f"higher learning rate, less regularisation or more epochs{more}{_early_stop_clause(facts)}."
+        f"above val accuracy ({_pct(last.val_accuracy)}): underfitting; {advice}{more}"
+        f"{_early_stop_clause(facts)}."
     )
 
 
@@ -439,4 +450,23 @@ def diagnose_mean(
     upto = ""
     if mean and len(mean) < longest:
         upto = f", up to epoch {int(mean[-1]['epoch'])}, the last that all reached"
-    return dataclasses.replace(found, finding=f"mean of {runs} runs{upto}: {found.finding}")
+    finding = f"mean of {runs} runs{upto}: {found.finding}{_disagreement(histories)}"
+    return dataclasses.replace(found, finding=finding)
+
+
+def _disagreement(histories: Sequence[Sequence[Mapping[str, Any]]]) -> str:
+    """A sentence when the seeds' best val accuracies are too far apart for a mean to speak
+    for them (one seed at 99%, another stuck at chance)."""
+    bests = []
+    for history in histories:
+        accuracies = [
+            v for v in (_finite(row.get("val_accuracy")) for row in history) if v is not None
+        ]
+        if accuracies:
+            bests.append(max(accuracies))
+    if len(bests) < 2 or max(bests) - min(bests) <= DISAGREE_SPREAD:
+        return ""
+    return (
+        f" The runs disagree: their best val accuracies range from {_pct(min(bests))} to "
+        f"{_pct(max(bests))}, so this mean describes none of them; read each run's curve."
+    )

@@ -76,14 +76,15 @@ def _describe_counts(data: StudyData) -> tuple[Paragraph, list[Note]]:
             f"{keys}; selection metric `{data.metric}` ({data.direction}d, on the validation "
             f"split; the test split is reported, never used to choose). Source: `{data.store}`.")  # fmt: skip
     notes = []
-    failed = [r for r in data.runs if r.state == "FAIL"]
-    unfinished = [r for r in data.runs if r.state in ("RUNNING", "WAITING")]
+    failed = [r for r in data.runs if r.failed]
+    unfinished = [r for r in data.runs if r.unfinished]
     if failed:
         notes.append(Note(f"{len(failed)} run(s) failed; they are listed below and left out of "
                           "the statistics."))  # fmt: skip
     if unfinished:
-        notes.append(Note(f"{len(unfinished)} run(s) are still running or waiting: this report "
-                          "is a snapshot of an unfinished study."))  # fmt: skip
+        notes.append(Note(f"{len(unfinished)} run(s) are still running, waiting or interrupted: "
+                          "this report is a snapshot of an unfinished study (the same command "
+                          "continues it)."))  # fmt: skip
     return Paragraph(text), notes
 
 

@@ -87,18 +87,21 @@ class StudyInfo:
     kind: str
     metric: str
     direction: str
-    counts: dict[str, int]  # completed, pruned, running, waiting, failed, retried
+    counts: dict[str, int]  # completed, pruned, running, waiting, interrupted, failed, retried
     best_value: float | None
     planned: int | None  # sweeps: planned runs; searches: the trial budget
 
 
 def count_states(rows: list[RunRow]) -> dict[str, int]:
-    counts = dict.fromkeys(("completed", "pruned", "running", "waiting", "failed", "retried"), 0)
+    states = ("completed", "pruned", "running", "waiting", "interrupted", "failed", "retried")
+    counts = dict.fromkeys(states, 0)
     for row in rows:
         if row.retried:
             counts["retried"] += 1
         elif row.state == "COMPLETE":
             counts["completed"] += 1
+        elif row.state == "FAIL" and row.status in s.RETRYABLE:  # the same command resumes it
+            counts["interrupted"] += 1
         elif row.state == "FAIL":
             counts["failed"] += 1
         else:
