@@ -10,14 +10,15 @@ rates:
     epoch ≈ train images / train rate + (validation images) / evaluation rate
 
 The train rate is measured over whole steps (forward, backward, optimizer, on-device
-augmentation) between two synchronisations of the device; the evaluation rate over the
-validation pass that ends the measured epoch. The ViT case builds ViT-B/16 (``transformers``'
+augmentation) between synchronisations of the device, leaving out the validation passes between
+epochs; the evaluation rate over one more validation pass after the loop's own (warm shapes).
+Studies run without a progress bar, and so does this. The ViT case builds ViT-B/16 (``transformers``'
 default ``ViTConfig``: 86M parameters, 224 px) with random weights in a temporary folder: the
 same computation as the pretrained one. The optimizer study's MNIST case is the calibration:
 compare it with the epoch times of a real full-MNIST run (``history.csv``, column ``seconds``).
 
     python bench/bench_study_cost.py                       # every study, 20 s of steps each
-    python bench/bench_study_cost.py --only k49 vit --seconds 60
+    python bench/bench_study_cost.py --only k49-spinalvgg vit-b16 --seconds 60
     python bench/bench_study_cost.py --device cuda --json cost.json
 """
 
@@ -104,36 +105,51 @@ CASES = [
 
 
 class StepClock(Callback):
-    """Times training steps between two device synchronisations: after ``warmup`` steps and
-    once ``seconds`` have passed (or the epoch ends); then stops the epoch, so the validation
-    pass that follows is timed too."""
+    """Times training steps, between device synchronisations, from step ``warmup`` until
+    ``seconds`` of steps are measured (across epochs: the validation passes between epochs are
+    left out), then stops training and times one more, warm validation pass."""
 
     def __init__(self, device: torch.device, warmup: int, seconds: float) -> None:
         self.device, self.warmup, self.seconds = device, warmup, seconds
         self.steps = self.measured_steps = 0
-        self.started: float | None = None
-        self.train_seconds = self.train_ended = self.eval_seconds = 0.0
+        self.segment_start: float | None = None  # the running measured stretch of steps
+        self.segment_steps = 0
+        self.train_seconds = self.eval_seconds = 0.0
+        self.done = False
 
     def _now(self) -> float:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
+    def on_epoch_start(self, trainer: Trainer) -> None:
+        if self.steps >= self.warmup and not self.done:
+            self.segment_start, self.segment_steps = self._now(), self.steps
+
     def on_batch_end(self, trainer: Trainer) -> None:
         self.steps += 1
         if self.steps == self.warmup:
-            self.started = self._now()
-        elif self.started is not None and not self.measured_steps:
-            # No synchronisation to decide: the device keeps its queue until the last step.
-            spent = time.perf_counter() - self.started
-            if spent >= self.seconds or self.steps == trainer.steps_per_epoch:
-                self.train_ended = self._now()
-                self.train_seconds = self.train_ended - self.started
-                self.measured_steps = self.steps - self.warmup
-                trainer.request_stop("budget_exhausted", "measured enough steps")
+            self.segment_start, self.segment_steps = self._now(), self.steps
+            return
+        if self.segment_start is None or self.done:
+            return
+        # Deciding needs no synchronisation: the device keeps its queue until the segment ends.
+        spent = self.train_seconds + time.perf_counter() - self.segment_start
+        last_of_epoch = self.steps % trainer.steps_per_epoch == 0
+        if spent >= self.seconds or last_of_epoch:
+            self.train_seconds += self._now() - self.segment_start
+            self.measured_steps += self.steps - self.segment_steps
+            self.segment_start = None
+        if self.train_seconds >= self.seconds:
+            self.done = True
+            trainer.request_stop("budget_exhausted", "measured enough steps")
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, float]) -> None:
-        self.eval_seconds = self._now() - self.train_ended
+        if self.done and trainer.state.status != "diverged":
+            # The loop has just validated once (warming up the evaluation shapes); time another.
+            started = self._now()
+            trainer.evaluate(trainer.val_loader)
+            self.eval_seconds = self._now() - started
 
 
 def write_images(case: Case, count: int, path: Path) -> None:
@@ -169,7 +185,8 @@ def case_config(case: Case, data_file: Path, val_images: int, device: str,
         for parent in parents:
             node = node.setdefault(parent, {})
         node[last] = value
-    config.update(epochs=1, device=device, seed=0)
+    # Epochs enough for any --seconds (the clock stops training); no progress bar, as in studies.
+    config.update(epochs=1000, device=device, seed=0, progress=False)
     config["early_stopping"] = {"enabled": False}
     return config
 
@@ -181,8 +198,8 @@ def measure(case: Case, args: argparse.Namespace, workdir: Path) -> dict[str, An
     device = resolve_device(args.device)
     data = yaml.safe_load((EXAMPLES / case.config).read_text())["data"]
     batch, eval_batch = data["batch_size"], data.get("eval_batch_size", 1000)
-    # Enough images for the warm-up and the measured steps at a generous rate; a validation
-    # set of a few evaluation batches (its first batch also pays for warming up).
+    # An epoch of up to --max-steps steps (more epochs follow while --seconds are not measured)
+    # and a validation set of a few evaluation batches.
     val_images = max(case.classes * 2, min(4 * eval_batch, 4_000))
     train_images = batch * args.max_steps
     data_file = workdir / f"{case.name}.npz"
@@ -190,15 +207,18 @@ def measure(case: Case, args: argparse.Namespace, workdir: Path) -> dict[str, An
     model_name = random_vit_base(workdir / "vit-b16") if case.needs_hf else None
     clock = StepClock(device, args.warmup, args.seconds)
     config = case_config(case, data_file, val_images, args.device, model_name)
-    trainlab.train(config, save=False, callbacks=[clock])
-    if clock.measured_steps < 1:
-        raise SystemExit(f"{case.name}: no step measured; raise --max-steps")
+    result = trainlab.train(config, save=False, callbacks=[clock])
+    if result.status == "diverged":
+        raise SystemExit(f"{case.name}: training diverged ({result.summary.get('stop_reason')})")
+    if not clock.done:
+        raise SystemExit(f"{case.name}: training ended before {args.seconds:g} s were measured")
     train_rate = clock.measured_steps * batch / clock.train_seconds
     eval_rate = val_images / clock.eval_seconds
     epoch = case.train / train_rate + case.val / eval_rate
     return {"case": case.name, "config": f"examples/{case.config}", "batch": batch,
-            "steps": clock.measured_steps, "train_img_s": train_rate, "eval_img_s": eval_rate,
-            "train_images": case.train, "val_images": case.val, "epoch_s": epoch}  # fmt: skip
+            "steps": clock.measured_steps, "measured_s": clock.train_seconds,
+            "train_img_s": train_rate, "eval_img_s": eval_rate, "train_images": case.train,
+            "val_images": case.val, "epoch_s": epoch}  # fmt: skip
 
 
 def duration(seconds: float) -> str:
@@ -209,14 +229,23 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def rate(images_per_second: float) -> str:
+    """Three significant figures below 100 (2.3, not 2), whole numbers above."""
+    if images_per_second >= 100:
+        return f"{images_per_second:,.0f}"
+    return f"{images_per_second:.3g}"
+
+
 def print_table(rows: list[dict[str, Any]], device: str) -> None:
     print(f"\n## Cost of one epoch at full size on {device}\n")
-    print("| study run | batch | train img/s | eval img/s | train + val images | epoch |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| study run | batch | measured | train img/s | eval img/s | train + val images | epoch |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['case']} (`{r['config']}`) | {r['batch']} | {r['train_img_s']:,.0f} | "
-              f"{r['eval_img_s']:,.0f} | {r['train_images']:,} + {r['val_images']:,} | "
-              f"{duration(r['epoch_s'])} |")  # fmt: skip
+        print(f"| {r['case']} (`{r['config']}`) | {r['batch']} | {r['steps']} steps, "
+              f"{r['measured_s']:.0f} s | {rate(r['train_img_s'])} | {rate(r['eval_img_s'])} | "
+              f"{r['train_images']:,} + {r['val_images']:,} | {duration(r['epoch_s'])} |")  # fmt: skip
 
 
 def device_name(device: torch.device) -> str:
@@ -230,13 +259,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="+", choices=[c.name for c in CASES], metavar="CASE",
                         help=f"some of: {', '.join(c.name for c in CASES)}")  # fmt: skip
     parser.add_argument("--seconds", type=float, default=20, help="measured seconds of steps")
-    parser.add_argument("--warmup", type=int, default=3, help="unmeasured first steps")
-    parser.add_argument("--max-steps", type=int, default=400, help="at most this many steps")
+    parser.add_argument("--warmup", type=int, default=3, help="unmeasured first steps (>= 1)")
+    parser.add_argument("--max-steps", type=int, default=400,
+                        help="steps per generated epoch (more epochs run if needed)")  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
-    if args.max_steps <= args.warmup:
-        parser.error("--max-steps must exceed --warmup")
+    if args.warmup < 1 or args.max_steps < 1 or args.seconds <= 0:
+        parser.error("--warmup and --max-steps must be at least 1, --seconds above 0")
     from trainlab.training import resolve_device
 
     cases = [c for c in CASES if not args.only or c.name in args.only]
@@ -250,8 +280,8 @@ def main(argv: list[str] | None = None) -> None:
                 continue
         with tempfile.TemporaryDirectory() as workdir:
             row = measure(case, args, Path(workdir))
-        print(f"{case.name}: {row['train_img_s']:,.1f} train img/s over {row['steps']} steps, "
-              f"{row['eval_img_s']:,.0f} eval img/s -> epoch {duration(row['epoch_s'])}",
+        print(f"{case.name}: {rate(row['train_img_s'])} train img/s over {row['steps']} steps, "
+              f"{rate(row['eval_img_s'])} eval img/s -> epoch {duration(row['epoch_s'])}",
               flush=True)  # fmt: skip
         rows.append(row)
     name = device_name(resolve_device(args.device))

@@ -25,7 +25,7 @@ RISE_FLOOR = 1e-3  # ... and above min + 0.001 (tiny losses would make 2% mere n
 PATIENCE = 2  # the last 2 usable epochs must all be risen
 UNDERFIT_LOSS_RATIO = 0.5  # final train loss above half the first epoch's: training stalled
 UNDERFIT_ACCURACY_MARGIN = 0.01  # ... and train accuracy less than 1 point above val accuracy
-FLAT_LOSS_RATIO = 0.9  # an underfitting run whose train loss fell less than 10% is not learning
+FLAT_LOSS_RATIO = 0.9  # an underfitting run whose train loss fell less than 10%: maybe stuck
 DISAGREE_SPREAD = 0.2  # seeds whose best val accuracies span over 20 points: the mean misleads
 LARGE_GAP = 0.05  # a train − val accuracy gap above 5 points is pointed out in the finding
 
@@ -61,9 +61,10 @@ The verdict is the first rule that holds, in this order:
    {UNDERFIT_LOSS_RATIO:g} × the first epoch's train loss (training did not even halve it)
    *and* train accuracy is not more than {UNDERFIT_ACCURACY_MARGIN * 100:g} point above val
    accuracy (no generalisation gap: the model does not fit its training data better than
-   unseen data; with augmentation on, train accuracy below val accuracy is normal). A train
-   loss that fell by less than {1 - FLAT_LOSS_RATIO:.0%} means the model is not learning at all:
-   the finding then says the learning rate may be too high as well as too low.
+   unseen data; with augmentation on, train accuracy below val accuracy is normal). When the
+   train loss fell by less than {1 - FLAT_LOSS_RATIO:.0%}, the finding adds that at chance-level
+   accuracy the learning rate may be too high as well as too low (the history alone cannot tell
+   a run stuck at chance from one that learned all it could in its first epoch).
 6. **good fit**: none of the above. If val loss did rise without train loss falling, the finding
    says so (more likely an unstable learning rate than overfitting); an accuracy gap above
    {LARGE_GAP * 100:g} points is pointed out too.
@@ -362,8 +363,10 @@ def _underfitting_finding(facts: _Facts, first: tuple[int, float]) -> str:
     if last.train_loss > FLAT_LOSS_RATIO * first_loss:
         # A loss that never moves is as often a learning rate too high for the optimizer (the
         # units die in the first steps, e.g. Adam at 1e-2) as one too low.
-        advice = ("the model is not learning at all: the learning rate may be too high (units "
-                  "die in the first steps) as well as too low — try it 10× lower and 10× higher")  # fmt: skip
+        advice = ("the train loss barely moved: if accuracy is near chance the model is not "
+                  "learning, and the learning rate may be too high (units die in the first "
+                  "steps) as well as too low — try it 10× lower and 10× higher; otherwise try a "
+                  "larger model, less regularisation or more epochs")  # fmt: skip
     return (
         f"train loss only falls from {_num(first_loss)} at epoch {first_epoch} to "
         f"{_num(last.train_loss)} at epoch {last.epoch} and train accuracy "
