@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import yaml
 
+from trainlab.config import set_dotted
 from trainlab.engine.callbacks import Callback
 from trainlab.engine.loop import Trainer
 
@@ -171,20 +172,16 @@ def random_vit_base(folder: Path) -> str:
     return f"hf:{folder}"
 
 
-def case_config(case: Case, data_file: Path, val_images: int, device: str,
-                model_name: str | None) -> dict[str, Any]:  # fmt: skip
-    config = yaml.safe_load((EXAMPLES / case.config).read_text())
+def case_config(config: dict[str, Any], case: Case, data_file: Path, val_images: int,
+                device: str, model_name: str | None) -> dict[str, Any]:  # fmt: skip
+    """The study's example config (as read) on the generated data, stopped by the clock."""
     config["data"].update(dataset=str(data_file), val_size=val_images)
     config["data"].pop("folds", None)
     if model_name:
         config["model"]["name"] = model_name
         config["model"].setdefault("options", {})["pretrained"] = True
     for key, value in case.overrides.items():
-        *parents, last = key.split(".")
-        node = config
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[last] = value
+        set_dotted(config, key, value)
     # Epochs enough for any --seconds (the clock stops training); no progress bar, as in studies.
     config.update(epochs=1000, device=device, seed=0, progress=False)
     config["early_stopping"] = {"enabled": False}
@@ -196,8 +193,8 @@ def measure(case: Case, args: argparse.Namespace, workdir: Path) -> dict[str, An
     from trainlab.training import resolve_device
 
     device = resolve_device(args.device)
-    data = yaml.safe_load((EXAMPLES / case.config).read_text())["data"]
-    batch, eval_batch = data["batch_size"], data.get("eval_batch_size", 1000)
+    example = yaml.safe_load((EXAMPLES / case.config).read_text())
+    batch, eval_batch = example["data"]["batch_size"], example["data"].get("eval_batch_size", 1000)
     # An epoch of up to --max-steps steps (more epochs follow while --seconds are not measured)
     # and a validation set of a few evaluation batches.
     val_images = max(case.classes * 2, min(4 * eval_batch, 4_000))
@@ -206,7 +203,7 @@ def measure(case: Case, args: argparse.Namespace, workdir: Path) -> dict[str, An
     write_images(case, train_images + val_images, data_file)
     model_name = random_vit_base(workdir / "vit-b16") if case.needs_hf else None
     clock = StepClock(device, args.warmup, args.seconds)
-    config = case_config(case, data_file, val_images, args.device, model_name)
+    config = case_config(example, case, data_file, val_images, args.device, model_name)
     result = trainlab.train(config, save=False, callbacks=[clock])
     if result.status == "diverged":
         raise SystemExit(f"{case.name}: training diverged ({result.summary.get('stop_reason')})")

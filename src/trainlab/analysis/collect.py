@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from trainlab.errors import RunError
-from trainlab.experiments.study import RETRYABLE
+from trainlab.experiments.study import is_resumable
 
 
 @dataclass
@@ -43,7 +43,7 @@ class RunData:
     @property
     def resumable(self) -> bool:
         """Interrupted (Ctrl-C) or lost (its worker died): the same command resumes it."""
-        return self.state == "FAIL" and self.status in RETRYABLE
+        return is_resumable(self.state, self.status)
 
     @property
     def failed(self) -> bool:

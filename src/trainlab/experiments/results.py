@@ -100,7 +100,7 @@ def count_states(rows: list[RunRow]) -> dict[str, int]:
             counts["retried"] += 1
         elif row.state == "COMPLETE":
             counts["completed"] += 1
-        elif row.state == "FAIL" and row.status in s.RETRYABLE:  # the same command resumes it
+        elif s.is_resumable(row.state, row.status):  # the same command resumes it
             counts["interrupted"] += 1
         elif row.state == "FAIL":
             counts["failed"] += 1

@@ -48,6 +48,14 @@ HEARTBEAT = "trainlab:heartbeat"
 # A run that failed because its worker went away (killed, machine lost, Ctrl-C) is run again
 # (resumed from its folder); one that failed on its own (an error, divergence) would fail again.
 RETRYABLE = ("lost", "interrupted")
+
+
+def is_resumable(state: str, status: str | None) -> bool:
+    """A failed run (Optuna state name ``FAIL``) that the same command runs again: its worker
+    went away; the run itself did not fail. Counted as unfinished, never as failed."""
+    return state == "FAIL" and status in RETRYABLE
+
+
 # Keys that say where and how a run executes, not what it computes: free to differ between
 # the workers of one study.
 RUNTIME_KEYS = ("device", "progress", "out", "data.root", "data.download")

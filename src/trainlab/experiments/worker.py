@@ -175,7 +175,7 @@ def recover_lost(store: Store, study: Any, liveness: Liveness) -> list[str]:
     trials = study.get_trials(deepcopy=False)
     continued = {t.user_attrs.get(s.RETRY_OF) for t in trials}
     for trial in trials:
-        if (trial.state == TrialState.FAIL and trial.user_attrs.get(s.STATUS) in s.RETRYABLE
+        if (s.is_resumable(trial.state.name, trial.user_attrs.get(s.STATUS))
                 and trial.number not in continued):  # fmt: skip
             number = requeue(store, study, trial)
             messages.append(f"run #{trial.number} queued again as #{number}, resuming its folder")
