@@ -38,6 +38,12 @@ def test_help_lists_commands_and_train_help_has_examples():
     assert "--early-stopping" in train_help and "Examples" in train_help
 
 
+def test_help_keeps_angle_bracket_placeholders():
+    # Help is rendered as markdown, where a bare <time> would be dropped as an HTML tag.
+    result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert "runs/<time>-<dataset>-<model>" in result.output
+
+
 def test_console_script_is_installed():
     result = subprocess.run(
         [sys.executable, "-m", "trainlab", "--help"], capture_output=True, text=True, timeout=60

@@ -289,7 +289,7 @@ def train(
     ] = None,
     offline: Annotated[bool, typer.Option(help="never download; fail if data is missing")] = False,
     out: Annotated[
-        str | None, typer.Option(help="run folder (default runs/<time>-<dataset>-<model>)")
+        str | None, typer.Option(help="run folder (default `runs/<time>-<dataset>-<model>`)")
     ] = None,
     resume: Annotated[Path | None, typer.Option(help="continue the run in this folder")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bar")] = False,
