@@ -170,6 +170,20 @@ def test_still_improving():
     )
 
 
+def test_early_stopped_while_val_loss_still_falls_says_how_to_go_on():
+    # Early stopping on val.accuracy can end a run whose val loss still falls: the advice to
+    # train longer must say how, or the next run stops at the same place.
+    found = diagnose(history([1.0, 0.6, 0.4, 0.3], [0.9, 0.6, 0.5, 0.45]), status="early_stopped")
+    assert found.verdict == "still improving" and found.early_stopped
+    assert found.finding.endswith(
+        "more epochs will likely help; early stopping ended the run at epoch 4 although val loss "
+        "was still falling: it watches another metric or needs gains above its min_delta, so "
+        "raise early_stopping.patience or set monitor to val.loss to let the run go on."
+    )
+    mean = diagnose_mean([history([1.0, 0.6, 0.4], [0.9, 0.6, 0.5])] * 2, early_stopped=True)
+    assert "early stopping ended at least one of the runs although val loss" in mean.finding
+
+
 def test_a_tie_with_the_minimum_is_a_plateau_not_still_improving():
     found = diagnose(history([1.0, 0.6, 0.4, 0.3], [0.9, 0.6, 0.5, 0.5]))
     assert found.best_val_loss_epoch == 3 and not found.still_improving

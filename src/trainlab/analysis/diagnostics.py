@@ -56,7 +56,8 @@ The verdict is the first rule that holds, in this order:
 2. **too short**: fewer than {MIN_EPOCHS} usable epochs.
 3. **overfitting**: an overfitting onset exists.
 4. **still improving**: as defined above (checked before underfitting: while val loss is still
-   falling, the first advice is to train longer).
+   falling, the first advice is to train longer). If early stopping ended the run anyway (it
+   watched another metric, or a min_delta), the finding says how to let it go on.
 5. **underfitting**: val loss has stopped falling, yet the final train loss is still above
    {UNDERFIT_LOSS_RATIO:g} × the first epoch's train loss (training did not even halve it)
    *and* train accuracy is not more than {UNDERFIT_ACCURACY_MARGIN * 100:g} point above val
@@ -381,7 +382,20 @@ def _still_improving_finding(facts: _Facts) -> str:
     return (
         f"val loss is still falling at the last epoch ({_num(last.val_loss)} at epoch "
         f"{last.epoch}, down from {_num(first.val_loss)} at epoch {first.epoch}): still "
-        f"improving; more epochs will likely help{_gap_clause(facts)}{_early_stop_clause(facts)}."
+        f"improving; more epochs will likely help{_gap_clause(facts)}"
+        f"{_stopped_while_improving_clause(facts)}."
+    )
+
+
+def _stopped_while_improving_clause(facts: _Facts) -> str:
+    """Early stopping and a falling val loss look contradictory; say why they are not, and what
+    to change, since "more epochs" alone would be stopped at the same place again."""
+    if not facts.early_stopped:
+        return ""
+    return (
+        f"; {_early_stop_text(facts)} although val loss was still falling: it watches another "
+        "metric or needs gains above its min_delta, so raise early_stopping.patience or set "
+        "monitor to val.loss to let the run go on"
     )
 
 
