@@ -36,6 +36,8 @@ def test_sweep_then_studies_runs_and_best(where, tmp_path):
     assert result.output.count("] #") == 4
     assert "best of lr-study by mean val.accuracy over its repeats" in result.output
     assert "(n=2)" in result.output
+    # The end line stays one line in a log (CliRunner's console is 80 columns, like a pipe's).
+    assert re.search(r"^lr-study: 4 completed, .* 0 interrupted or lost$", result.output, re.M)
 
     studies = invoke("studies", *where)
     assert studies.exit_code == 0

@@ -149,7 +149,8 @@ def print_study_end(report: Any) -> None:
     console.print(
         f"\n{report.name}: {counts['completed']} completed, {counts['pruned']} pruned, "
         f"{counts['failed']} failed, {counts['running']} running elsewhere, "
-        f"{counts['waiting']} waiting, {counts['interrupted']} interrupted or lost"
+        f"{counts['waiting']} waiting, {counts['interrupted']} interrupted or lost",
+        soft_wrap=True,  # one line in a log file too, not cut at 80 columns
     )
     print_ranking(report, top=10)
     console.print()
