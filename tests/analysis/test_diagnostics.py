@@ -177,11 +177,21 @@ def test_early_stopped_while_val_loss_still_falls_says_how_to_go_on():
     assert found.verdict == "still improving" and found.early_stopped
     assert found.finding.endswith(
         "more epochs will likely help; early stopping ended the run at epoch 4 although val loss "
-        "was still falling: it watches another metric or needs gains above its min_delta, so "
-        "raise early_stopping.patience or set monitor to val.loss to let the run go on."
+        "was still falling (it watches another metric, or needs gains above its min_delta): "
+        "raise early_stopping.patience or lower its min_delta to let it go on."
     )
-    mean = diagnose_mean([history([1.0, 0.6, 0.4], [0.9, 0.6, 0.5])] * 2, early_stopped=True)
-    assert "early stopping ended at least one of the runs although val loss" in mean.finding
+    # Over seeds the mean may still fall while the run that stopped had levelled off: no
+    # claim about why it stopped, only how to train longer.
+    levelled, falling = (
+        history([1.0, 0.6, 0.4], [0.9, 0.6, 0.6]),
+        history([1, 0.6, 0.4], [0.9, 0.6, 0.4]),
+    )
+    mean = diagnose_mean([levelled, falling, falling], early_stopped=True)
+    assert mean.verdict == "still improving"
+    assert mean.finding.endswith(
+        "early stopping ended at least one of the runs: to train longer, raise "
+        "early_stopping.patience or lower its min_delta to let it go on."
+    )
 
 
 def test_a_tie_with_the_minimum_is_a_plateau_not_still_improving():

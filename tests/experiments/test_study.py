@@ -82,6 +82,11 @@ def test_invalid_configurations_fail_before_anything_runs(study_base):
     spec = spec_of(study_base, axes=[categorical("model.name", ["mlp", "vgg19"])])
     with pytest.raises(StudyError, match="vgg19"):
         s.validate_plan(spec, s.sweep_plan(spec))
+    # A misspelt model option would otherwise fail each run when it builds its model.
+    spec = spec_of(study_base, axes=[categorical("model.options.hiden", [32, 64])])
+    with pytest.raises(StudyError, match=r"hiden=32 is invalid: model 'mlp' has no option\(s\) "
+                                         r"hiden; its options: .*hidden"):  # fmt: skip
+        s.validate_plan(spec, s.sweep_plan(spec))
 
 
 def test_joining_a_study_needs_the_same_definition(tmp_path, study_base):

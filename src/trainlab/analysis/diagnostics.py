@@ -392,10 +392,12 @@ def _stopped_while_improving_clause(facts: _Facts) -> str:
     to change, since "more epochs" alone would be stopped at the same place again."""
     if not facts.early_stopped:
         return ""
+    let_it_go_on = "raise early_stopping.patience or lower its min_delta to let it go on"
+    if facts.runs > 1:  # the mean curve may still fall although the run that stopped had not
+        return f"; {_early_stop_text(facts)}: to train longer, {let_it_go_on}"
     return (
-        f"; {_early_stop_text(facts)} although val loss was still falling: it watches another "
-        "metric or needs gains above its min_delta, so raise early_stopping.patience or set "
-        "monitor to val.loss to let the run go on"
+        f"; {_early_stop_text(facts)} although val loss was still falling (it watches another "
+        f"metric, or needs gains above its min_delta): {let_it_go_on}"
     )
 
 

@@ -229,8 +229,6 @@ def sweep_plan(spec: StudySpec) -> list[PlanEntry]:
 
 def validate_plan(spec: StudySpec, entries: list[PlanEntry]) -> None:
     """Build every configuration before running any: a typo fails now, not after an hour."""
-    from trainlab.models import get_model_info
-
     seen: set[str] = set()
     for entry in entries:
         text = json.dumps(entry.overrides, sort_keys=True)
@@ -239,13 +237,26 @@ def validate_plan(spec: StudySpec, entries: list[PlanEntry]) -> None:
         seen.add(text)
         try:
             config = spec.trial_config(entry.overrides, entry.seed, fold=entry.fold)
-            get_model_info(config.model.name)
+            check_model_options(config.model.name, config.model.options)
             check_dataset(config.data.dataset)
         except trainlab.TrainlabError as error:
             where = ", ".join(f"{k}={v}" for k, v in entry.overrides.items()) or "base config"
             lines = str(error).removeprefix("invalid configuration:").strip().splitlines()
             reason = "; ".join(line.strip() for line in lines)
             raise StudyError(f"configuration {where} is invalid: {reason}") from None
+
+
+def check_model_options(name: str, options: dict[str, Any]) -> None:
+    """A registered model and only its own options: a misspelt option would otherwise fail
+    every run of the study one by one, when each builds its model."""
+    from trainlab.errors import ModelError
+    from trainlab.models import get_model_info
+
+    known = get_model_info(name).options
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ModelError(f"model {name!r} has no option(s) {', '.join(unknown)}; "
+                         f"its options: {', '.join(known) or '(none)'}")  # fmt: skip
 
 
 def check_dataset(name: str) -> None:

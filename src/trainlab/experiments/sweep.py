@@ -108,6 +108,47 @@ def launch(store: Store, spec: s.StudySpec, base: TrainConfig, *, runs_dir: str 
     return report(store, spec.name)
 
 
+def plan_sweep(
+    study: str,
+    config: TrainConfig | Mapping[str, Any] | str | Path | None = None,
+    *,
+    grid: Mapping[str, Sequence[Any]] | Sequence[Axis] | None = None,
+    sample: Mapping[str, Any] | Sequence[Axis] | None = None,
+    samples: int = 1,
+    repeats: int = 1,
+    cv: int = 0,
+    metric: str | None = None,
+    seed: int | None = None,
+) -> tuple[TrainConfig, s.StudySpec]:
+    """The base config and the study that ``sweep`` with these arguments runs, with every
+    configuration built and checked; nothing is stored or run."""
+    base = as_base_config(config)
+    axes, sampled = grid_axes(grid), sample_axes(sample)
+    check_axis_keys([*axes, *sampled])
+    if repeats < 1 or samples < 1:
+        raise StudyError("--repeats and --samples must be at least 1")
+    if cv:
+        if cv < 2:
+            raise StudyError("--cv K needs K >= 2 folds (0 = a single validation split)")
+        if base.data.val_size is not None:
+            raise StudyError("--cv K validates on each fold in turn; drop data.val_size")
+        base = base.model_copy(update={"data": base.data.model_copy(update={"folds": cv})})
+    spec = s.StudySpec(
+        name=check_study_name(study),
+        kind="sweep",
+        base=s.base_tree(base),
+        metric=s.check_metric(metric or base.monitor),
+        axes=axes,
+        sampled=sampled,
+        samples=samples if sampled else 1,
+        repeats=repeats,
+        cv=cv,
+        seed=base.seed if seed is None else seed,
+    )
+    s.validate_plan(spec, s.sweep_plan(spec))
+    return base, spec
+
+
 def sweep(
     study: str,
     config: TrainConfig | Mapping[str, Any] | str | Path | None = None,
@@ -137,31 +178,8 @@ def sweep(
     ``sample={"optim.lr": "loguniform:1e-5:1e-2"}``.
     """
     s.quiet_optuna()
-    base = as_base_config(config)
-    axes, sampled = grid_axes(grid), sample_axes(sample)
-    check_axis_keys([*axes, *sampled])
-    if repeats < 1 or samples < 1:
-        raise StudyError("--repeats and --samples must be at least 1")
-    if cv:
-        if cv < 2:
-            raise StudyError("--cv K needs K >= 2 folds (0 = a single validation split)")
-        if base.data.val_size is not None:
-            raise StudyError("--cv K validates on each fold in turn; drop data.val_size")
-        base = base.model_copy(update={"data": base.data.model_copy(update={"folds": cv})})
-    spec = s.StudySpec(
-        name=check_study_name(study),
-        kind="sweep",
-        base=s.base_tree(base),
-        metric=s.check_metric(metric or base.monitor),
-        axes=axes,
-        sampled=sampled,
-        samples=samples if sampled else 1,
-        repeats=repeats,
-        cv=cv,
-        seed=base.seed if seed is None else seed,
-    )
-    entries = s.sweep_plan(spec)
-    s.validate_plan(spec, entries)
+    base, spec = plan_sweep(study, config, grid=grid, sample=sample, samples=samples,
+                            repeats=repeats, cv=cv, metric=metric, seed=seed)  # fmt: skip
     store = open_store(resolve_storage_url(storage, runs_dir))
     optuna_study = s.create_or_join(store, spec)
     stored = s.load_spec(optuna_study)  # the study as it now stands (it may have grown before)

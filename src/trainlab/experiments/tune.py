@@ -28,7 +28,7 @@ def space_axes(space: str | Path | Mapping[str, Any] | list[Axis]) -> list[Axis]
     return list(space)
 
 
-def tune(
+def plan_tune(
     study: str,
     config: TrainConfig | Mapping[str, Any] | str | Path | None = None,
     *,
@@ -38,17 +38,9 @@ def tune(
     sampler: str = "tpe",
     pruner: str = "median",
     seed: int | None = None,
-    storage: str | None = None,
-    runs_dir: str | Path = "runs",
-    workers: int = 1,
-    threads: int | None = None,
-    runtime: Mapping[str, Any] | None = None,
-    echo: Callable[[str], None] = print,
-) -> StudyReport:
-    """Search ``space`` for ``trials`` trials in total (over all workers and all invocations),
-    maximising or minimising the validation ``metric`` at each run's best epoch; unpromising
-    runs are pruned on their per-epoch validation values."""
-    s.quiet_optuna()
+) -> tuple[TrainConfig, s.StudySpec]:
+    """The base config and the search that ``tune`` with these arguments runs, with the space's
+    corners built and checked, the sampler and pruner made; nothing is stored or run."""
     base = as_base_config(config)
     axes = space_axes(space)
     if not axes:
@@ -70,10 +62,36 @@ def tune(
     s.make_sampler(spec)  # unknown names and missing packages fail before anything runs
     s.make_pruner(spec)
     check_space_fits(spec)
+    return base, spec
+
+
+def tune(
+    study: str,
+    config: TrainConfig | Mapping[str, Any] | str | Path | None = None,
+    *,
+    space: str | Path | Mapping[str, Any] | list[Axis],
+    trials: int = 20,
+    metric: str | None = None,
+    sampler: str = "tpe",
+    pruner: str = "median",
+    seed: int | None = None,
+    storage: str | None = None,
+    runs_dir: str | Path = "runs",
+    workers: int = 1,
+    threads: int | None = None,
+    runtime: Mapping[str, Any] | None = None,
+    echo: Callable[[str], None] = print,
+) -> StudyReport:
+    """Search ``space`` for ``trials`` trials in total (over all workers and all invocations),
+    maximising or minimising the validation ``metric`` at each run's best epoch; unpromising
+    runs are pruned on their per-epoch validation values."""
+    s.quiet_optuna()
+    base, spec = plan_tune(study, config, space=space, trials=trials, metric=metric,
+                           sampler=sampler, pruner=pruner, seed=seed)  # fmt: skip
     store = open_store(resolve_storage_url(storage, runs_dir))
     s.create_or_join(store, spec)
     echo(
-        f"study {spec.name}: {spec.sampler} search of {len(axes)} parameter(s) for {trials} "
+        f"study {spec.name}: {spec.sampler} search of {len(spec.axes)} parameter(s) for {trials} "
         f"trials, pruner {spec.pruner}, {spec.direction} {spec.metric}; store {store.display_url}"
     )
     return launch(store, spec, base, runs_dir=runs_dir, workers=workers, threads=threads,
