@@ -71,6 +71,35 @@ def test_tune_from_a_space_file(where, tmp_path):
     assert work.exit_code == 0 and "] #" not in work.output
 
 
+def test_dry_run_shows_the_plan_and_stores_nothing(where, tmp_path):
+    result = invoke("sweep", "--study", "plan", *SMALL, "--grid", "optim.name=adam,sgd",
+                    "--grid", "optim.lr=1e-2,1e-3", "--repeats", "3", "--dry-run", *where)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0] == ("study plan (dry run): 4 configuration(s) × 3 seed(s) = 12 runs, ranked "
+                        "by val.loss; nothing stored or run")  # fmt: skip
+    assert [line.split()[1:] for line in lines[1:]] == [
+        ["optim.name=adam", "optim.lr=0.01"], ["optim.name=adam", "optim.lr=0.001"],
+        ["optim.name=sgd", "optim.lr=0.01"], ["optim.name=sgd", "optim.lr=0.001"],
+    ]  # fmt: skip
+    folds = invoke("sweep", "--study", "plan", "--dataset", "mnist-5k", "--model", "mlp", "--cv",
+                   "3", "--dry-run", *where)  # fmt: skip
+    assert "1 configuration(s) × 1 seed(s) × 3 folds = 3 runs" in folds.output
+    assert "(the base configuration)" in folds.output
+
+    tuned = invoke("tune", "--study", "plan", *SMALL, "--space", str(EXAMPLES / "k49-space.yaml"),
+                   "--trials", "7", "--dry-run", *where)  # fmt: skip
+    assert tuned.exit_code == 0, tuned.output
+    assert "tpe search of 5 parameter(s) for 7 trials, pruner median" in tuned.output
+    assert "  optim.lr: float 0.0001..0.003 (log)" in tuned.output
+    assert not (tmp_path / "runs").exists()  # no store, no run folder
+
+    # A mistake is still one line and exit 2, before anything would run.
+    bad = runner.invoke(app, ["sweep", "--study", "plan", *SMALL, "--grid",
+                              "model.options.hiden=8,16", "--dry-run", *where])  # fmt: skip
+    assert bad.exit_code == 2 and "model 'mlp' has no option(s) hiden" in bad.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -34,6 +34,12 @@ OfflineOption = Annotated[bool, typer.Option(help="never download; fail if data 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="base config file (YAML)")
 ]
+DryRunOption = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run", help="build and check every configuration, show the plan, run nothing"
+    ),
+]
 SetOption = Annotated[
     list[str] | None, typer.Option("--set", help="override a base config key: optim.lr=0.05")
 ]
@@ -144,6 +150,28 @@ def print_best(report: Any) -> None:
         console.print(f"  {label:<{width}}  {value}", highlight=False, markup=False, soft_wrap=True)
 
 
+def print_sweep_plan(spec: Any) -> None:
+    """What a sweep would run: every configuration once (its seeds and folds are counted)."""
+    from trainlab.experiments.study import sweep_plan
+
+    entries = sweep_plan(spec)
+    first = [entry for entry in entries if entry.repeat == 0 and not entry.fold]
+    folds = f" × {spec.cv} folds" if spec.cv else ""
+    echo(f"study {spec.name} (dry run): {len(first)} configuration(s) × {spec.repeats} seed(s)"
+         f"{folds} = {len(entries)} runs, ranked by {spec.metric}; nothing stored or run")  # fmt: skip
+    for number, entry in enumerate(first, 1):
+        values = " ".join(f"{key}={fmt_param(value)}" for key, value in entry.overrides.items())
+        echo(f"  {number:>3}  {values or '(the base configuration)'}")
+
+
+def print_tune_plan(spec: Any) -> None:
+    echo(f"study {spec.name} (dry run): {spec.sampler} search of {len(spec.axes)} parameter(s) "
+         f"for {spec.trials} trials, pruner {spec.pruner}, {spec.direction} {spec.metric}; every "
+         "choice and bound builds a valid configuration; nothing stored or run")  # fmt: skip
+    for axis in spec.axes:
+        echo(f"  {axis.describe()}")
+
+
 def print_study_end(report: Any) -> None:
     counts = report.info.counts
     console.print(
@@ -218,15 +246,22 @@ def sweep(
     device: DeviceOption = None,
     data_root: DataRootOption = None,
     offline: OfflineOption = False,
+    dry_run: DryRunOption = False,
 ) -> None:
     """Run a grid and/or random sweep with seed repeats, as one study in the store."""
     from trainlab.experiments import sweep as run_sweep
     from trainlab.experiments.space import load_grid, parse_grid, parse_samples
+    from trainlab.experiments.sweep import plan_sweep
 
     base = base_config(config, set_, dataset=dataset, model=model, epochs=epochs)
     axes = parse_grid(grid or [])
     if grid_file is not None:
         axes += load_grid(grid_file)  # a key in both is refused by the sweep
+    if dry_run:
+        _, spec = plan_sweep(study, base, grid=axes, sample=parse_samples(sample or []),
+                             samples=samples, repeats=repeats, cv=cv, metric=metric, seed=seed)  # fmt: skip
+        print_sweep_plan(spec)
+        return
     try:
         report = run_sweep(
             study, base, grid=axes, sample=parse_samples(sample or []),
@@ -280,11 +315,18 @@ def tune(
     device: DeviceOption = None,
     data_root: DataRootOption = None,
     offline: OfflineOption = False,
+    dry_run: DryRunOption = False,
 ) -> None:
     """Search hyperparameters with Optuna (TPE by default), pruning runs that fall behind."""
     from trainlab.experiments import tune as run_tune
+    from trainlab.experiments.tune import plan_tune
 
     base = base_config(config, set_, dataset=dataset, model=model, epochs=epochs)
+    if dry_run:
+        _, spec = plan_tune(study, base, space=space, trials=trials, metric=metric,
+                            sampler=sampler, pruner=pruner, seed=seed)  # fmt: skip
+        print_tune_plan(spec)
+        return
     try:
         report = run_tune(
             study, base, space=space, trials=trials, metric=metric, sampler=sampler,
