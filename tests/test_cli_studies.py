@@ -76,8 +76,10 @@ def test_dry_run_shows_the_plan_and_stores_nothing(where, tmp_path):
                     "--grid", "optim.lr=1e-2,1e-3", "--repeats", "3", "--dry-run", *where)  # fmt: skip
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
+    store = tmp_path / "runs" / "studies.db"
     assert lines[0] == ("study plan (dry run): 4 configuration(s) × 3 seed(s) = 12 runs, ranked "
-                        "by val.loss; nothing stored or run")  # fmt: skip
+                        f"by val.loss; a new study (the store {store} does not exist yet); "
+                        "nothing stored or run")  # fmt: skip
     assert [line.split()[1:] for line in lines[1:]] == [
         ["optim.name=adam", "optim.lr=0.01"], ["optim.name=adam", "optim.lr=0.001"],
         ["optim.name=sgd", "optim.lr=0.01"], ["optim.name=sgd", "optim.lr=0.001"],
@@ -97,7 +99,20 @@ def test_dry_run_shows_the_plan_and_stores_nothing(where, tmp_path):
     # A mistake is still one line and exit 2, before anything would run.
     bad = runner.invoke(app, ["sweep", "--study", "plan", *SMALL, "--grid",
                               "model.options.hiden=8,16", "--dry-run", *where])  # fmt: skip
-    assert bad.exit_code == 2 and "model 'mlp' has no option(s) hiden" in bad.output
+    assert bad.exit_code == 2 and "unknown option 'hiden' for model 'mlp'" in bad.output
+
+
+def test_dry_run_reads_the_study_it_would_join(where, tmp_path):
+    # The real command joins a study of the same name: the dry run shows the plan as joined
+    # (more seeds kept) and refuses what the real command would refuse.
+    args = ["sweep", "--study", "joined", *SMALL, "--epochs", "1", "--grid", "optim.lr=3e-3,3e-5"]
+    assert invoke(*args, "--repeats", "2", *where).exit_code == 0
+    again = invoke(*args, "--dry-run", *where)
+    assert again.exit_code == 0, again.output
+    assert ("2 configuration(s) × 2 seed(s) = 4 runs, ranked by val.loss; joins the study in "
+            "sqlite:///") in again.output and "4 run(s) completed" in again.output  # fmt: skip
+    other = runner.invoke(app, [*args[:-1], "optim.lr=1e-1", "--dry-run", *where])
+    assert other.exit_code == 2 and "already exists with a different definition" in other.output
 
 
 @pytest.mark.parametrize(

@@ -21,9 +21,9 @@ from trainlab.config import load_config
 from trainlab.errors import TrainlabError
 from trainlab.experiments import study
 from trainlab.experiments.space import load_grid, parse_grid, parse_samples
-from trainlab.experiments.study import check_model_options
 from trainlab.experiments.sweep import plan_sweep
 from trainlab.experiments.tune import plan_tune
+from trainlab.models import check_model
 
 ROOT = Path(__file__).parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -31,6 +31,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 SHELL = {"", "sh", "bash", "console", "shell"}
 # How a command line may start: trainlab, .venv/bin/trainlab, python -m trainlab, VAR=x trainlab.
 PREFIX = re.compile(r"^(?:\w+=\S*\s+)*(?:\S*/)?(?:trainlab|python3? -m trainlab)\s+")
+PAGE_DATA = {"tiny-cifar.npz", "my_digits.npz", "path/to/folder"}
 PLACEHOLDER = "..."  # "trainlab sweep --study s ... --workers 2": the rest as shown elsewhere
 
 
@@ -89,7 +90,8 @@ def build(name: str, params: dict[str, Any]) -> None:
     if name == "train" and params.get("resume") is None:
         overrides = flag_overrides(**params) + (params["set_"] or [])  # as `train` does
         config = load_config(params["config"], overrides)
-        check_model_options(config.model.name, config.model.options)
+        check_model(config.model.name, config.model.options)
+        study.check_dataset(config.data.dataset)
     elif name in ("sweep", "tune"):
         base = load_config(
             params["config"],
@@ -114,10 +116,11 @@ def build(name: str, params: dict[str, Any]) -> None:
 )
 def test_documented_command_works(page, words, monkeypatch):
     monkeypatch.chdir(ROOT)  # paths in the docs are relative to the repository
-    # Data files a page makes first (tiny-cifar.npz, my-images/) need not exist here.
+    # Data files the pages make or stand for (a smoke run's generated tiny-cifar.npz, "your own
+    # folder") are not here; any other name must be a registered data set or an existing path.
     registered_only = study.check_dataset
     monkeypatch.setattr(study, "check_dataset",
-                        lambda name: None if re.search(r"[./]", name) else registered_only(name))  # fmt: skip
+                        lambda name: None if name in PAGE_DATA else registered_only(name))  # fmt: skip
     shown = f"{page.name}: `trainlab {' '.join(words)}`"
     partial = PLACEHOLDER in words
     try:
@@ -156,6 +159,7 @@ def test_the_checks_catch_what_they_should(monkeypatch):
         ["sweep", "--study", "s", "--metric", "val.acc"],
         ["tune", "--study", "s", "--space", "examples/k49-space.yaml", "--pruner", "median:x=1"],
     ]
+    bad.append(["train", "--dataset", "mnsit"])
     for words in bad:
         with pytest.raises((TrainlabError, TyperException)):
             build(*parse(words))

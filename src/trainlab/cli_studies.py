@@ -150,7 +150,25 @@ def print_best(report: Any) -> None:
         console.print(f"  {label:<{width}}  {value}", highlight=False, markup=False, soft_wrap=True)
 
 
-def print_sweep_plan(spec: Any) -> None:
+def as_stored(spec: Any, storage: str | None, runs_dir: Path) -> tuple[Any, str]:
+    """The study as the real command would find it in the store (joined with a study of the same
+    name: more seeds or trials kept, a different definition refused), and where that is."""
+    from trainlab.experiments import store as stores
+    from trainlab.experiments.study import preview_join
+
+    url = stores.resolve_storage_url(storage, runs_dir)
+    path = stores.sqlite_path(stores.normalize_url(url))
+    if path is not None and not path.is_file():
+        return spec, f"a new study (the store {path} does not exist yet)"
+    store = stores.open_store(url, create=False)
+    joined = preview_join(store, spec)
+    if joined is None:
+        return spec, f"a new study in {store.display_url}"
+    stored, completed = joined
+    return stored, f"joins the study in {store.display_url}, {completed} run(s) completed"
+
+
+def print_sweep_plan(spec: Any, where: str) -> None:
     """What a sweep would run: every configuration once (its seeds and folds are counted)."""
     from trainlab.experiments.study import sweep_plan
 
@@ -158,16 +176,18 @@ def print_sweep_plan(spec: Any) -> None:
     first = [entry for entry in entries if entry.repeat == 0 and not entry.fold]
     folds = f" × {spec.cv} folds" if spec.cv else ""
     echo(f"study {spec.name} (dry run): {len(first)} configuration(s) × {spec.repeats} seed(s)"
-         f"{folds} = {len(entries)} runs, ranked by {spec.metric}; nothing stored or run")  # fmt: skip
+         f"{folds} = {len(entries)} runs, ranked by {spec.metric}; {where}; nothing stored or "
+         "run")  # fmt: skip
     for number, entry in enumerate(first, 1):
         values = " ".join(f"{key}={fmt_param(value)}" for key, value in entry.overrides.items())
         echo(f"  {number:>3}  {values or '(the base configuration)'}")
 
 
-def print_tune_plan(spec: Any) -> None:
+def print_tune_plan(spec: Any, where: str) -> None:
     echo(f"study {spec.name} (dry run): {spec.sampler} search of {len(spec.axes)} parameter(s) "
-         f"for {spec.trials} trials, pruner {spec.pruner}, {spec.direction} {spec.metric}; every "
-         "choice and bound builds a valid configuration; nothing stored or run")  # fmt: skip
+         f"for {spec.trials} trials, pruner {spec.pruner}, {spec.direction} {spec.metric}; each "
+         f"choice and bound (the others at their first) builds a valid configuration; {where}; "
+         "nothing stored or run")  # fmt: skip
     for axis in spec.axes:
         echo(f"  {axis.describe()}")
 
@@ -260,7 +280,7 @@ def sweep(
     if dry_run:
         _, spec = plan_sweep(study, base, grid=axes, sample=parse_samples(sample or []),
                              samples=samples, repeats=repeats, cv=cv, metric=metric, seed=seed)  # fmt: skip
-        print_sweep_plan(spec)
+        print_sweep_plan(*as_stored(spec, storage, runs_dir))
         return
     try:
         report = run_sweep(
@@ -325,7 +345,7 @@ def tune(
     if dry_run:
         _, spec = plan_tune(study, base, space=space, trials=trials, metric=metric,
                             sampler=sampler, pruner=pruner, seed=seed)  # fmt: skip
-        print_tune_plan(spec)
+        print_tune_plan(*as_stored(spec, storage, runs_dir))
         return
     try:
         report = run_tune(

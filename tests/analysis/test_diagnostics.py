@@ -177,8 +177,9 @@ def test_early_stopped_while_val_loss_still_falls_says_how_to_go_on():
     assert found.verdict == "still improving" and found.early_stopped
     assert found.finding.endswith(
         "more epochs will likely help; early stopping ended the run at epoch 4 although val loss "
-        "was still falling (it watches another metric, or needs gains above its min_delta): "
-        "raise early_stopping.patience or lower its min_delta to let it go on."
+        "was still falling (it watches another metric, or needs gains above its min_delta): to "
+        "let it go on, raise early_stopping.patience or lower its min_delta, or watch val.loss "
+        "(monitor; a study's --metric)."
     )
     # Over seeds the mean may still fall while the run that stopped had levelled off: no
     # claim about why it stopped, only how to train longer.
@@ -189,8 +190,8 @@ def test_early_stopped_while_val_loss_still_falls_says_how_to_go_on():
     mean = diagnose_mean([levelled, falling, falling], early_stopped=True)
     assert mean.verdict == "still improving"
     assert mean.finding.endswith(
-        "early stopping ended at least one of the runs: to train longer, raise "
-        "early_stopping.patience or lower its min_delta to let it go on."
+        "early stopping ended at least one of the runs: to let it go on, raise "
+        "early_stopping.patience or lower its min_delta."
     )
 
 

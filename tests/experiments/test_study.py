@@ -84,8 +84,14 @@ def test_invalid_configurations_fail_before_anything_runs(study_base):
         s.validate_plan(spec, s.sweep_plan(spec))
     # A misspelt model option would otherwise fail each run when it builds its model.
     spec = spec_of(study_base, axes=[categorical("model.options.hiden", [32, 64])])
-    with pytest.raises(StudyError, match=r"hiden=32 is invalid: model 'mlp' has no option\(s\) "
-                                         r"hiden; its options: .*hidden"):  # fmt: skip
+    with pytest.raises(StudyError, match=r"hiden=32 is invalid: unknown option 'hiden' for model "
+                                         r"'mlp'; valid options: hidden"):  # fmt: skip
+        s.validate_plan(spec, s.sweep_plan(spec))
+    # ... but options given as one nested mapping are merged, as create_model does.
+    spec = spec_of(study_base, axes=[categorical("model.options.options", [{"hidden": [8]}])])
+    s.validate_plan(spec, s.sweep_plan(spec))
+    spec = spec_of(study_base, axes=[categorical("model.name", ["hf"])])  # names no model id
+    with pytest.raises(StudyError, match=r"model\.name=hf is invalid: model 'hf' needs a"):
         s.validate_plan(spec, s.sweep_plan(spec))
 
 

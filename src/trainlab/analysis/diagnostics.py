@@ -392,12 +392,13 @@ def _stopped_while_improving_clause(facts: _Facts) -> str:
     to change, since "more epochs" alone would be stopped at the same place again."""
     if not facts.early_stopped:
         return ""
-    let_it_go_on = "raise early_stopping.patience or lower its min_delta to let it go on"
+    let_it_go_on = "to let it go on, raise early_stopping.patience or lower its min_delta"
     if facts.runs > 1:  # the mean curve may still fall although the run that stopped had not
-        return f"; {_early_stop_text(facts)}: to train longer, {let_it_go_on}"
+        return f"; {_early_stop_text(facts)}: {let_it_go_on}"
     return (
         f"; {_early_stop_text(facts)} although val loss was still falling (it watches another "
-        f"metric, or needs gains above its min_delta): {let_it_go_on}"
+        f"metric, or needs gains above its min_delta): {let_it_go_on}, or watch val.loss "
+        "(monitor; a study's --metric)"
     )
 
 

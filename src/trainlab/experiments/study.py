@@ -228,7 +228,10 @@ def sweep_plan(spec: StudySpec) -> list[PlanEntry]:
 
 
 def validate_plan(spec: StudySpec, entries: list[PlanEntry]) -> None:
-    """Build every configuration before running any: a typo fails now, not after an hour."""
+    """Build every configuration before running any: a typo fails now, not after an hour
+    (a misspelt model option, too, which would otherwise fail each run as it builds its model)."""
+    from trainlab.models import check_model
+
     seen: set[str] = set()
     for entry in entries:
         text = json.dumps(entry.overrides, sort_keys=True)
@@ -237,26 +240,13 @@ def validate_plan(spec: StudySpec, entries: list[PlanEntry]) -> None:
         seen.add(text)
         try:
             config = spec.trial_config(entry.overrides, entry.seed, fold=entry.fold)
-            check_model_options(config.model.name, config.model.options)
+            check_model(config.model.name, config.model.options)
             check_dataset(config.data.dataset)
         except trainlab.TrainlabError as error:
             where = ", ".join(f"{k}={v}" for k, v in entry.overrides.items()) or "base config"
             lines = str(error).removeprefix("invalid configuration:").strip().splitlines()
             reason = "; ".join(line.strip() for line in lines)
             raise StudyError(f"configuration {where} is invalid: {reason}") from None
-
-
-def check_model_options(name: str, options: dict[str, Any]) -> None:
-    """A registered model and only its own options: a misspelt option would otherwise fail
-    every run of the study one by one, when each builds its model."""
-    from trainlab.errors import ModelError
-    from trainlab.models import get_model_info
-
-    known = get_model_info(name).options
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ModelError(f"model {name!r} has no option(s) {', '.join(unknown)}; "
-                         f"its options: {', '.join(known) or '(none)'}")  # fmt: skip
 
 
 def check_dataset(name: str) -> None:
@@ -302,29 +292,53 @@ def create_or_join(store: Store, spec: StudySpec) -> Any:
             study.set_user_attr(SPEC_ATTR, spec.to_json())
             return study
         if existing is None:
-            raise StudyError(
-                f"study {spec.name!r} in {store.display_url} was not made by trainlab; "
-                "choose another --study name"
-            )
-        old = StudySpec.from_json(spec.name, existing)
-        differs = _differences(old.identity(), spec.identity())
-        if differs:
-            shown = ", ".join(d.replace("base.", "") for d in differs[:6])
-            raise StudyError(
-                f"study {spec.name!r} already exists with a different definition "
-                f"(differs in: {shown}); re-run it with the same settings, or choose a new --study"
-            )
-        # The same study asked for more: more seeds, more samples or more trials.
-        grown = StudySpec.from_json(spec.name, existing)
-        grown.repeats, grown.samples = (
-            max(old.repeats, spec.repeats),
-            max(old.samples, spec.samples),
-        )
-        grown.trials = max(old.trials, spec.trials)
-        grown.sampler, grown.pruner = spec.sampler, spec.pruner
+            raise _not_ours(spec, store)
+        grown = joined_spec(existing, spec)
         if grown.to_json() != existing:
             study.set_user_attr(SPEC_ATTR, grown.to_json())
         return study
+
+
+def _not_ours(spec: StudySpec, store: Store) -> StudyError:
+    return StudyError(f"study {spec.name!r} in {store.display_url} was not made by trainlab; "
+                      "choose another --study name")  # fmt: skip
+
+
+def joined_spec(existing: str, spec: StudySpec) -> StudySpec:
+    """The definition a stored study (``existing``, its JSON) has once ``spec`` joins it: the
+    same study may ask for more seeds, samples or trials; any other difference is refused."""
+    old = StudySpec.from_json(spec.name, existing)
+    differs = _differences(old.identity(), spec.identity())
+    if differs:
+        shown = ", ".join(d.replace("base.", "") for d in differs[:6])
+        raise StudyError(
+            f"study {spec.name!r} already exists with a different definition "
+            f"(differs in: {shown}); re-run it with the same settings, or choose a new --study"
+        )
+    grown = StudySpec.from_json(spec.name, existing)
+    grown.repeats, grown.samples = max(old.repeats, spec.repeats), max(old.samples, spec.samples)
+    grown.trials = max(old.trials, spec.trials)
+    grown.sampler, grown.pruner = spec.sampler, spec.pruner
+    return grown
+
+
+def preview_join(store: Store, spec: StudySpec) -> tuple[StudySpec, int] | None:
+    """What ``create_or_join`` would make of ``spec``, changing nothing: None for a new study,
+    else the joined definition and how many of its runs have completed. Refuses what it would."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=spec.name, storage=store.storage)
+    except KeyError:
+        return None
+    existing = study.user_attrs.get(SPEC_ATTR)
+    trials = study.get_trials(deepcopy=False)
+    if existing is None and not trials:
+        return None  # left by a killed creation: the real command takes it over
+    if existing is None:
+        raise _not_ours(spec, store)
+    completed = sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    return joined_spec(existing, spec), completed
 
 
 def load_spec(study: Any) -> StudySpec:

@@ -16,6 +16,7 @@ from trainlab.models import cnn, fastnet, gru, hf, mlp, resnet, spinalvgg, vgg, 
 from trainlab.models.layers import Classifier, Head
 from trainlab.models.registry import (
     ModelInfo,
+    check_model,
     count_macs,
     count_parameters,
     create_model,
@@ -31,6 +32,7 @@ __all__ = [
     "Classifier",
     "Head",
     "ModelInfo",
+    "check_model",
     "count_macs",
     "count_parameters",
     "create_model",

@@ -212,22 +212,16 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def create_model(
-    name: str,
-    *,
-    in_channels: int,
-    num_classes: int,
-    image_size: tuple[int, int],
-    **options: Any,
-) -> nn.Module:
-    """Build model ``name`` for ``in_channels``×``image_size`` images and ``num_classes`` classes.
+def check_model(name: str, options: Mapping[str, Any]) -> None:
+    """Raise the ModelError :func:`create_model` would for this name and these options (unknown
+    model or option, a family that needs a source), without building anything."""
+    _checked(name, dict(options))
 
-    ``options`` are the model's keyword options (see :func:`model_options`). A saved spec can be
-    passed back as is: ``create_model(**model.trainlab_spec)`` (its ``options`` dict is merged).
 
-    Raises:
-        ModelError: unknown name or option, or an option value the model cannot use.
-    """
+def _checked(
+    name: str, options: dict[str, Any]
+) -> tuple[ModelInfo, str | None, str, dict[str, Any]]:
+    """Family, source, full name and the options with a nested ``options`` mapping merged."""
     info, source = _lookup(name)
     if info.source and source is None:
         raise ModelError(f"model '{info.name}' needs a {info.source}: use {info.usage}")
@@ -244,6 +238,26 @@ def create_model(
             f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
             f"for model '{full_name}'; valid options: {valid}"
         )
+    return info, source, full_name, options
+
+
+def create_model(
+    name: str,
+    *,
+    in_channels: int,
+    num_classes: int,
+    image_size: tuple[int, int],
+    **options: Any,
+) -> nn.Module:
+    """Build model ``name`` for ``in_channels``×``image_size`` images and ``num_classes`` classes.
+
+    ``options`` are the model's keyword options (see :func:`model_options`). A saved spec can be
+    passed back as is: ``create_model(**model.trainlab_spec)`` (its ``options`` dict is merged).
+
+    Raises:
+        ModelError: unknown name or option, or an option value the model cannot use.
+    """
+    info, source, full_name, options = _checked(name, options)
     size = _image_size(image_size)
     channels = _positive(in_channels, "in_channels", 1)
     classes = _positive(num_classes, "num_classes", 2)
