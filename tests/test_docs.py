@@ -17,6 +17,7 @@ import typer.main
 from typer.exceptions import TyperException
 
 from trainlab.cli import app, flag_overrides
+from trainlab.cli_studies import base_config
 from trainlab.config import load_config
 from trainlab.errors import TrainlabError
 from trainlab.experiments import study
@@ -93,11 +94,8 @@ def build(name: str, params: dict[str, Any]) -> None:
         check_model(config.model.name, config.model.options)
         study.check_dataset(config.data.dataset)
     elif name in ("sweep", "tune"):
-        base = load_config(
-            params["config"],
-            flag_overrides(dataset=params["dataset"], model=params["model"],
-                           epochs=params["epochs"]) + (params["set_"] or []),
-        )  # fmt: skip
+        base = base_config(params["config"], params["set_"], dataset=params["dataset"],
+                           model=params["model"], epochs=params["epochs"])  # as the command does  # fmt: skip
         common = dict(metric=params["metric"], seed=params["seed"])
         if name == "tune":
             plan_tune("docs", base, space=params["space"], trials=params["trials"],
