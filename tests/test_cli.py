@@ -329,3 +329,105 @@ def test_more_mistakes_are_one_line(args, message):
     result = runner.invoke(app, ["train", *SMALL, *args])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def damage(folder, name, content: bytes) -> None:
+    (folder / name).write_bytes(content)
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "commands"),
+    [
+        (
+            "summary.json",
+            b'{"status": "comp',
+            [["report"], ["predict", "{png}"], ["embed"], ["export"], ["train", "--resume"]],
+        ),
+        ("history.csv", b"epoch,train_loss\n1,abc\n", [["report"]]),
+        ("environment.json", b'{"x": ', [["report"]]),
+        ("config.yaml", b"data:\n  dataset: [\n", [["train", "--resume"], ["embed"]]),
+        ("config.yaml", b"\xff\xfe\x00bad", [["decode"]]),
+    ],
+)
+def test_a_damaged_run_folder_is_one_line_naming_the_file(small_run, tmp_path, file, content,
+                                                          commands):  # fmt: skip
+    import shutil
+
+    from PIL import Image
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    damage(run, file, content)
+    png = tmp_path / "digit.png"
+    Image.new("L", (28, 28)).save(png)
+    for command in commands:
+        args = [command[0], *(a.format(png=png) for a in command[1:])]
+        at = 2 if command[0] == "train" else 1  # train --resume RUN; the others take RUN first
+        args.insert(at, str(run))
+        if command[0] in ("report", "export", "decode"):
+            args += ["--out", str(tmp_path / f"out-{command[0]}")]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "Traceback" not in result.output and str(run / file) in result.output, args
+        assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+@pytest.mark.parametrize(
+    ("command", "content", "message"),
+    [
+        (["train", "--config"], b"\xff\xfe\x00bad", "is not UTF-8 text"),
+        (["sweep", "--study", "s", "--dry-run", "--grid-file"], b"a:\n b: [\n", "not valid YAML"),
+        (["tune", "--study", "s", "--dry-run", "--space"], b"\xff\xfe", "is not UTF-8 text"),
+        (["train", "--config"], None, "is a folder; give the YAML file"),
+    ],
+)
+def test_unreadable_config_files_are_one_line(tmp_path, command, content, message):
+    path = tmp_path / "file.yaml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    result = runner.invoke(app, [*command, str(path)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["predict", "{run}", "{png}", "--device", "gpu"],
+        ["serve", "{run}", "--device", "gpu"],
+        ["sweep", "--study", "s", "--device", "gpu", "--grid", "optim.lr=0.1"],
+    ],
+)
+def test_an_unknown_device_is_refused_before_any_work(small_run, tmp_path, args):
+    from PIL import Image
+
+    png = tmp_path / "digit.png"
+    Image.new("L", (28, 28)).save(png)
+    filled = [a.format(run=small_run, png=png) for a in args]
+    result = runner.invoke(app, [*filled, "--runs-dir", str(tmp_path)] if args[0] == "sweep"
+                           else filled)  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "unknown device 'gpu'; use auto, cpu" in result.output
+    assert not (tmp_path / "studies.db").exists()
+
+
+def test_a_model_that_cannot_be_built_leaves_no_run_folder(tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", *SMALL, "--model-options", "width=-1", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert not out.exists()
+
+
+def test_writing_onto_a_folder_names_the_users_path(small_run, tmp_path):
+    (tmp_path / "img").mkdir()
+    result = runner.invoke(app, ["export", str(small_run), "--out", str(tmp_path / "img")])
+    assert result.exit_code == 2, result.output
+    assert f"cannot write {tmp_path / 'img'}: it is a folder" in result.output
+    assert ".part" not in result.output
+
+
+def test_model_descriptions_keep_their_brackets():
+    result = invoke("models", "hf:some/model")  # rich markup would eat "[hf]"
+    assert result.exit_code == 0 and "'trainlab[hf]'" in result.output.replace("\n", "")

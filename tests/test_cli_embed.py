@@ -81,6 +81,76 @@ def test_decode_writes_the_decoder_and_three_figures(run_dir, tmp_path):
     assert not list(out.glob(".*part"))  # every file written atomically
 
 
+def test_a_checkpoint_folder_writes_into_its_run_folder(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    result = invoke("embed", copy / "checkpoint", "--no-plot", "--limit", "50")
+    assert result.exit_code == 0, result.output
+    assert (copy / "embeddings-test.npz").is_file()
+    assert not list((copy / "checkpoint").glob("embeddings*"))  # the served artifact stays as is
+
+
+def test_a_large_split_is_refused_for_tsne_before_the_forward_pass(run_dir, monkeypatch):
+    from trainlab.analysis import embeddings
+
+    def no_forward_pass(*args, **kwargs):
+        raise AssertionError("embedded before refusing")
+
+    monkeypatch.setattr(embeddings, "compute_embeddings", no_forward_pass)
+    monkeypatch.setattr(embeddings, "TSNE_MAX_POINTS", 500)
+    result = invoke("embed", run_dir, "--projection", "tsne")
+    assert result.exit_code == 2, result.output
+    assert "at most 500 images, and the test split has 1,000; pass --limit 500" in result.output
+
+
+def test_decode_learns_from_training_images_and_draws_from_embeddings(run_dir, tmp_path,
+                                                                      monkeypatch):  # fmt: skip
+    # What the figures show is checked against a recomputation, not only that PNGs exist: the
+    # decoder sees training images only, class means are decoded from the mean embeddings, and
+    # the interpolation runs between the two chosen test images.
+    import torch
+
+    from trainlab.analysis import decoder as decoding
+    from trainlab.analysis.embeddings import compute_embeddings, load_model, load_run_dataset
+
+    seen: dict[str, tuple] = {}
+
+    def spy(name):
+        real = getattr(decoding, name)
+
+        def wrapper(*args, **kwargs):
+            seen[name] = args
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(decoding, name, wrapper)
+
+    for name in ("train_decoder", "draw_class_means", "draw_interpolation"):
+        spy(name)
+    out = tmp_path / "decoded"
+    result = decoding.decode_run(run_dir, out=out, epochs=2, limit=200, pair=(3, 150))
+    bundle, data = load_run_dataset(run_dir, command="decode")
+    chosen = decoding.stratified_limit(bundle.train.labels, 200, data.split_seed)
+    train_images = seen["train_decoder"][1]
+    assert torch.equal(train_images, bundle.train.images[chosen])  # never the test images
+    served, (decoder, _) = load_model(run_dir), decoding.load_decoder(out)
+    embedded = compute_embeddings(served, train_images)[0]
+    means, classes = decoding.class_mean_embeddings(embedded, bundle.train.labels[chosen])
+    drawn = seen["draw_class_means"][0]
+    assert classes == list(range(10))
+    assert torch.equal(drawn, decoding.to_uint8(decoder.pixels(means)))
+    first, second, between = seen["draw_interpolation"][:3]
+    assert torch.equal(first, bundle.test.images[3]) and torch.equal(
+        second, bundle.test.images[150]
+    )
+    ends = compute_embeddings(served, bundle.test.images[[3, 150]])[0]
+    assert torch.equal(between[0], decoding.to_uint8(decoder.pixels(ends[:1]))[0])
+    assert torch.equal(between[-1], decoding.to_uint8(decoder.pixels(ends[1:]))[0])
+    # the baseline is the mean training image, scored on the test images
+    mean = (train_images.double() / 255).mean(dim=0)
+    direct = float(((bundle.test.images.double() / 255) - mean).square().mean())
+    assert result.baseline_error == pytest.approx(direct, rel=1e-6)
+
+
 def test_decode_defaults_to_the_run_folder(run_dir, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
@@ -112,10 +182,20 @@ def rgb_npz(tmp_path):
         (["decode", "{run}", "--pair", "0", "1000"], "the test split of mnist-5k has 1000 images"),
         (["decode", "{tmp}/nope"], "no such run folder"),
         (["decode", "{run}", "--dataset", "{rgb}"], "but the model takes 1×28×28"),
+        (["embed", "{run}", "--device", "bogus"], "unknown device 'bogus'; use auto, cpu"),
+        (["decode", "{run}", "--device", "gpu0"], "unknown device 'gpu0'; use auto, cpu"),
+        # the .npz and the .png are different files, checked before any work
+        (["embed", "{run}", "--out", "{tmp}/same.png"], "the embeddings file is an .npz"),
+        (["embed", "{run}", "--plot", "{tmp}/e.npz"], "the figure is a PNG; end it in .png"),
+        (["embed", "{run}", "--out", "{tmp}/afile/e.npz"], "afile is a file, not a folder"),
+        (["embed", "{run}", "--limit", "1", "--projection", "tsne"], "t-SNE needs at least 2"),
+        (["decode", "{run}", "--out", "{tmp}/afile"], "afile is a file; give a folder"),
+        (["decode", "{run}", "--pair", "3", "3"], "needs two different test images"),
     ],
 )
 def test_mistakes_are_one_line(run_dir, tmp_path, rgb_npz, monkeypatch, args, message):
     monkeypatch.setenv("TRAINLAB_DATA", str(tmp_path / "empty-cache"))
+    (tmp_path / "afile").write_text("not a folder")
     (tmp_path / "unfinished").mkdir()
     shutil.copy(run_dir / "config.yaml", tmp_path / "unfinished" / "config.yaml")
     filled = [a.format(tmp=tmp_path, run=run_dir, rgb=rgb_npz) for a in args]

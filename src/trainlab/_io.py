@@ -17,18 +17,29 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     On an exception the temporary file is removed and ``path`` is left untouched.
     """
+    from trainlab.errors import RunError
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    if path.is_dir():
+        raise RunError(f"cannot write {path}: it is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part",
+                                            dir=path.parent)  # fmt: skip
+    except OSError as error:  # name the user's path, not a temporary one
+        raise RunError(f"cannot write {path}: {error.strerror or error}") from None
     os.close(handle)
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        with open(tmp, "rb+") as written:
-            os.fsync(written.fileno())
-        # mkstemp makes the file private (0600); give it the mode a plain open() would have.
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
+        yield tmp  # the caller's errors (a failed download, say) pass through unchanged
+        try:
+            with open(tmp, "rb+") as written:
+                os.fsync(written.fileno())
+            # mkstemp makes the file private (0600); give it the mode a plain open() would have.
+            os.chmod(tmp, 0o666 & ~_UMASK)
+            os.replace(tmp, path)
+        except OSError as error:
+            raise RunError(f"cannot write {path}: {error.strerror or error}") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -54,3 +65,22 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def check_writable(path: str | Path, *, folder: bool = False) -> None:
+    """Fail now, not after an hour of work, when ``path`` (a file, or with ``folder`` a folder)
+    could not be written later: the wrong kind of thing already there, or no writable place to
+    create it in. Creates nothing."""
+    from trainlab.errors import TrainlabError
+
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        wanted = "a folder" if folder else "a file name"
+        raise TrainlabError(f"{path} is {'a file' if folder else 'a folder'}; give {wanted}")
+    nearest = path if folder and path.exists() else path.parent
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise TrainlabError(f"cannot write {path}: {nearest} is a file, not a folder")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise TrainlabError(f"cannot write {path}: {nearest} is not writable")

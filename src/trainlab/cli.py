@@ -424,13 +424,16 @@ def models(
         print_columns(["name", "description"], rows)
         console.print("[dim]options of one model: trainlab models NAME[/]")
         return
+    from rich.markup import escape  # descriptions hold brackets: 'trainlab[hf]', [16, 32]
+
     info = get_model_info(name)
-    table = Table(title=f"{info.name}: {info.description}", title_justify="left")
+    table = Table(title=escape(f"{info.name}: {info.description}"), title_justify="left")
     for column in ("option", "default", "meaning"):
         table.add_column(column)
     for option, default in info.options.items():
         shown = json.dumps(list(default) if isinstance(default, tuple) else default)
-        table.add_row(option, shown, info.option_help.get(option, "").replace("``", "`"))
+        meaning = info.option_help.get(option, "").replace("``", "`")
+        table.add_row(escape(option), escape(shown), escape(meaning))
     console.print(table)
 
 

@@ -7,7 +7,7 @@ Registered on the main app by ``trainlab.cli``; parses flags and calls
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -71,12 +71,14 @@ def embed(
     query image per class (up to 10) with its nearest neighbours in embedding space (cosine).
     Nothing is downloaded: the dataset must be cached (the run used it).
     """
+    from trainlab._io import check_writable
     from trainlab.analysis.embeddings import (
         PROJECTIONS,
-        TSNE_MAX_POINTS,
+        check_tsne_count,
         draw_embeddings,
         embed_run,
         neighbour_rows,
+        output_folder,
         project,
     )
 
@@ -85,15 +87,18 @@ def embed(
                             f"{', '.join(PROJECTIONS)}")  # fmt: skip
     if no_plot and plot is not None:
         raise TrainlabError("--plot and --no-plot disagree; give one")
-    embeddings, data = embed_run(run, split=split, dataset=dataset, root=data_root,
-                                 limit=limit, device=device, batch_size=batch_size)  # fmt: skip
-    if not no_plot and projection == "tsne" and len(embeddings) > TSNE_MAX_POINTS:
-        raise TrainlabError(f"t-SNE here is exact (O(N²)): at most {TSNE_MAX_POINTS:,} images, "
-                            f"and the {split} split has {len(embeddings):,}; pass --limit "
-                            f"{TSNE_MAX_POINTS} or --projection pca")  # fmt: skip
+    check_outputs(out, None if no_plot else plot)
+
+    def check_split(data: Any) -> None:  # before the forward pass: refusing is cheap there
+        if not no_plot and projection == "tsne":
+            check_tsne_count(len(data.labels), split)
+
+    embeddings, data = embed_run(run, split=split, dataset=dataset, root=data_root, limit=limit,
+                                 device=device, batch_size=batch_size, check=check_split)  # fmt: skip
     if out is None:  # another dataset than the run's gets its own name
-        out = run / (f"embeddings-{split}.npz" if dataset is None
-                     else f"embeddings-{data.dataset}-{split}.npz")  # fmt: skip
+        out = output_folder(run) / (f"embeddings-{split}.npz" if dataset is None
+                                    else f"embeddings-{data.dataset}-{split}.npz")  # fmt: skip
+        check_writable(out)
     embeddings.save(out)
     accuracy = embeddings.accuracy
     shown = f", accuracy {accuracy:.1%}" if accuracy is not None else ""
@@ -111,10 +116,25 @@ def embed(
     detail = ""
     if coordinates.explained_variance_ratio is not None:
         detail = f", {sum(coordinates.explained_variance_ratio):.1%} of the variance in 2-D"
-    console.print(f"wrote {plot} ({'PCA' if projection == 'pca' else 't-SNE'}{detail}; "
+    console.print(f"wrote {plot} ({'PCA' if coordinates.method == 'pca' else 't-SNE'}{detail}; "
                   f"{len(rows.queries)} query image{'s' if len(rows.queries) != 1 else ''} × "
-                  f"{neighbours} neighbours)",
+                  f"{rows.k} neighbours)",
                   highlight=False, soft_wrap=True)  # fmt: skip
+
+
+def check_outputs(out: Path | None, plot: Path | None) -> None:
+    """The .npz and the .png are two different files, each writable: checked before the
+    work, so a typo cannot cost the embedding pass, nor a plot overwrite the embeddings."""
+    from trainlab._io import check_writable
+
+    if out is not None:
+        if out.suffix != ".npz":
+            raise TrainlabError(f"--out {out}: the embeddings file is an .npz; end it in .npz")
+        check_writable(out)
+    if plot is not None:
+        if plot.suffix != ".png":
+            raise TrainlabError(f"--plot {plot}: the figure is a PNG; end it in .png")
+        check_writable(plot)
 
 
 @app.command(

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from trainlab.cli import app, console, print_columns, user_errors
-from trainlab.cli_studies import RunsDirOption, StorageOption
+from trainlab.cli_options import RunsDirOption, StorageOption
 from trainlab.errors import TrainlabError
 
 BalancedOption = Annotated[
@@ -137,7 +137,7 @@ def compare(
             print_columns(table.headers(), table.rows())
         else:
             console.print(f"no completed runs in {data.name}")
-        describe = f"vs. best: {stats.TEST_DESCRIPTION}"
+        describe = f"vs. best: {stats.test_description(data.cv)}"
     if failed or unfinished:
         console.print(f"[yellow]{failed} failed and {unfinished} unfinished run(s) are not in "
                       f"the table (see `trainlab runs {data.name}`)[/]")  # fmt: skip

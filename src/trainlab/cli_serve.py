@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from trainlab.cli import app, console, user_errors
-from trainlab.cli_studies import RunsDirOption, StorageOption
+from trainlab.cli_options import RunsDirOption, StorageOption
 from trainlab.errors import TrainlabError
 
 

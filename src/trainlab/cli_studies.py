@@ -15,13 +15,9 @@ from typing import Annotated, Any
 import typer
 
 from trainlab.cli import app, console, err_console, flag_overrides, print_columns, user_errors
+from trainlab.cli_options import RunsDirOption, StorageOption
 from trainlab.config import load_config
 
-STORAGE_HELP = "study store URL (default: TRAINLAB_STORAGE, else sqlite in the runs folder)"
-StorageOption = Annotated[str | None, typer.Option("--storage", help=STORAGE_HELP)]
-RunsDirOption = Annotated[
-    Path, typer.Option("--runs-dir", help="where run folders go: RUNS_DIR/STUDY/trial-NNNN")
-]
 WorkersOption = Annotated[
     int, typer.Option(min=1, help="parallel workers on this machine (they share the cores)")
 ]
@@ -30,6 +26,14 @@ ThreadsOption = Annotated[
 ]
 DeviceOption = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1, mps")]
 DataRootOption = Annotated[str | None, typer.Option(help="data cache folder on this machine")]
+RetryFailedOption = Annotated[
+    bool,
+    typer.Option(
+        "--retry-failed",
+        help="run again the runs that failed on their own (an error, out of memory, a folder "
+        "left by another study), continuing their folders; without it they are kept as failed",
+    ),
+]
 OfflineOption = Annotated[bool, typer.Option(help="never download; fail if data is missing")]
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="base config file (YAML)")
@@ -52,8 +56,11 @@ MetricOption = Annotated[
 
 def runtime_options(device: str | None, data_root: str | None, offline: bool) -> dict[str, Any]:
     """Where this machine's workers run: never part of the study's definition."""
+    from trainlab.training import resolve_device
+
     runtime: dict[str, Any] = {}
     if device:
+        resolve_device(device)  # a typo fails here, not once per run
         runtime["device"] = device
     if data_root:
         runtime["data.root"] = data_root
@@ -100,11 +107,14 @@ def fmt_param(value: Any) -> str:
     return "-" if value is None else format_param(value)
 
 
-def mean_std(mean: float | None, std: float | None, n: int) -> str:
+def mean_std(mean: float | None, std: float | None, n: int, planned: int = 0) -> str:
+    """``0.9712 ± 0.0021 (n=3)``; ``(n=1 of 3)`` when runs of the configuration failed or are
+    not finished: a mean of the survivors must not pass for a mean of them all."""
     if mean is None:
         return "-"
     spread = f" ± {std:.4f}" if std is not None else ""
-    return f"{mean:.4f}{spread} (n={n})"
+    of = f" of {planned}" if planned > n else ""
+    return f"{mean:.4f}{spread} (n={n}{of})"
 
 
 def print_ranking(report: Any, top: int) -> None:
@@ -121,7 +131,7 @@ def print_ranking(report: Any, top: int) -> None:
     rows = []
     for index, group in enumerate(ranked, start=1):
         rows.append([str(index), *(fmt_param(group.overrides.get(k)) for k in keys),
-                     mean_std(group.mean, group.std, group.n),
+                     mean_std(group.mean, group.std, group.n, group.planned),
                      mean_std(group.test_mean(test_metric), group.test_std(test_metric),
                               len(group.test.get(test_metric, []))),
                      " ".join(f"#{n}" for n in group.numbers)])  # fmt: skip
@@ -140,7 +150,7 @@ def print_best(report: Any) -> None:
                     len(best.test.get(test_metric, [])))  # fmt: skip
     rows = [
         ("configuration", configuration or "base config"),
-        (metric, mean_std(best.mean, best.std, best.n)),
+        (metric, mean_std(best.mean, best.std, best.n, best.planned)),
         (f"test.{test_metric}", f"{test}  (reported, never used to choose)"),
         *(("run folder", run_dir) for run_dir in best.run_dirs),
     ]
@@ -200,6 +210,14 @@ def print_study_end(report: Any) -> None:
         f"{counts['waiting']} waiting, {counts['interrupted']} interrupted or lost",
         soft_wrap=True,  # one line in a log file too, not cut at 80 columns
     )
+    if not report.ranked:
+        unfinished = counts["running"] + counts["waiting"] + counts["interrupted"]
+        if counts["failed"] and not unfinished:  # a script must not take this for success
+            err_console.print(f"error: every run of {report.name} failed; `trainlab runs "
+                              f"{report.name}` shows why", highlight=False, soft_wrap=True)  # fmt: skip
+            raise typer.Exit(1)
+        console.print(f"no completed runs in {report.name} yet")
+        return
     print_ranking(report, top=10)
     console.print()
     print_best(report)
@@ -267,6 +285,7 @@ def sweep(
     data_root: DataRootOption = None,
     offline: OfflineOption = False,
     dry_run: DryRunOption = False,
+    retry_failed: RetryFailedOption = False,
 ) -> None:
     """Run a grid and/or random sweep with seed repeats, as one study in the store."""
     from trainlab.experiments import sweep as run_sweep
@@ -287,7 +306,7 @@ def sweep(
             study, base, grid=axes, sample=parse_samples(sample or []),
             samples=samples, repeats=repeats, cv=cv, metric=metric, seed=seed, storage=storage,
             runs_dir=runs_dir, workers=workers, threads=threads,
-            runtime=runtime_options(device, data_root, offline), echo=echo,
+            runtime=runtime_options(device, data_root, offline), retry_failed=retry_failed, echo=echo,
         )  # fmt: skip
     except KeyboardInterrupt:
         raise interrupted(study) from None
@@ -336,6 +355,7 @@ def tune(
     data_root: DataRootOption = None,
     offline: OfflineOption = False,
     dry_run: DryRunOption = False,
+    retry_failed: RetryFailedOption = False,
 ) -> None:
     """Search hyperparameters with Optuna (TPE by default), pruning runs that fall behind."""
     from trainlab.experiments import tune as run_tune
@@ -351,7 +371,7 @@ def tune(
         report = run_tune(
             study, base, space=space, trials=trials, metric=metric, sampler=sampler,
             pruner=pruner, seed=seed, storage=storage, runs_dir=runs_dir, workers=workers,
-            threads=threads, runtime=runtime_options(device, data_root, offline), echo=echo,
+            threads=threads, runtime=runtime_options(device, data_root, offline), retry_failed=retry_failed, echo=echo,
         )  # fmt: skip
     except KeyboardInterrupt:
         raise interrupted(study) from None

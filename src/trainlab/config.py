@@ -143,6 +143,11 @@ class EarlyStoppingConfig(_Strict):
     min_delta: float = Field(0.0, ge=0)
 
 
+def known_device(name: str) -> bool:
+    """The device names trainlab accepts: auto, cpu, mps, cuda and cuda:N."""
+    return re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name) is not None
+
+
 class TrainConfig(_Strict):
     """Everything that defines a run; saved as ``config.yaml`` in the run folder."""
 
@@ -184,7 +189,7 @@ class TrainConfig(_Strict):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        if re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        if known_device(value):
             return value
         raise ValueError(f"unknown device {value!r}; use auto, cpu, cuda, cuda:N or mps")
 
@@ -325,14 +330,36 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def read_yaml_file(path: str | Path, what: str = "config file") -> Any:
+    """A YAML file the user gave (or a run folder holds): any way it cannot be read, from a
+    folder in its place to a binary file, is a ConfigError naming it, never a traceback."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder; give the YAML file")
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        return load_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not UTF-8 text; is it the right file?") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read {what} {path}: {error.strerror or error}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {yaml_problem(error)}") from None
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's several-line message as one line: what and where (``line 3, column 1``)."""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context = getattr(error, "context", None)
+    return f"{problem}{where}" + (f" ({context})" if context else "")
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        content = load_yaml(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    content = read_yaml_file(path)
     if content is None:
         return {}
     if not isinstance(content, dict):

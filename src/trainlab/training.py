@@ -26,6 +26,7 @@ from trainlab.config import (
     apply_overrides,
     auto_epochs,
     build_config,
+    known_device,
     load_config,
 )
 from trainlab.data import (
@@ -121,6 +122,8 @@ def _mps_available() -> bool:
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA, then Apple MPS, then the CPU."""
+    if not known_device(name):  # torch.device would raise a bare RuntimeError
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -396,15 +399,15 @@ def train(
     seed_everything(config.seed, config.deterministic)
     prepared = prepare_data(config, device)
     config = resolve_config(config, prepared)
+    model = build_model(config, prepared.bundle, device)
+    if hasattr(model, "set_input_normalization"):  # models that undo the pipeline's normalisation
+        model.set_input_normalization(prepared.mean, prepared.std)
+    # The folder is made once the model builds: a bad model option leaves no empty run folder.
     if save and run_dir is None:
         run_dir = Path(config.out) if config.out else default_run_dir(config)
         prepare_run_dir(run_dir, resume=False)
     if run_dir is not None:
         config.out = str(run_dir)
-
-    model = build_model(config, prepared.bundle, device)
-    if hasattr(model, "set_input_normalization"):  # models that undo the pipeline's normalisation
-        model.set_input_normalization(prepared.mean, prepared.std)
     channels_last = uses_channels_last(config, model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -114,6 +114,10 @@ def test_tsne_limits():
         tsne(np.zeros((1, 3)))
     tiny = tsne(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0]]))  # too few for t-SNE: PCA
     assert tiny.shape == (3, 2)
+    # project() says so: PCA axes, not t-SNE ones, and a user's error below 2 points
+    assert project(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0]]), "tsne").method == "pca"
+    with pytest.raises(TrainlabError, match="t-SNE needs at least 2 images"):
+        project(np.zeros((1, 3)), "tsne")
 
 
 # --------------------------------------------------------------------------- neighbours
@@ -238,17 +242,24 @@ def test_split_indices_are_the_splits_training_makes(data):
 # --------------------------------------------------------------------------- embedding and drawing
 
 
-def test_compute_embeddings_in_batches_equals_one_pass(tmp_path):
+def served_mlp(folder, **options):
+    """A saved 8×8, 3-class MLP with 16 features, loaded for serving, and 23 random images."""
     from trainlab.models import create_model
     from trainlab.runs.checkpoint import save_checkpoint
     from trainlab.serve.model import ServedModel
 
     torch.manual_seed(0)
-    model = create_model("mlp", in_channels=1, num_classes=3, image_size=(8, 8), hidden=(16,))
-    save_checkpoint(tmp_path / "ckpt", model, class_names=["a", "b", "c"],
+    model = create_model("mlp", in_channels=1, num_classes=3, image_size=(8, 8), hidden=(16,),
+                         **options)  # fmt: skip
+    model.train()  # as a checkpoint saved mid-training would leave it
+    save_checkpoint(folder, model, class_names=["a", "b", "c"],
                     preprocessing={"mean": [0.5], "std": [0.25], "kind": "digits"})  # fmt: skip
-    served = ServedModel.load(tmp_path / "ckpt", device="cpu")
     images = torch.randint(0, 256, (23, 1, 8, 8), dtype=torch.uint8)
+    return ServedModel.load(folder, device="cpu"), images
+
+
+def test_compute_embeddings_in_batches_equals_one_pass(tmp_path):
+    served, images = served_mlp(tmp_path / "ckpt")
     features, predictions = compute_embeddings(served, images, batch_size=5)
     whole, whole_predictions = compute_embeddings(served, images, batch_size=100)
     assert features.shape == (23, 16) and features.dtype == torch.float32
@@ -256,6 +267,17 @@ def test_compute_embeddings_in_batches_equals_one_pass(tmp_path):
     assert torch.equal(predictions, whole_predictions)
     assert torch.equal(predictions, served.probabilities(images).argmax(dim=1))
     assert torch.equal(features, served.embeddings(images))
+
+
+def test_embeddings_come_from_the_model_in_eval_mode(tmp_path):
+    # Dropout 0.5 and batch norm: in train mode two passes would differ, and batch statistics
+    # would make an image's features depend on its batch.
+    served, images = served_mlp(tmp_path / "ckpt", dropout=0.5, batch_norm=True)
+    first, _ = compute_embeddings(served, images, batch_size=4)
+    second, _ = compute_embeddings(served, images, batch_size=23)
+    torch.testing.assert_close(first, second)
+    alone, _ = compute_embeddings(served, images[:1], batch_size=1)
+    torch.testing.assert_close(alone, first[:1])
 
 
 @pytest.mark.parametrize("channels", [1, 3])

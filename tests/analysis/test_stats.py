@@ -13,11 +13,13 @@ from trainlab.analysis.stats import (
     TEST_DESCRIPTION,
     Summary,
     compare_to_best,
+    fold_overlap,
     format_p,
     holm_adjust,
     rank_average,
     spearman,
     summarize,
+    test_description,
     welch_t_test,
 )
 
@@ -250,6 +252,42 @@ def test_format_p_and_description():
     )
     assert "Welch" in TEST_DESCRIPTION and "Holm" in TEST_DESCRIPTION
     assert "0.05" in TEST_DESCRIPTION
+    assert test_description(0) == TEST_DESCRIPTION
+    assert "Nadeau and Bengio" in test_description(5) and "1/(K−1)" in test_description(5)
+
+
+# ----------------------------------------------------------------------------- cross-validation
+
+
+def test_fold_overlap_is_the_validation_to_train_ratio():
+    assert (fold_overlap(0), fold_overlap(2), fold_overlap(5), fold_overlap(10)) == (
+        0.0, 1.0, 0.25, 1 / 9,
+    )  # fmt: skip
+    for bad in (1, -2):
+        with pytest.raises(ValueError, match="folds"):
+            fold_overlap(bad)
+
+
+def test_cross_validation_runs_widen_the_interval_and_the_test():
+    # 2 seeds × 5 folds: Nadeau–Bengio's variance of the mean is s²·(1/10 + 1/4), not s²/10.
+    a = [0.91, 0.92, 0.90, 0.93, 0.91, 0.92, 0.91, 0.90, 0.92, 0.93]
+    b = [value - 0.015 for value in a[::-1]]
+    plain, corrected = summarize(a), summarize(a, folds=5)
+    assert (corrected.mean, corrected.std) == (plain.mean, plain.std)  # the spread is the spread
+    half = scipy_stats.t.ppf(0.975, 9) * np.std(a, ddof=1) * math.sqrt(1 / 10 + 1 / 4)
+    assert corrected.ci_high - corrected.mean == pytest.approx(half)
+    assert (corrected.ci_high - corrected.ci_low) / (plain.ci_high - plain.ci_low) == pytest.approx(
+        math.sqrt((1 / 10 + 1 / 4) / (1 / 10))
+    )
+    naive, fair = welch_t_test(a, b), welch_t_test(a, b, folds=5)
+    se2 = (np.var(a, ddof=1) + np.var(b, ddof=1)) * (1 / 10 + 1 / 4)
+    assert fair.t == pytest.approx((np.mean(a) - np.mean(b)) / math.sqrt(se2))
+    assert fair.t == pytest.approx(naive.t / math.sqrt(3.5))
+    assert fair.p > naive.p
+    # The same 1.5 points: "worse" on folds taken as independent runs, not with the correction.
+    groups = {"a": a, "b": b}
+    assert compare_to_best(groups, "maximize")[1].distinguishable is True
+    assert compare_to_best(groups, "maximize", folds=5)[1].distinguishable is False
 
 
 # ----------------------------------------------------------------------------- Spearman

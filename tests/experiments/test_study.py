@@ -10,8 +10,9 @@ from trainlab.experiments.store import open_store
 
 
 def spec_of(base: dict, **fields) -> s.StudySpec:
-    return s.StudySpec(name="demo", kind="sweep", base=s.base_tree(build_config(base)),
-                       metric="val.accuracy", **fields)  # fmt: skip
+    fields.setdefault("kind", "sweep")
+    return s.StudySpec(name="demo", base=s.base_tree(build_config(base)), metric="val.accuracy",
+                       **fields)  # fmt: skip
 
 
 def test_plan_is_the_full_grid_times_repeats_repeat_major(study_base):
@@ -35,6 +36,22 @@ def test_random_samples_are_drawn_once_from_the_seed(study_base):
     assert len({e.params["optim.lr"] for e in ten}) == 10
     other_seed = s.sweep_plan(spec_of(study_base, sampled=[axis], samples=10, seed=4))
     assert other_seed[0].params != ten[0].params
+
+
+def test_a_point_drawn_twice_is_planned_once(study_base):
+    # Two values only: copies of a point would share seed 0 and pass for two runs (n=2, std 0).
+    axis = parse_distribution("data.batch_size", "int:16:17")
+    plan = s.sweep_plan(spec_of(study_base, sampled=[axis], samples=2, seed=3))
+    assert sorted(e.params["data.batch_size"] for e in plan) == [16, 17]
+    assert len({e.key for e in plan}) == 2
+    choice = parse_distribution("optim.name", "choice:adam,sgd,rmsprop,adagrad")
+    three = s.sweep_plan(spec_of(study_base, sampled=[choice], samples=3, seed=5))
+    four = s.sweep_plan(spec_of(study_base, sampled=[choice], samples=4, seed=5))
+    assert [e.key for e in four[:3]] == [e.key for e in three]  # skipping keeps the sequence
+    with pytest.raises(
+        StudyError, match=r"--samples 3: .*only 2 different point\(s\); ask for at most 2"
+    ):
+        s.sweep_plan(spec_of(study_base, sampled=[axis], samples=3))
 
 
 def test_grid_and_samples_combine(study_base):
@@ -108,6 +125,22 @@ def test_joining_a_study_needs_the_same_definition(tmp_path, study_base):
     other_base = spec_of({**study_base, "epochs": 5}, axes=[categorical("optim.lr", [1e-3, 1e-4])])
     with pytest.raises(StudyError, match="differs in: epochs"):
         s.create_or_join(store, other_base)
+
+
+def test_a_search_joined_without_its_pruner_is_refused(tmp_path, study_base):
+    # The CLI's default pruner is median: re-running a `--pruner none` search without the flag
+    # must not turn pruning on for its remaining trials.
+    store = open_store(f"sqlite:///{tmp_path / 'studies.db'}")
+    search = dict(kind="tune", axes=[categorical("optim.lr", [1e-3, 1e-4])], trials=4)
+    s.create_or_join(store, spec_of(study_base, **search, sampler="random", pruner="none"))
+    for key, value in (("sampler", "tpe"), ("pruner", "median")):
+        changed = {"sampler": "random", "pruner": "none", key: value}
+        with pytest.raises(StudyError, match=rf"differs in: {key}\)"):
+            s.create_or_join(store, spec_of(study_base, **{**search, "trials": 8}, **changed))
+    joined = s.create_or_join(store, spec_of(study_base, **{**search, "trials": 8},
+                                             sampler="random", pruner="none"))  # fmt: skip
+    stored = s.load_spec(joined)
+    assert (stored.trials, stored.sampler, stored.pruner) == (8, "random", "none")
 
 
 def test_planning_is_idempotent(tmp_path, study_base):

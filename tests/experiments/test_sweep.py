@@ -105,6 +105,7 @@ def test_errors_and_divergence_are_recorded_and_the_study_goes_on(store_url, tmp
     again: list[str] = []
     run_sweep(store_url, tmp_path, {**study_base, "optim": {"name": "sgd"}}, again, grid=grid)
     assert not [line for line in again if "] #" in line]
+    assert "3 failed run(s) not run again (--retry-failed runs them)" in again[0]
 
 
 def test_random_sampling_sweep(store_url, tmp_path, study_base):
@@ -170,7 +171,21 @@ def test_a_stale_run_folder_of_another_study_is_never_adopted(tmp_path, study_ba
                        grid={"optim.lr": [2e-3]})  # fmt: skip
     (row,) = study_runs(open_store(f"sqlite:///{tmp_path / 'second.db'}"), "grid")
     assert row.status == "error" and "holds another run ('grid': optim.lr=0.001" in row.reason
+    assert "run the same command with --retry-failed" in row.reason
     assert report.info.counts["failed"] == 1
+    foreign = tmp_path / "runs" / "grid" / "trial-0000"
+    assert sorted(p.name for p in foreign.iterdir()) == sorted(
+        p.name for p in foreign.iterdir() if p.name != "error.txt"
+    ), "nothing is written into another run's folder"
+    # The advice works: with that folder moved away, --retry-failed runs it.
+    foreign.rename(tmp_path / "moved")
+    lines: list[str] = []
+    report = run_sweep(f"sqlite:///{tmp_path / 'second.db'}", tmp_path, study_base, lines,
+                       grid={"optim.lr": [2e-3]}, retry_failed=True)  # fmt: skip
+    assert "1 failed run(s) queued again" in lines[0]
+    assert (report.info.counts["completed"], report.info.counts["retried"]) == (1, 1)
+    assert not (tmp_path / "moved" / "error.txt").exists()
+    foreign = tmp_path / "runs" / "grid" / "trial-0000"  # now this study's run
     # Same grid value, another base config: still not the same run.
     third = f"sqlite:///{tmp_path / 'third.db'}"
     run_sweep(third, tmp_path, {**study_base, "epochs": 3}, grid={"optim.lr": [1e-3]})
@@ -282,5 +297,16 @@ def test_the_report_says_the_mean_is_over_folds(tmp_path, study_base):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     base = {**study_base, "data": {**study_base["data"], "val_size": None}, "epochs": 1}
     run_sweep(url, tmp_path, base, grid={"optim.lr": [3e-3]}, cv=2)
-    files = write_report(collect_study(open_store(url), "grid"), tmp_path / "report")
+    data = collect_study(open_store(url), "grid")
+    files = write_report(data, tmp_path / "report")
     assert "2-fold cross-validation" in files.main.read_text()
+    assert "Nadeau and Bengio" in files.main.read_text()  # folds are not independent runs
+    # The interval of the mean is widened for the folds' shared training data: 1/n + 1/(K-1).
+    from scipy import stats as scipy_stats
+
+    from trainlab.analysis.tables import build_table
+
+    (main,) = build_table(data).main
+    assert main.n == 2 and main.std is not None and main.ci_high is not None
+    half = scipy_stats.t.ppf(0.975, 1) * main.std * math.sqrt(1 / 2 + 1 / 1)
+    assert main.ci_high - main.mean == pytest.approx(half)

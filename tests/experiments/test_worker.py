@@ -53,6 +53,20 @@ def test_liveness_on_this_machine_follows_the_process():
     assert "stopped without finishing" in liveness.reason(fake_trial(dead, time.time()))
 
 
+def test_a_worker_in_another_pid_namespace_is_judged_by_its_heartbeat():
+    # A container sharing this host's name and boot has pids of its own: a pid that is dead
+    # here says nothing about it, nor about a worker on a system without a boot id (macOS).
+    clock = [0.0]
+    liveness = Liveness(lost_after=60, clock=lambda: clock[0])
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    for trial_id, other in enumerate(({"pidns": "pid:[1]"}, {"boot": ""}, {"pidns": None})):
+        elsewhere = {**worker_identity("w2"), "pid": child.pid, **other}
+        assert liveness.reason(fake_trial(elsewhere, 5.0, trial_id=trial_id)) is None
+        clock[0] += 61
+        assert "no heartbeat" in liveness.reason(fake_trial(elsewhere, 5.0, trial_id=trial_id))
+
+
 def test_liveness_on_another_machine_needs_a_heartbeat_that_stops_changing():
     clock = [1000.0]
     liveness = Liveness(lost_after=60, clock=lambda: clock[0])

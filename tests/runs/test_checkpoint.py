@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -252,7 +253,8 @@ def test_failed_write_keeps_the_previous_checkpoint(
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", fail_on_rename)
-    with pytest.raises(OSError):
+    # One line naming the file the user knows, not the temporary one: "cannot write ...: disk full"
+    with pytest.raises(RunError, match=rf"cannot write {re.escape(str(folder))}/.*: disk full"):
         save_checkpoint(
             folder, _trained_like("mlp", 2), preprocessing=PREPROCESSING, class_names=CLASS_NAMES
         )

@@ -4,7 +4,6 @@ machine, its summary, checkpoint and environment."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 from trainlab.errors import RunError
 from trainlab.experiments.study import is_resumable
+from trainlab.runs.record import read_run_json
 
 
 @dataclass
@@ -71,7 +71,7 @@ class RunData:
         if name not in self._files:
             path = self.run_dir / name if self.run_dir else None
             exists = path is not None and path.is_file()
-            self._files[name] = json.loads(path.read_text(encoding="utf-8")) if exists else None
+            self._files[name] = read_run_json(path) if exists else None
         return self._files[name]
 
 

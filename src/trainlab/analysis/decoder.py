@@ -34,13 +34,14 @@ import torch
 from torch import nn
 
 import trainlab
-from trainlab._io import write_json_atomic
+from trainlab._io import check_writable, write_json_atomic
 from trainlab.analysis.embeddings import (
     check_images_fit,
     compute_embeddings,
     first_of_each_class,
     load_model,
     load_run_dataset,
+    output_folder,
     show_image,
     stratified_limit,
 )
@@ -218,10 +219,23 @@ def reconstruction_error(
     return total / count if count else math.nan
 
 
-def mean_image_error(train_images: torch.Tensor, test_images: torch.Tensor) -> float:
-    """The error of always answering the mean training image: what a decoder must beat."""
-    mean = _as_pixels(train_images).mean(dim=0, keepdim=True)
-    return float((_as_pixels(test_images) - mean).square().mean())
+def mean_image_error(
+    train_images: torch.Tensor, test_images: torch.Tensor, batch_size: int = 4096
+) -> float:
+    """The error of always answering the mean training image: what a decoder must beat.
+
+    Batch by batch (float64 sums), so a large uint8 dataset is never held as float32 at once.
+    """
+    total = torch.zeros(train_images.shape[1:], dtype=torch.float64)
+    for start in range(0, len(train_images), batch_size):
+        total += _as_pixels(train_images[start : start + batch_size]).double().sum(dim=0).cpu()
+    mean = total / max(len(train_images), 1)
+    squared, count = 0.0, 0
+    for start in range(0, len(test_images), batch_size):
+        batch = _as_pixels(test_images[start : start + batch_size]).double().cpu()
+        squared += float((batch - mean).square().sum())
+        count += batch.numel()
+    return squared / count if count else math.nan
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -422,8 +436,14 @@ def decode_run(
     The decoder learns from the training split of the run's dataset (or ``dataset``; all of it,
     or a stratified ``limit``) and is measured on its test split. ``epochs`` defaults to
     :func:`decoder_epochs`; ``pair`` (positions in the test split) to :func:`default_pair`;
-    ``out`` to ``RUN/decode``. Never downloads.
+    ``out`` to ``RUN/decode`` (the run folder's, also when ``run`` is its checkpoint folder).
+    Never downloads.
     """
+    folder = Path(out) if out is not None else output_folder(run) / "decode"
+    check_writable(folder, folder=True)  # now, not after the decoder has trained
+    if pair is not None and pair[0] == pair[1]:
+        raise TrainlabError(f"--pair {pair[0]} {pair[1]}: an interpolation needs two different "
+                            "test images")  # fmt: skip
     served = load_model(run, device)
     bundle, data = load_run_dataset(run, dataset=dataset, root=root, command="decode")
     check_images_fit(served.preprocessing, bundle.train.images, bundle.name)
@@ -448,7 +468,6 @@ def decode_run(
     test_error = reconstruction_error(decoder, test_embeddings, test.images)
     baseline = mean_image_error(train_images, test.images)
 
-    folder = Path(out) if out is not None else Path(run) / "decode"
     names = list(bundle.class_names)
     heading = f"{served.name} on {bundle.name}"
     means, classes = class_mean_embeddings(train_embeddings, train_labels)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -53,6 +53,7 @@ __all__ = [
     "Projection",
     "RunSplit",
     "check_images_fit",
+    "check_tsne_count",
     "class_colors",
     "compute_embeddings",
     "draw_embeddings",
@@ -63,6 +64,7 @@ __all__ = [
     "load_run_split",
     "nearest_neighbours",
     "neighbour_rows",
+    "output_folder",
     "pca",
     "project",
     "run_config",
@@ -79,6 +81,7 @@ Split = Literal["train", "val", "test"]
 ProjectionMethod = Literal["pca", "tsne"]
 PROJECTIONS: tuple[str, ...] = ("pca", "tsne")
 TSNE_MAX_POINTS = 5000  # exact t-SNE holds a few N×N float32 matrices: 5,000 points ≈ 0.5 GB
+TSNE_MIN_POINTS = 4  # below this, tsne() returns its PCA start
 
 
 # --------------------------------------------------------------------------- the run and its data
@@ -116,6 +119,17 @@ def run_config(run: str | Path) -> TrainConfig | None:
         if (folder / CONFIG_FILE).is_file():
             return read_run_config(folder)
     return None
+
+
+def output_folder(run: str | Path) -> Path:
+    """Where a command's files go by default: the run folder, also when it was given the run's
+    checkpoint/ folder (a checkpoint folder is the served artifact: nothing else goes in it)."""
+    from trainlab.runs.record import CONFIG_FILE
+
+    run = Path(run)
+    if not (run / CONFIG_FILE).is_file() and (run.parent / CONFIG_FILE).is_file():
+        return run.parent
+    return run
 
 
 def split_indices(labels: torch.Tensor, data: DataConfig, split: Split) -> torch.Tensor:
@@ -398,13 +412,17 @@ def embed_run(
     limit: int | None = None,
     device: str = "auto",
     batch_size: int = 512,
+    check: Callable[[RunSplit], None] | None = None,
 ) -> tuple[Embeddings, RunSplit]:
-    """Embeddings of a run's ``split`` (see :func:`load_run_split`) and the images behind them."""
+    """Embeddings of a run's ``split`` (see :func:`load_run_split`) and the images behind them.
+    ``check`` sees the split before the forward pass, to refuse it while that is cheap."""
     if split not in SPLITS:  # before the model loads
         raise TrainlabError(f"unknown split {split!r}; available: {', '.join(SPLITS)}")
     served = load_model(run, device)
     data = load_run_split(run, split, dataset=dataset, root=root, limit=limit)
     check_images_fit(served.preprocessing, data.images, data.dataset)
+    if check is not None:
+        check(data)
     features, predictions = compute_embeddings(served, data.images, batch_size)
     run_dir = served.run.get("run_dir") or str(Path(run).resolve())
     metadata = {"run_dir": run_dir, "dataset": data.dataset, "split": data.split,
@@ -569,6 +587,18 @@ class Projection:
         return "t-SNE 1", "t-SNE 2"
 
 
+def check_tsne_count(count: int, split: str | None = None) -> None:
+    """t-SNE here is exact: between 2 and :data:`TSNE_MAX_POINTS` points (checked before
+    anything is computed, with the fix)."""
+    what = f"the {split} split has" if split else "got"
+    if count > TSNE_MAX_POINTS:
+        raise TrainlabError(f"t-SNE here is exact (O(N²)): at most {TSNE_MAX_POINTS:,} images, "
+                            f"and {what} {count:,}; pass --limit {TSNE_MAX_POINTS} or "
+                            "--projection pca")  # fmt: skip
+    if count < 2:
+        raise TrainlabError(f"t-SNE needs at least 2 images, and {what} {count}; raise --limit")
+
+
 def project(
     x: np.ndarray | torch.Tensor, method: str = "pca", device: str | torch.device = "cpu"
 ) -> Projection:
@@ -578,11 +608,9 @@ def project(
         first, second = (float(v) for v in result.explained_variance_ratio)
         return Projection("pca", result.coordinates, (first, second))
     if method == "tsne":
-        if len(x) > TSNE_MAX_POINTS:
-            raise TrainlabError(
-                f"t-SNE here is exact (O(N²)) and takes at most {TSNE_MAX_POINTS} points, not "
-                f"{len(x)}; pass --limit {TSNE_MAX_POINTS} or --projection pca"
-            )
+        check_tsne_count(len(x))
+        if len(x) < TSNE_MIN_POINTS:  # t-SNE's own answer would be the PCA start: say so
+            return project(x, "pca")
         return Projection("tsne", tsne(x, device=device), None)
     raise TrainlabError(f"unknown projection {method!r}; available: {', '.join(PROJECTIONS)}")
 
@@ -627,6 +655,11 @@ class NeighbourRows:
     queries: list[int]  # positions in the embeddings
     neighbours: list[list[int]]  # per query, most similar first
     similarities: list[list[float]]  # cosine, same shape as neighbours
+
+    @property
+    def k(self) -> int:
+        """Neighbours per query: fewer than asked for when there are few images."""
+        return len(self.neighbours[0]) if self.neighbours else 0
 
 
 def neighbour_rows(embeddings: Embeddings, k: int = 5, classes: int = 10) -> NeighbourRows:

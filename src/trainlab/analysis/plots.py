@@ -274,11 +274,14 @@ def _level_key(value: Any) -> Any:
     return value
 
 
-def param_effect(values: Sequence[Any], metrics: Sequence[float | None]) -> EffectData:
+def param_effect(
+    values: Sequence[Any], metrics: Sequence[float | None], folds: int = 0
+) -> EffectData:
     """Mean and 95% t-interval of ``metrics`` per distinct parameter value.
 
     Runs with a missing or non-finite metric are left out. Levels are numeric when every value
-    is a finite int or float (booleans are categories).
+    is a finite int or float (booleans are categories). ``folds`` K: the runs are K-fold
+    cross-validation runs, and the intervals are widened for it (``stats.summarize``).
     """
     if len(values) != len(metrics):
         raise ValueError(f"{len(values)} parameter values for {len(metrics)} metrics")
@@ -292,7 +295,7 @@ def param_effect(values: Sequence[Any], metrics: Sequence[float | None]) -> Effe
     if numeric:
         levels.sort()
     runs = [groups[_level_key(level)][1] for level in levels]
-    summaries = [summarize(group) for group in runs]
+    summaries = [summarize(group, folds=folds) for group in runs]
     positive = numeric and min(levels) > 0
     return EffectData(
         levels=levels,

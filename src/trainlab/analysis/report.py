@@ -121,7 +121,8 @@ def results_section(doc: Document, table: ResultTable, folder: Path, cv: int = 0
         f"Each cell is mean ± sample standard deviation over {over}, with n the number of "
         f"completed runs; the metrics are those of each run's best validation epoch by "
         f"`{table.metric}`. The interval is the 95% t-interval of the mean of `{table.metric}`. "
-        f"**vs. best**: {stats.TEST_DESCRIPTION} The same numbers, unrounded: `{csv_path.name}`."
+        f"**vs. best**: {stats.test_description(cv)} The same numbers, unrounded: "
+        f"`{csv_path.name}`."
     ))  # fmt: skip
     smallest = min((len(group.main_values()) for group in table.groups), default=0)
     if len(table.groups) > 1 and smallest < LOW_POWER_N:
@@ -320,7 +321,7 @@ def effects_section(doc: Document, data: StudyData, figures: Path) -> list[Path]
             doc.add(Figure(paths[-1], "Parameter importances (Optuna)"))
     for index, key in enumerate(data.keys):
         effect = plots.param_effect([run.overrides.get(key) for run in completed],
-                                    [run.value for run in completed])  # fmt: skip
+                                    [run.value for run in completed], folds=data.cv)  # fmt: skip
         path = figures / f"effect-{index}.png"
         paths.append(plots.draw_param_effect(effect, path, parameter=key, metric=data.metric))
         doc.add(Figure(path, f"`{data.metric}` versus `{key}` (mean and 95% interval over all "

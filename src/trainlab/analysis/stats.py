@@ -21,9 +21,33 @@ ALPHA = 0.05
 
 TEST_DESCRIPTION = (
     "Each configuration is compared with the best one (best mean) by Welch's unequal-variance "
-    "t-test (two-sided) on the per-seed values, with Holm–Bonferroni correction across the "
+    "t-test (two-sided) on the per-run values, with Holm–Bonferroni correction across the "
     f"comparisons at alpha {ALPHA}; configurations with fewer than 2 runs are not tested."
 )
+CV_DESCRIPTION = (
+    "With K-fold cross-validation the folds of a seed train on mostly the same images, so their "
+    "spread understates the uncertainty: the variance of each mean is taken as "
+    "s²·(1/n + 1/(K−1)) instead of s²/n (Nadeau and Bengio's corrected resampled t-test), in "
+    "the tests and the intervals."
+)
+
+
+def test_description(folds: int = 0) -> str:
+    """What "vs. best" means, for under a table: with cross-validation, its correction too."""
+    return f"{TEST_DESCRIPTION} {CV_DESCRIPTION}" if folds else TEST_DESCRIPTION
+
+
+def fold_overlap(folds: int) -> float:
+    """Nadeau and Bengio's correction term for K-fold cross-validation: the validation/train
+    size ratio, 1/(K−1); 0 without cross-validation (runs on independent seeds).
+
+    Runs whose training sets overlap are correlated, so ``s²/n`` underestimates the variance
+    of their mean; ``s²·(1/n + 1/(K−1))`` does not (Nadeau & Bengio 2003, Machine Learning 52;
+    the repeated-K-fold form of Bouckaert & Frank 2004).
+    """
+    if folds < 0 or folds == 1:
+        raise ValueError(f"folds must be 0 (no cross-validation) or at least 2, got {folds}")
+    return 1.0 / (folds - 1) if folds else 0.0
 
 
 def finite_values(values: Sequence[float | None]) -> list[float]:
@@ -60,12 +84,14 @@ class Summary:
         return f"{text}{unit} (n={self.n})"
 
 
-def summarize(values: Sequence[float | None], confidence: float = 0.95) -> Summary:
+def summarize(values: Sequence[float | None], confidence: float = 0.95, folds: int = 0) -> Summary:
     """Mean, sample std and the two-sided Student t confidence interval of the mean.
 
     The interval is ``mean ± t_{(1+confidence)/2, n-1} · std / sqrt(n)``, as
     ``scipy.stats.t.interval(confidence, n - 1, loc=mean, scale=sem)``; with zero spread it is
     the single point ``[mean, mean]``. None and NaN values are dropped and not counted in n.
+    With ``folds`` K (the values are K-fold cross-validation runs) ``1/n`` becomes
+    ``1/n + 1/(K−1)`` (:func:`fold_overlap`); the std stays the plain sample std.
     """
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be between 0 and 1 (exclusive), got {confidence}")
@@ -77,7 +103,8 @@ def summarize(values: Sequence[float | None], confidence: float = 0.95) -> Summa
     if n == 1:
         return Summary(1, mean, None, None, None, confidence)
     std = statistics.stdev(data)
-    half = float(_scipy_stats.t.ppf((1.0 + confidence) / 2.0, n - 1)) * std / math.sqrt(n)
+    scale = math.sqrt(1.0 / n + fold_overlap(folds))
+    half = float(_scipy_stats.t.ppf((1.0 + confidence) / 2.0, n - 1)) * std * scale
     return Summary(n, mean, std, mean - half, mean + half, confidence)
 
 
@@ -93,20 +120,26 @@ class WelchResult:
     p: float
 
 
-def welch_t_test(a: Sequence[float | None], b: Sequence[float | None]) -> WelchResult | None:
+def welch_t_test(
+    a: Sequence[float | None], b: Sequence[float | None], folds: int = 0
+) -> WelchResult | None:
     """Welch's unequal-variance t-test of mean(a) == mean(b), two-sided.
 
     Equals ``scipy.stats.ttest_ind(a, b, equal_var=False)``. None when either side has fewer
     than 2 values (None/NaN dropped). Both sides constant: the means either match (t = 0,
     p = 1) or differ with no noise at all (t = ±inf, p = 0); df is then ``n_a + n_b - 2``.
+    With ``folds`` K (K-fold cross-validation runs), each squared standard error is
+    ``s²·(1/n + 1/(K−1))`` (:func:`fold_overlap`); the Welch–Satterthwaite df use those.
     """
     xs, ys = finite_values(a), finite_values(b)
     if len(xs) < 2 or len(ys) < 2:
         return None
+    overlap = fold_overlap(folds)
     # statistics.mean/variance are exact for a constant sample (numpy's may leave 1e-17 noise).
     mean_a, mean_b = statistics.mean(xs), statistics.mean(ys)
-    se2_a = statistics.variance(xs, mean_a) / len(xs)  # squared standard error of each mean
-    se2_b = statistics.variance(ys, mean_b) / len(ys)
+    # squared standard error of each mean
+    se2_a = statistics.variance(xs, mean_a) * (1.0 / len(xs) + overlap)
+    se2_b = statistics.variance(ys, mean_b) * (1.0 / len(ys) + overlap)
     if se2_a == 0.0 and se2_b == 0.0:
         df = float(len(xs) + len(ys) - 2)
         if mean_a == mean_b:
@@ -168,22 +201,24 @@ def compare_to_best(
     groups: Mapping[str, Sequence[float | None]],
     direction: Literal["maximize", "minimize"],
     alpha: float = ALPHA,
+    folds: int = 0,
 ) -> list[Comparison]:
     """Is each configuration distinguishable from the best one, beyond seed noise?
 
-    Procedure: Welch's unequal-variance t-test of per-seed values against the best
+    Procedure: Welch's unequal-variance t-test of per-run values against the best
     configuration, Holm–Bonferroni corrected, alpha 0.05 (by default). The best is the group
     with the highest (``maximize``) or lowest (``minimize``) mean among groups with at least
     one value; ties go to the first in input order. Groups with fewer than 2 values, or all
     groups when the best has fewer than 2, are not tested and do not count in the correction.
-    The verdict quotes the adjusted p. Results come in the input order.
+    The verdict quotes the adjusted p. Results come in the input order. ``folds`` K: the values
+    are K-fold cross-validation runs (see :func:`welch_t_test`).
     """
     if direction not in ("maximize", "minimize"):
         raise ValueError(f"unknown direction {direction!r}; use 'maximize' or 'minimize'")
     data = {name: finite_values(values) for name, values in groups.items()}
     best = _best_group(data, direction)
     tests = {
-        name: welch_t_test(values, data[best])
+        name: welch_t_test(values, data[best], folds)
         for name, values in data.items()
         if best is not None and name != best
     }

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainlab.analysis.collect import RunData, StudyData
-from trainlab.analysis.stats import ALPHA, Comparison, Summary, compare_to_best, summarize
+from trainlab.analysis.stats import (
+    ALPHA,
+    CV_DESCRIPTION,
+    Comparison,
+    Summary,
+    compare_to_best,
+    summarize,
+)
 from trainlab.errors import StudyError
 from trainlab.experiments.space import format_param
 
@@ -101,6 +108,7 @@ class ResultTable:
     main: list[Summary]
     comparisons: list[Comparison]
     planned: dict[str, int] = field(default_factory=dict)  # every run per configuration
+    folds: int = 0  # K-fold cross-validation: the intervals and tests are corrected for it
 
     def headers(self) -> list[str]:
         return [*self.keys, "n", f"{self.metric} [95% CI]", *(c.title for c in self.columns),
@@ -161,15 +169,17 @@ def build_table(data: StudyData, by: list[str] | None = None,
     columns = [*BASE_COLUMNS, *([BALANCED_COLUMN] if show_balanced else []), *TAIL_COLUMNS]
     names = [str(index) for index in range(len(groups))]
     comparisons = compare_to_best(
-        {name: g.main_values() for name, g in zip(names, groups, strict=True)}, data.direction
+        {name: g.main_values() for name, g in zip(names, groups, strict=True)},
+        data.direction,
+        folds=data.cv,
     )
-    main = [summarize(g.main_values()) for g in groups]
+    main = [summarize(g.main_values(), folds=data.cv) for g in groups]
     planned: dict[str, int] = {}
     for run in data.runs:
         identity = json.dumps({k: run.overrides.get(k) for k in keys}, sort_keys=True, default=str)
         planned[identity] = planned.get(identity, 0) + 1
     return ResultTable(keys, data.metric, data.direction, groups, columns, main, comparisons,
-                       planned)  # fmt: skip
+                       planned, data.cv)  # fmt: skip
 
 
 # -- the two-way table -------------------------------------------------------------------------
@@ -234,6 +244,7 @@ class PivotTable:
     row_values: list[Any]
     column_values: list[Any]
     cells: list[list[PivotCell]]
+    folds: int = 0  # K-fold cross-validation: the tests are corrected for it
 
     @property
     def title(self) -> str:
@@ -276,6 +287,8 @@ class PivotTable:
                 f"{TIED_MARK} the cells not distinguishable from it (Welch's t-test on the "
                 f"per-run `{self.metric}`, Holm–Bonferroni corrected within the column, alpha "
                 f"{ALPHA}; cells with n<2 are not tested).")  # fmt: skip
+        if self.folds:
+            rule += f" {CV_DESCRIPTION}"
         return f"{what} {rule} Cells with – have no completed run."
 
     def csv(self) -> tuple[list[str], list[list[Any]]]:
@@ -382,11 +395,12 @@ def build_pivot(data: StudyData, rows: str, columns: str, *,
         comparisons = compare_to_best(
             {str(index): cell.picked.main_values() for index, cell in filled if cell.picked},
             data.direction,
+            folds=data.cv,
         )
         for (_, cell), comparison in zip(filled, comparisons, strict=True):
             cell.comparison = comparison
     return PivotTable(rows, columns, others, data.metric, data.direction, choices[value],
-                      row_values, column_values, table)  # fmt: skip
+                      row_values, column_values, table, data.cv)  # fmt: skip
 
 
 def default_pivot(data: StudyData) -> tuple[str, str] | None:

@@ -64,6 +64,9 @@ def _set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
+INTERRUPT_GRACE_S = 3.0
+
+
 def run_workers(
     url: str, study_name: str, options: LaunchOptions, echo: Callable[[str], None] = print
 ) -> list[int]:
@@ -99,7 +102,10 @@ def run_workers(
         for process in processes:
             process.join()
     except KeyboardInterrupt:
-        # The terminal sent Ctrl-C to the workers too; make sure, then let them record it.
+        # A terminal's Ctrl-C reaches the workers too: give them a moment to record it before
+        # passing it on to those it missed (a second one in their bookkeeping is ignored, too).
+        for process in processes:
+            process.join(timeout=INTERRUPT_GRACE_S)
         for process in processes:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGINT)

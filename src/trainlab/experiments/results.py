@@ -143,6 +143,7 @@ class ConfigResult:
     test: dict[str, list[float]]  # test metrics of the same runs (reported, never selected on)
     numbers: list[int]
     run_dirs: list[str]
+    planned: int = 0  # its runs in the study, whatever their state (n of them completed)
 
     @property
     def n(self) -> int:
@@ -174,7 +175,11 @@ def rank_configurations(store: Store, name: str) -> tuple[s.StudySpec, list[Conf
 
 def rank_rows(spec: s.StudySpec, rows: list[RunRow]) -> list[ConfigResult]:
     groups: dict[str, ConfigResult] = {}
+    planned: dict[str, int] = {}
     for row in rows:
+        key = json.dumps(row.overrides, sort_keys=True)
+        if not row.retried:
+            planned[key] = planned.get(key, 0) + 1
         if (
             row.retried
             or row.state != "COMPLETE"
@@ -182,7 +187,6 @@ def rank_rows(spec: s.StudySpec, rows: list[RunRow]) -> list[ConfigResult]:
             or not math.isfinite(row.value)
         ):
             continue
-        key = json.dumps(row.overrides, sort_keys=True)
         group = groups.setdefault(key, ConfigResult(row.overrides, [], {}, [], []))
         group.values.append(row.value)
         group.numbers.append(row.number)
@@ -191,6 +195,8 @@ def rank_rows(spec: s.StudySpec, rows: list[RunRow]) -> list[ConfigResult]:
         for metric, value in row.test.items():
             if isinstance(value, (int, float)):
                 group.test.setdefault(metric, []).append(float(value))
+    for key, group in groups.items():
+        group.planned = planned[key]
     return sorted(groups.values(), key=lambda g: g.mean, reverse=spec.direction == "maximize")
 
 

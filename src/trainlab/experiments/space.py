@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from trainlab.config import ConfigError, load_yaml, parse_value, split_top_level
+from trainlab.config import ConfigError, parse_value, read_yaml_file, split_top_level
 
 SCALARS = (type(None), bool, int, float, str)
 FORMS = "loguniform:LOW:HIGH, uniform:LOW:HIGH, int:LOW:HIGH[:STEP], logint:LOW:HIGH or a list"
@@ -181,9 +181,7 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def load_space(path: str | Path) -> list[Axis]:
     """A search space file: ``key: distribution`` lines, flat (``optim.lr:``) or nested."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"search space file not found: {path}")
-    tree = load_yaml(path.read_text(encoding="utf-8"))
+    tree = read_yaml_file(path, "search space file")
     if not isinstance(tree, dict) or not tree:
         raise ConfigError(f"{path}: expected a mapping of config keys to distributions ({FORMS})")
     return [parse_distribution(key, spec) for key, spec in _flatten(tree).items()]

@@ -151,11 +151,12 @@ class StudySpec:
         )
 
     def identity(self) -> dict[str, Any]:
-        """What a second command must agree on to join this study (counts may grow)."""
+        """What a second command must agree on to join this study (counts may grow). The
+        sampler and pruner too: a search re-run without its ``--pruner none`` must not turn
+        pruning on for the rest of its trials."""
         data = self.to_json()
-        return {
-            key: data[key] for key in ("kind", "base", "metric", "axes", "sampled", "seed", "cv")
-        }
+        keys = ("kind", "base", "metric", "axes", "sampled", "seed", "cv", "sampler", "pruner")
+        return {key: data[key] for key in keys}
 
     # -- configurations ------------------------------------------------------------------
 
@@ -211,8 +212,7 @@ def sweep_plan(spec: StudySpec) -> list[PlanEntry]:
                    for point in itertools.product(*grid_choices)]  # fmt: skip
     sample_points: list[dict[str, Any]] = [{}]
     if spec.sampled:
-        rng = np.random.default_rng(spec.seed)
-        sample_points = [{a.key: draw(a, rng) for a in spec.sampled} for _ in range(spec.samples)]
+        sample_points = distinct_draws(spec.sampled, spec.samples, spec.seed)
     axes = {axis.key: axis for axis in spec.all_axes()}
     base_seed = spec.seed  # the first seed; repeats count up from it
     entries = []
@@ -225,6 +225,35 @@ def sweep_plan(spec: StudySpec) -> list[PlanEntry]:
                 entries.append(PlanEntry(entry_key(params, repeat, fold), params, overrides,
                                          repeat, base_seed + repeat, fold))  # fmt: skip
     return entries
+
+
+def distinct_draws(axes: list[Axis], count: int, seed: int) -> list[dict[str, Any]]:
+    """``count`` different random points of ``axes``, drawn in sequence from ``seed``.
+
+    A point drawn twice is skipped: two copies of one point would share their seed, and a table
+    would count them as two runs of one configuration (n=2, std 0). Skipping keeps the sequence,
+    so a study asked for more samples later keeps the points it has. A space with fewer points
+    than asked for (``int:16:17`` has two) is refused rather than padded with copies.
+    """
+    rng = np.random.default_rng(seed)
+    points: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    budget = 1000 + 100 * count  # draws; finding the last of k values takes about k·ln k
+    for _ in range(budget):
+        if len(points) == count:
+            break
+        point = {axis.key: draw(axis, rng) for axis in axes}
+        text = json.dumps(point, sort_keys=True)
+        if text not in seen:
+            seen.add(text)
+            points.append(point)
+    if len(points) < count:
+        keys = ", ".join(axis.key for axis in axes)
+        raise StudyError(
+            f"--samples {count}: {budget} random draws of {keys} gave only {len(points)} different "
+            f"point(s); ask for at most {len(points)} samples, or list the values with --grid"
+        )
+    return points
 
 
 def validate_plan(spec: StudySpec, entries: list[PlanEntry]) -> None:
@@ -318,7 +347,6 @@ def joined_spec(existing: str, spec: StudySpec) -> StudySpec:
     grown = StudySpec.from_json(spec.name, existing)
     grown.repeats, grown.samples = max(old.repeats, spec.repeats), max(old.samples, spec.samples)
     grown.trials = max(old.trials, spec.trials)
-    grown.sampler, grown.pruner = spec.sampler, spec.pruner
     return grown
 
 
@@ -476,6 +504,7 @@ def enqueue_plan(store: Store, study: Any, entries: list[PlanEntry]) -> int:
     for entry in entries:
         if entry.key in present:
             continue
+        present.add(entry.key)  # a plan never lists a key twice; this keeps it so regardless
         template = create_trial(
             state=TrialState.WAITING,
             system_attrs={"fixed_params": entry.params},

@@ -10,6 +10,7 @@ from typing import Any
 from trainlab.config import TrainConfig
 from trainlab.errors import StudyError
 from trainlab.experiments import study as s
+from trainlab.experiments import worker
 from trainlab.experiments.launch import LaunchOptions, run_workers
 from trainlab.experiments.results import ConfigResult, StudyInfo, rank_rows, rows_of, study_info
 from trainlab.experiments.space import Axis, categorical, parse_distribution
@@ -165,6 +166,7 @@ def sweep(
     workers: int = 1,
     threads: int | None = None,
     runtime: Mapping[str, Any] | None = None,
+    retry_failed: bool = False,
     echo: Callable[[str], None] = print,
 ) -> StudyReport:
     """Run every configuration of ``grid`` × ``samples`` random draws of ``sample``, each
@@ -174,7 +176,8 @@ def sweep(
     mean is then over seeds × folds.
 
     The same call again continues the study: finished runs are kept, lost ones resumed, and
-    only missing ones run. ``grid={"optim.lr": [1e-3, 1e-4]}``;
+    only missing ones run; runs that failed on their own run again only with ``retry_failed``.
+    ``grid={"optim.lr": [1e-3, 1e-4]}``;
     ``sample={"optim.lr": "loguniform:1e-5:1e-2"}``.
     """
     s.quiet_optuna()
@@ -186,11 +189,12 @@ def sweep(
     planned = s.sweep_plan(stored)
     with store.lock(spec.name):
         added = s.enqueue_plan(store, optuna_study, planned)
+    failed = worker.retry_failed(store, optuna_study, spec.name, retry_failed)
     configurations = len(planned) // (stored.repeats * max(stored.cv, 1))
     folds = f" × {stored.cv} folds" if stored.cv else ""
     echo(
         f"study {spec.name}: {configurations} configuration(s) × {stored.repeats} seed(s){folds} "
-        f"= {len(planned)} runs, {added} newly planned; store {store.display_url}"
+        f"= {len(planned)} runs, {added} newly planned{failed}; store {store.display_url}"
     )
     return launch(store, spec, base, runs_dir=runs_dir, workers=workers, threads=threads,
                   runtime=runtime, echo=echo)  # fmt: skip

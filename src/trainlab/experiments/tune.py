@@ -9,6 +9,7 @@ from typing import Any
 from trainlab.config import TrainConfig
 from trainlab.errors import StudyError
 from trainlab.experiments import study as s
+from trainlab.experiments import worker
 from trainlab.experiments.space import Axis, load_space, parse_distribution
 from trainlab.experiments.store import open_store, resolve_storage_url
 from trainlab.experiments.sweep import (
@@ -80,6 +81,7 @@ def tune(
     workers: int = 1,
     threads: int | None = None,
     runtime: Mapping[str, Any] | None = None,
+    retry_failed: bool = False,
     echo: Callable[[str], None] = print,
 ) -> StudyReport:
     """Search ``space`` for ``trials`` trials in total (over all workers and all invocations),
@@ -89,10 +91,13 @@ def tune(
     base, spec = plan_tune(study, config, space=space, trials=trials, metric=metric,
                            sampler=sampler, pruner=pruner, seed=seed)  # fmt: skip
     store = open_store(resolve_storage_url(storage, runs_dir))
-    s.create_or_join(store, spec)
+    optuna_study = s.create_or_join(store, spec)
+    stored = s.load_spec(optuna_study)  # a joined search keeps its larger trial count
+    failed = worker.retry_failed(store, optuna_study, spec.name, retry_failed)
     echo(
-        f"study {spec.name}: {spec.sampler} search of {len(spec.axes)} parameter(s) for {trials} "
-        f"trials, pruner {spec.pruner}, {spec.direction} {spec.metric}; store {store.display_url}"
+        f"study {spec.name}: {spec.sampler} search of {len(spec.axes)} parameter(s) for "
+        f"{stored.trials} trials, pruner {spec.pruner}, {spec.direction} {spec.metric}{failed}; "
+        f"store {store.display_url}"
     )
     return launch(store, spec, base, runs_dir=runs_dir, workers=workers, threads=threads,
                   runtime=runtime, echo=echo)  # fmt: skip

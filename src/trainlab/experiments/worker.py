@@ -20,12 +20,13 @@ import hashlib
 import json
 import math
 import os
+import signal
 import socket
 import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,11 +84,29 @@ def process_alive(pid: int, started: str | None = None) -> bool:
 def worker_identity(name: str) -> dict[str, Any]:
     pid = os.getpid()
     return {"name": name, "host": socket.gethostname(), "boot": _boot_id(), "pid": pid,
-            "started": _process_start(pid)}  # fmt: skip
+            "started": _process_start(pid), "pidns": _pid_namespace()}  # fmt: skip
+
+
+def _pid_namespace() -> str:
+    """This process's process-ID namespace (``pid:[4026531836]``), or "" where unknown."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
 
 
 def same_machine(worker: dict[str, Any]) -> bool:
-    return worker.get("host") == socket.gethostname() and worker.get("boot") == _boot_id()
+    """Whether the worker's pid can be checked from here: same host name, same boot and same
+    process-ID namespace. Containers can share the host's name and boot but not its pids; and
+    without a boot id (no /proc, as on macOS) a reused pid cannot be told apart: those are
+    judged by their heartbeat instead."""
+    boot = _boot_id()
+    return (
+        bool(boot)
+        and worker.get("host") == socket.gethostname()
+        and worker.get("boot") == boot
+        and worker.get("pidns", "") == _pid_namespace()
+    )
 
 
 class Liveness:
@@ -195,6 +214,29 @@ def requeue(store: Store, study: Any, trial: Any) -> int:
     storage = store.storage
     trial_id = storage.create_new_trial(store.study_id(study), template_trial=template)
     return storage.get_trial_number_from_id(trial_id)
+
+
+def failed_for_good(study: Any) -> list[Any]:
+    """Runs that failed on their own (an error, divergence) and have no retry yet."""
+    trials = study.get_trials(deepcopy=False)
+    continued = {t.user_attrs.get(s.RETRY_OF) for t in trials}
+    return [t for t in trials if t.state.name == "FAIL" and t.number not in continued
+            and not s.is_resumable(t.state.name, t.user_attrs.get(s.STATUS))]  # fmt: skip
+
+
+def retry_failed(store: Store, study: Any, name: str, wanted: bool) -> str:
+    """With ``wanted`` (``--retry-failed``), queue every run that failed for good again: once
+    its cause is gone (memory freed, a foreign folder moved away) it runs, continuing its folder
+    where it has one, and the failed attempt counts as retried. Either way, what to tell."""
+    with store.lock(name):
+        failed = failed_for_good(study)
+        if not failed:
+            return ""
+        if not wanted:
+            return f", {len(failed)} failed run(s) not run again ({RETRY_FLAG} runs them)"
+        for trial in failed:
+            requeue(store, study, trial)
+    return f", {len(failed)} failed run(s) queued again"
 
 
 def effective_trials(study: Any) -> int:
@@ -360,30 +402,37 @@ class FolderMarker(Callback):
             write_json_atomic(path, self.marker)
 
 
+RETRY_FLAG = "--retry-failed"
+
+
+class ForeignRunFolder(TrainlabError):
+    """The run's folder holds another run: it is never continued, adopted or written into."""
+
+
 def folder_state(run_dir: Path, marker: dict[str, Any]) -> str:
     """``new`` (absent, or nothing worth keeping) or ``ours`` (continue or adopt it).
 
     A folder is continued only when its ``trial.json`` names this very run: a store
     recreated beside an old runs folder must not pass off another run as this one.
     """
-    from trainlab.runs.record import RESUME_STATE, SUMMARY_FILE
+    from trainlab.runs.record import RESUME_STATE, SUMMARY_FILE, read_run_json
 
     if not run_dir.exists():
         return "new"
     path = run_dir / MARKER_FILE
     if path.is_file():
-        found = json.loads(path.read_text(encoding="utf-8"))
+        found = read_run_json(path)
         if found.get("fingerprint") == marker["fingerprint"]:
             return "ours"
-        raise TrainlabError(
+        raise ForeignRunFolder(
             f"{run_dir} holds another run ({found.get('study')!r}: "
             f"{found.get('configuration')}); was the study store replaced? Move that folder "
-            "away and run again"
+            f"away and run the same command with {RETRY_FLAG}"
         )
     worked = (run_dir / SUMMARY_FILE).is_file() or (run_dir / (RESUME_STATE + ".json")).is_file()
     if worked:
-        raise TrainlabError(f"{run_dir} holds a run that is not this study's (no {MARKER_FILE}); "
-                            "move that folder away and run again")  # fmt: skip
+        raise ForeignRunFolder(f"{run_dir} holds a run that is not this study's (no {MARKER_FILE}); "
+                               f"move that folder away and run the same command with {RETRY_FLAG}")  # fmt: skip
     return "new"  # killed before its first epoch: nothing to keep
 
 
@@ -573,6 +622,20 @@ def work(store: Store, study_name: str, options: WorkerOptions, worker_index: in
     return done
 
 
+@contextlib.contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """Ctrl-C pressed twice must not cut short the bookkeeping of the first: the run would
+    stay claimed, and be taken for lost (a dead worker) instead of interrupted."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals are delivered to the main thread only; nothing to hold off here
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_one(
     store: Store, study: Any, spec: s.StudySpec, trial: Any, options: WorkerOptions
 ) -> TrialOutcome | None:
@@ -590,7 +653,7 @@ def run_one(
             return None
         except KeyboardInterrupt:
             # Marked so that the next `trainlab sweep`/`tune` continues this run folder.
-            with contextlib.suppress(Exception):
+            with sigint_ignored(), contextlib.suppress(Exception):
                 trial.set_user_attr(s.STATUS, "interrupted")
                 trial.set_user_attr(s.REASON, "interrupted (Ctrl-C)")
                 study.tell(trial, state=TrialState.FAIL)
@@ -615,8 +678,8 @@ def error_outcome(trial: Any, spec: s.StudySpec, options: WorkerOptions,
     attrs: dict[str, Any] = {s.STATUS: "error", s.REASON: reason, s.HOST: socket.gethostname()}
     from trainlab.runs.record import SUMMARY_FILE
 
-    if (run_dir / SUMMARY_FILE).is_file():
-        return TrialOutcome(trial.number, "error", reason, None, attrs)  # a finished run: not ours
+    if isinstance(error, ForeignRunFolder) or (run_dir / SUMMARY_FILE).is_file():
+        return TrialOutcome(trial.number, "error", reason, None, attrs)  # not ours to write into
     # The traceback goes beside the run, for whoever debugs it; the store keeps the reason.
     with contextlib.suppress(OSError):
         run_dir.mkdir(parents=True, exist_ok=True)

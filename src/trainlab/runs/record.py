@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainlab._io import write_json_atomic, write_text_atomic
-from trainlab.config import TrainConfig, build_config, config_to_yaml, load_yaml
+from trainlab.config import (
+    ConfigError,
+    TrainConfig,
+    build_config,
+    config_to_yaml,
+    read_yaml_file,
+)
 from trainlab.engine.callbacks import Callback
 from trainlab.errors import RunError
 from trainlab.runs.checkpoint import save_checkpoint
@@ -77,26 +83,57 @@ def history_to_csv(history: list[dict[str, float]]) -> str:
     return buffer.getvalue()
 
 
+def damaged(path: Path, error: BaseException) -> RunError:
+    """A run folder's file that cannot be read: say which, and what to do."""
+    detail = getattr(error, "strerror", None) or str(error).splitlines()[0]
+    return RunError(f"{path} is damaged or unreadable ({detail}); restore it from a copy, or "
+                    "train the run again")  # fmt: skip
+
+
+def read_run_json(path: str | Path) -> Any:
+    """A JSON file of a run folder (summary, environment, trial marker); damage is a RunError."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise damaged(path, error) from None
+
+
 def read_history(run_dir: str | Path) -> list[dict[str, float]]:
     path = Path(run_dir) / HISTORY_FILE
     if not path.is_file():
         return []
-    with path.open(newline="", encoding="utf-8") as handle:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            return [{key: float(value) for key, value in row.items()}
+                    for row in csv.DictReader(handle)]  # fmt: skip
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, csv.Error) as error:
+        raise damaged(path, error) from None
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
     path = Path(run_dir) / SUMMARY_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    summary = read_run_json(path)
+    if not isinstance(summary, dict):
+        raise damaged(path, ValueError("not a JSON object"))
+    return summary
 
 
 def read_run_config(run_dir: str | Path) -> TrainConfig:
     path = Path(run_dir) / CONFIG_FILE
+    if not Path(run_dir).exists():
+        raise RunError(f"no such run folder: {run_dir}")
     if not path.is_file():
         raise RunError(f"{run_dir} is not a run folder: it has no {CONFIG_FILE}")
-    return build_config(load_yaml(path.read_text(encoding="utf-8")) or {})
+    try:
+        tree = read_yaml_file(path, "the run's config")
+    except ConfigError as error:
+        raise RunError(
+            f"{error}; the run folder is damaged (restore {CONFIG_FILE} from a copy)"
+        ) from None
+    return build_config(tree or {})
 
 
 def prepare_run_dir(run_dir: Path, *, resume: bool) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,12 +11,17 @@ import torch
 from trainlab.data.batches import normalize_uint8
 from trainlab.errors import TrainlabError
 from trainlab.runs.checkpoint import load_checkpoint
+from trainlab.runs.record import read_summary
 
 
 def _select_device(name: str) -> torch.device:
+    """``auto`` serves on CUDA when present, else the CPU; a named device is checked (an
+    unknown name, or CUDA on a machine without it, is a one-line error, not a traceback)."""
+    from trainlab.training import resolve_device
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return resolve_device(name)
 
 
 class ServingHead(torch.nn.Module):
@@ -94,7 +98,7 @@ class ServedModel:
         summary_path = folder.parent / "summary.json"
         run: dict[str, Any] = {}
         if summary_path.is_file():
-            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+            summary = read_summary(folder.parent) or {}
             run = {"run_dir": str(folder.parent.resolve()), "best_epoch": summary.get("best_epoch"),
                    "val": summary.get("val"),
                    "test": {k: v for k, v in (summary.get("test") or {}).items()
