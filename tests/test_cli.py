@@ -424,10 +424,61 @@ def test_writing_onto_a_folder_names_the_users_path(small_run, tmp_path):
     (tmp_path / "img").mkdir()
     result = runner.invoke(app, ["export", str(small_run), "--out", str(tmp_path / "img")])
     assert result.exit_code == 2, result.output
-    assert f"cannot write {tmp_path / 'img'}: it is a folder" in result.output
+    assert f"{tmp_path / 'img'} is a folder; give a file name" in result.output
     assert ".part" not in result.output
 
 
 def test_model_descriptions_keep_their_brackets():
     result = invoke("models", "hf:some/model")  # rich markup would eat "[hf]"
     assert result.exit_code == 0 and "'trainlab[hf]'" in result.output.replace("\n", "")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["export", "{run}", "--format", "torchscript", "--out", "{tmp}/m.onnx"],
+         ".onnx is the onnx extension; a torchscript export ends in .pt"),
+        (["export", "{run}", "--out", "{tmp}/m.pt"], ".pt is the torchscript extension"),
+        (["augment-preview", "--dataset", "mnist-5k", "--out", "{tmp}/p.jpg"],
+         "the preview is a PNG image; end the name in .png"),
+        (["export", "{run}", "--out", "{tmp}/afile/m.onnx"], "afile is a file, not a folder"),
+    ],
+)  # fmt: skip
+def test_outputs_whose_name_contradicts_their_content_are_refused(small_run, tmp_path, args,
+                                                                   message):  # fmt: skip
+    (tmp_path / "afile").write_text("a file")
+    result = runner.invoke(app, [a.format(run=small_run, tmp=tmp_path) for a in args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # nothing written
+
+
+def test_messages_name_the_real_problem(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    zeros = np.zeros((20, 8, 8), np.uint8)
+    np.savez("one.npz", x_train=zeros, y_train=np.zeros(20, np.int64), x_test=zeros[:5],
+             y_test=np.zeros(5, np.int64))  # fmt: skip
+    (tmp_path / "img" / "a").mkdir(parents=True)
+    for index in range(6):
+        Image.new("L", (8, 8)).save(tmp_path / "img" / "a" / f"{index}.png")
+    (tmp_path / "nonempty").mkdir()
+    (tmp_path / "nonempty" / "notes.txt").write_text("mine")
+    cases = [
+        (["fetch", "one.npz"], "one.npz is a local file or folder: it needs no fetching"),
+        (["report", "nothere/"], "no such run folder: nothere"),
+        (["train", "--resume", "nothere"], "no such run folder: nothere"),
+        (["train", *SMALL, "--out", "nonempty"], "it is not a run folder; choose another --out"),
+        (["train", "--model", "hf:"], "model 'hf:' names no model id or folder"),
+        (["train", "--early-stopping", "maybe"], "use on, off, or key=value settings"),
+        (["train", "--dataset", "one.npz"], "has 1 class ('0'); a classifier needs at least two"),
+        (["train", "--dataset", "img"], "has 1 class ('a'); a classifier needs at least two"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+        assert "--resume" not in result.output or args[1] == "--resume"
+    assert not (tmp_path / "runs").exists()  # no empty run folder from any of them

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from trainlab._io import check_writable
 from trainlab.config import ConfigError, load_config, parse_key_values
 from trainlab.errors import TrainlabError
 
@@ -75,6 +76,9 @@ def early_stopping_overrides(text: str) -> list[str]:
         return ["early_stopping.enabled=false"]
     overrides = ["early_stopping.enabled=true"]
     if lowered not in {"on", "true", "yes", ""}:
+        if "=" not in text:
+            raise ConfigError(f"--early-stopping {text}: use on, off, or key=value settings "
+                              "(patience=5,min_delta=0.001)")  # fmt: skip
         for key, value in parse_key_values(text, "--early-stopping").items():
             if key in ("monitor", "mode"):  # shared with best-epoch selection: top-level keys
                 overrides.append(f"{key}={value}")
@@ -398,6 +402,9 @@ def fetch(
     if source is not None and len(names) > 1:
         raise typer.BadParameter("--from takes one dataset name per call")
     for name in names:
+        if Path(name).exists():  # an .npz or image folder of the user's: already here
+            raise TrainlabError(f"{name} is a local file or folder: it needs no fetching; train "
+                                f"on it with --dataset {name}")  # fmt: skip
         bundle = fetch_dataset(name, root=data_root, source=source)
         where = "bundled, nothing to fetch" if get_spec(name).bundled else "ready"
         console.print(
@@ -462,6 +469,9 @@ def augment_preview(
         save_augment_preview,
     )
 
+    if out.suffix.lower() != ".png":
+        raise TrainlabError(f"--out {out}: the preview is a PNG image; end the name in .png")
+    check_writable(out)
     bundle = load_dataset(dataset, root=data_root)
     config = resolve_augment(parse_augment(augment), bundle.kind, bundle.image_shape)
     rows, columns = augment_preview_counts(bundle.train.images, samples, variants)

@@ -48,6 +48,8 @@ def load_target(target: str, storage: str | None, runs_dir: Path):
         if folder.exists():
             raise TrainlabError(f"{folder} is not a finished run folder (no summary.json) nor a "
                                 "study in the store; see `trainlab studies`") from None  # fmt: skip
+        if "/" in target or "\\" in target:  # meant as a folder: a study name has no slash
+            raise TrainlabError(f"no such run folder: {folder}") from None
         raise
 
 

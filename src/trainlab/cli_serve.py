@@ -6,7 +6,7 @@ Registered on the main app by ``trainlab.cli``; parses flags and calls ``trainla
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -100,9 +100,33 @@ def serve(
                              body_timeout_s=body_timeout,
                              max_batch=max_batch,
                              max_delay_ms=max_delay_ms)  # fmt: skip
+    listening = listen_socket(host, port)  # before "serving …": a busy port is one clear line
     console.print(f"serving {served.name} ({len(served.class_names)} classes) on "
                   f"http://{host}:{port} — docs at /docs", highlight=False)  # fmt: skip
-    uvicorn.run(create_app(served, settings), host=host, port=port, log_level="warning")
+    config = uvicorn.Config(create_app(served, settings), host=host, port=port,
+                            log_level="warning")  # fmt: skip
+    uvicorn.Server(config).run(sockets=[listening])
+
+
+def listen_socket(host: str, port: int) -> Any:
+    """The bound server socket (uvicorn listens on it), or a TrainlabError saying what to
+    change: another --port when it is taken, another --host when it is not this machine's."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as error:
+        raise TrainlabError(f"--host {host}: not an address of this machine ({error}); use "
+                            "127.0.0.1, or 0.0.0.0 for every interface") from None  # fmt: skip
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+    try:
+        sock.bind(address)
+    except OSError as error:
+        sock.close()
+        raise TrainlabError(f"cannot listen on {host}:{port}: {error.strerror or error}; "
+                            "choose another --port (or check --host)") from None  # fmt: skip
+    return sock
 
 
 @app.command(

@@ -274,13 +274,22 @@ def split_top_level(text: str) -> list[str]:
             depth += 1
         elif char in "]})":
             depth -= 1
-        if char == "," and depth <= 0:
+            if depth < 0:
+                raise ConfigError(f"{text!r}: a closing {char!r} without its opening bracket")
+        if char == "," and depth == 0:
             parts.append("".join(current))
             current = []
         else:
             current.append(char)
+    if depth:
+        raise ConfigError(f"{text!r}: a bracket is not closed")
     parts.append("".join(current))
-    return [part.strip() for part in parts if part.strip()]
+    stripped = [part.strip() for part in parts]
+    if not any(stripped):
+        return []
+    if not all(stripped):  # "0.1,,0.2" or a trailing comma: a value was lost, not meant
+        raise ConfigError(f"{text!r}: an empty value between commas; remove the extra comma")
+    return stripped
 
 
 def parse_key_values(text: str, what: str) -> dict[str, Any]:
@@ -316,8 +325,13 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
         key, sep, value = override.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value, got {override!r} (e.g. optim.lr=0.05)")
-        set_dotted(tree, key.strip(), parse_value(value))
+        key = key.strip()
+        # Names and paths stay text: YAML would read `hf:` as a mapping and `2024` as a number.
+        set_dotted(tree, key, value.strip() if key in TEXT_KEYS else parse_value(value))
     return tree
+
+
+TEXT_KEYS = frozenset({"model.name", "data.dataset", "data.root", "out", "device"})
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -46,6 +46,8 @@ def test_distribution_forms(spec, expected):
         ("uniform:a:1", "not a number"),
         ("int:0.5:3", "integer bounds"),
         ("logint:1:8:2", "step cannot be combined"),
+        ("int:8:64:0", "step must be positive"),
+        ("uniform:0:1:-0.1", "step must be positive"),
         ("uniform:0:inf", "finite"),
         (42, "expected one of"),
         ({"type": "float", "low": 1}, "expected {type"),
@@ -77,6 +79,14 @@ def test_grid_and_sample_flags():
         parse_grid(["optim.lr=1", "optim.lr=2"])
     with pytest.raises(ConfigError, match="key=value"):
         parse_grid(["optim.lr"])
+    # a value must not be lost or half-read silently
+    with pytest.raises(ConfigError, match="a bracket is not closed"):
+        parse_grid(["model.options.widths=[16,32],[8"])
+    with pytest.raises(ConfigError, match="a closing ']' without its opening bracket"):
+        parse_grid(["model.options.widths=16],[8]"])
+    for text in ("0.1,,0.2", "0.1,0.2,"):
+        with pytest.raises(ConfigError, match="an empty value between commas"):
+            parse_grid([f"optim.lr={text}"])
     (axis,) = parse_samples(["optim.lr=loguniform:1e-5:1e-2"])
     assert axis.distribution.log
 

@@ -346,6 +346,27 @@ def test_trainlab_serve_command(run_dir):
     assert f"on http://127.0.0.1:{port}" in output
 
 
+def test_serve_says_when_its_port_is_taken_or_its_host_is_not_here(run_dir):
+    import socket
+
+    from typer.testing import CliRunner
+
+    from trainlab.cli import app
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["serve", str(run_dir), "--port", str(port)])
+    assert result.exit_code == 2, result.output
+    assert (
+        f"cannot listen on 127.0.0.1:{port}" in result.output and "another --port" in result.output
+    )
+    assert "serving" not in result.output and len(result.output.strip().splitlines()) == 1
+    result = CliRunner().invoke(app, ["serve", str(run_dir), "--host", "999.1.1.1"])
+    assert result.exit_code == 2 and "--host 999.1.1.1: not an address" in result.output
+
+
 def test_serve_refuses_a_missing_folder(tmp_path):
     from typer.testing import CliRunner
 

@@ -116,6 +116,8 @@ def parse_distribution(key: str, spec: Any) -> Axis:
         raise ConfigError(f"{key}: a log scale needs a positive low bound, got {spec!r}")
     if log and step is not None:
         raise ConfigError(f"{key}: a step cannot be combined with a log scale ({spec!r})")
+    if step is not None and step <= 0:  # Optuna would ignore it, or never stop stepping
+        raise ConfigError(f"{key}: the step must be positive ({spec!r})")
     if kind in ("int", "logint"):
         if low != int(low) or high != int(high):
             raise ConfigError(f"{key}: integer bounds expected in {spec!r}")

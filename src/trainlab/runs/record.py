@@ -145,10 +145,10 @@ def prepare_run_dir(run_dir: Path, *, resume: bool) -> None:
             )
         return
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise RunError(
-            f"run folder {run_dir} already exists and is not empty; "
-            f"continue it with `trainlab train --resume {run_dir}` or choose another --out"
-        )
+        resume = (f"continue it with `trainlab train --resume {run_dir}` or "
+                  if (run_dir / CONFIG_FILE).is_file() else "it is not a run folder; ")  # fmt: skip
+        raise RunError(f"run folder {run_dir} already exists and is not empty; {resume}"
+                       "choose another --out")  # fmt: skip
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:

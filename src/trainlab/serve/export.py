@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainlab._io import atomic_path
+from trainlab._io import atomic_path, check_writable
 from trainlab.errors import TrainlabError
 
 METADATA_KEY = "trainlab"
@@ -44,13 +44,17 @@ class _Exported(nn.Module):
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 
 
+def _refuse_exported(model_dir: str | Path) -> None:
+    if Path(model_dir).suffix in (".onnx", *FORMATS.values()):
+        raise TrainlabError(f"{model_dir} is already exported; export from the run or "
+                            "checkpoint folder")  # fmt: skip
+
+
 def _prepare(model_dir: str | Path) -> tuple[_Exported, torch.Tensor, str]:
     """The checkpoint's uint8-in wrapper, an example batch and the metadata JSON."""
     from trainlab.serve.model import ServedModel
 
-    if Path(model_dir).suffix in (".onnx", *FORMATS.values()):
-        raise TrainlabError(f"{model_dir} is already exported; export from the run or "
-                            "checkpoint folder")  # fmt: skip
+    _refuse_exported(model_dir)
     served = ServedModel.load(model_dir, device="cpu")
     pre = served.preprocessing
     wrapper = _Exported(served.model, pre["mean"], pre["std"]).eval()
@@ -66,7 +70,14 @@ def export_model(model_dir: str | Path, fmt: str = "onnx", out: str | Path | Non
     ``model.onnx``/``model.pt`` beside the checkpoint); returns the written path."""
     if fmt not in FORMATS:
         raise TrainlabError(f"unknown export format {fmt!r}; available: {', '.join(FORMATS)}")
+    _refuse_exported(model_dir)
     out = Path(out) if out is not None else Path(model_dir) / f"model{FORMATS[fmt]}"
+    other = {ext: name for name, ext in FORMATS.items() if name != fmt}
+    if out.suffix in other:  # `serve model.onnx` would then fail to parse a TorchScript file
+        raise TrainlabError(f"--out {out}: {out.suffix} is the {other[out.suffix]} extension; "
+                            f"a {fmt} export ends in {FORMATS[fmt]} (or pass --format "
+                            f"{other[out.suffix]})")  # fmt: skip
+    check_writable(out)  # before the export's work
     return export_onnx(model_dir, out) if fmt == "onnx" else export_torchscript(model_dir, out)
 
 
