@@ -296,7 +296,12 @@ def train(
         str | None, typer.Option(help="run folder (default `runs/<time>-<dataset>-<model>`)")
     ] = None,
     resume: Annotated[Path | None, typer.Option(help="continue the run in this folder")] = None,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bar")] = False,
+    no_progress: Annotated[
+        bool,
+        typer.Option(
+            "--no-progress", help="no progress bar and no line per epoch (the summary still prints)"
+        ),
+    ] = False,
 ) -> None:
     """Train a model and evaluate it once on the test split; writes a run folder."""
     flags = {name: value for name, value in locals().items() if name != "ctx"}

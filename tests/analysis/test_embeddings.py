@@ -59,6 +59,22 @@ def test_pca_matches_numpy_svd_with_deterministic_signs():
     np.testing.assert_allclose(mirrored.coordinates, -result.coordinates, atol=1e-10)
 
 
+def test_pca_in_row_chunks_and_by_svd_agree(monkeypatch):
+    from trainlab.analysis import embeddings
+
+    rng = np.random.default_rng(1)
+    tall = (rng.normal(size=(50, 6)) @ rng.normal(size=(6, 6))).astype(np.float32)
+    whole = pca(tall, components=3)
+    monkeypatch.setattr(embeddings, "PCA_CHUNK_ROWS", 7)  # 8 chunks, the last one short
+    chunked = pca(tall, components=3)
+    np.testing.assert_allclose(chunked.coordinates, whole.coordinates, atol=1e-9)
+    np.testing.assert_allclose(chunked.components, whole.components, atol=1e-12)
+    wide = pca(tall[:5], components=3)  # fewer rows than features: the SVD path
+    centred = tall[:5].astype(np.float64) - tall[:5].astype(np.float64).mean(axis=0)
+    u, s, _ = np.linalg.svd(centred, full_matrices=False)
+    np.testing.assert_allclose(np.abs(wide.coordinates), np.abs(u[:, :3] * s[:3]), atol=1e-9)
+
+
 def test_pca_pads_missing_axes_and_refuses_empty_input():
     result = pca(np.array([[1.0], [3.0]]))  # one feature: the second axis is zero
     np.testing.assert_allclose(result.coordinates, [[-1.0, 0.0], [1.0, 0.0]])

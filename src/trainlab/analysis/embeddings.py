@@ -447,29 +447,51 @@ class PCAResult:
     explained_variance_ratio: np.ndarray  # float64 [k]: share of the total variance per axis
 
 
-def pca(x: np.ndarray | torch.Tensor, components: int = 2) -> PCAResult:
-    """Principal components of the rows of ``x`` by SVD of the centred data (float64).
+PCA_CHUNK_ROWS = 8192  # rows converted to float64 at a time
 
-    Signs are deterministic: each axis is flipped so that its largest-magnitude entry is
-    positive (the first such entry on ties). When ``x`` has fewer than ``components`` useful
-    directions (few points or features) the missing axes are zero.
+
+def pca(x: np.ndarray | torch.Tensor, components: int = 2) -> PCAResult:
+    """Principal components of the rows of ``x``, in float64.
+
+    With more rows than features (the usual case: 45,000 images × 768 features) from the
+    D×D scatter matrix, accumulated over row chunks, so memory stays O(D² + chunk × D) instead of
+    a float64 copy and an SVD of all N×D; otherwise by SVD of the centred data. Signs are
+    deterministic: each axis is flipped so that its largest-magnitude entry is positive (the
+    first such entry on ties). When ``x`` has fewer than ``components`` useful directions (few
+    points or features) the missing axes are zero.
     """
-    data = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
+    data = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x)
     if data.ndim != 2 or len(data) == 0:
         raise ValueError(f"expected a non-empty [N, D] array, got shape {data.shape}")
-    centred = data - data.mean(axis=0)
-    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
-    vt = vt.copy()
+    rows, features = data.shape
+    mean = data.mean(axis=0, dtype=np.float64)
+
+    def centred(start: int) -> np.ndarray:
+        return data[start : start + PCA_CHUNK_ROWS].astype(np.float64) - mean
+
+    if rows > features:
+        scatter = np.zeros((features, features))
+        for start in range(0, rows, PCA_CHUNK_ROWS):
+            chunk = centred(start)
+            scatter += chunk.T @ chunk
+        values, vectors = np.linalg.eigh(scatter)  # ascending
+        variances, vt = np.clip(values[::-1], 0.0, None), vectors[:, ::-1].T.copy()
+    else:
+        _, singular, vt = np.linalg.svd(data.astype(np.float64) - mean, full_matrices=False)
+        variances, vt = singular**2, vt.copy()
     strongest = np.abs(vt).argmax(axis=1)
     vt *= np.sign(vt[np.arange(len(vt)), strongest])[:, None]
     kept = min(components, len(vt))
-    axes = np.zeros((components, data.shape[1]))
+    axes = np.zeros((components, features))
     axes[:kept] = vt[:kept]
-    total = float(np.sum(singular**2))
+    total = float(np.sum(variances))
     ratio = np.zeros(components)
     if total > 0:
-        ratio[:kept] = singular[:kept] ** 2 / total
-    return PCAResult(centred @ axes.T, axes, ratio)
+        ratio[:kept] = variances[:kept] / total
+    coordinates = np.concatenate(
+        [centred(start) @ axes.T for start in range(0, rows, PCA_CHUNK_ROWS)]
+    )
+    return PCAResult(coordinates, axes, ratio)
 
 
 def _conditional_probabilities(distances: torch.Tensor, perplexity: float) -> torch.Tensor:
