@@ -482,3 +482,36 @@ def test_messages_name_the_real_problem(tmp_path, monkeypatch):
         assert message in result.output, (args, result.output)
         assert "--resume" not in result.output or args[1] == "--resume"
     assert not (tmp_path / "runs").exists()  # no empty run folder from any of them
+
+
+def test_a_registered_name_is_fetched_even_beside_a_same_named_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mnist-5k").mkdir()  # the cache itself when TRAINLAB_DATA=.
+    result = runner.invoke(app, ["fetch", "mnist-5k"])
+    assert result.exit_code == 0, result.output
+    assert "mnist-5k: 4,000 train / 1,000 test images, 10 classes, bundled" in result.output
+
+
+def test_one_class_data_is_refused_for_training_only(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "img" / "cat").mkdir(parents=True)
+    for index in range(6):
+        Image.new("L", (8, 8), color=index * 40).save(tmp_path / "img" / "cat" / f"{index}.png")
+    preview = runner.invoke(app, ["augment-preview", "--dataset", str(tmp_path / "img"),
+                                  "--out", str(tmp_path / "p.png")])  # fmt: skip
+    assert preview.exit_code == 0, preview.output  # looking at one class is fine
+    train = runner.invoke(app, ["train", "--dataset", str(tmp_path / "img"), "--epochs", "1",
+                                "--out", str(tmp_path / "run")])  # fmt: skip
+    assert train.exit_code == 2 and "has 1 class ('cat')" in train.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_failed_write_is_one_line_and_still_an_oserror(tmp_path):
+    from trainlab._io import write_text_atomic
+    from trainlab.errors import RunError
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OSError, match=r"cannot write .*afile/out\.txt") as caught:
+        write_text_atomic(tmp_path / "afile" / "out.txt", "hello")  # a read-only cache is let be
+    assert isinstance(caught.value, RunError)

@@ -128,3 +128,23 @@ def test_scientific_notation_is_a_float_everywhere(tmp_path):
     assert config.optim.lr == 1e-3 and config.optim.weight_decay == 1e-4
     assert config.model.options["eps"] == 5e-6 and isinstance(config.model.options["eps"], float)
     assert parse_value("-2.5e+2") == -250.0 and parse_value("1_000") == 1000
+
+
+def test_names_and_paths_from_flags_stay_text_but_null_means_none():
+    from trainlab.config import load_config
+
+    config = load_config(None, ["model.name=hf:", "data.root=null", "device='cpu'", "out=~"])
+    assert (config.model.name, config.data.root, config.device, config.out) == (
+        "hf:", None, "cpu", None,
+    )  # fmt: skip
+    assert load_config(None, ['data.dataset="mnist-5k"']).data.dataset == "mnist-5k"
+
+
+def test_value_lists_keep_quoted_brackets_and_one_trailing_comma():
+    from trainlab.config import ConfigError, split_top_level
+
+    assert split_top_level("0.1,0.2,") == ["0.1", "0.2"]
+    assert split_top_level("name='smile :)',t=\"(a,b)\"") == ["name='smile :)'", 't="(a,b)"']
+    assert split_top_level("[1,[2,3]],4") == ["[1,[2,3]]", "4"]
+    with pytest.raises(ConfigError, match="empty value between commas"):
+        split_top_level("0.1,,0.2")

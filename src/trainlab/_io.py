@@ -17,17 +17,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     On an exception the temporary file is removed and ``path`` is left untouched.
     """
-    from trainlab.errors import RunError
+    from trainlab.errors import WriteError
 
     path = Path(path)
     if path.is_dir():
-        raise RunError(f"cannot write {path}: it is a folder; give a file name")
+        raise WriteError(f"cannot write {path}: it is a folder; give a file name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part",
                                             dir=path.parent)  # fmt: skip
     except OSError as error:  # name the user's path, not a temporary one
-        raise RunError(f"cannot write {path}: {error.strerror or error}") from None
+        raise WriteError(f"cannot write {path}: {error.strerror or error}") from None
     os.close(handle)
     tmp = Path(tmp_name)
     try:
@@ -39,7 +39,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.chmod(tmp, 0o666 & ~_UMASK)
             os.replace(tmp, path)
         except OSError as error:
-            raise RunError(f"cannot write {path}: {error.strerror or error}") from None
+            raise WriteError(f"cannot write {path}: {error.strerror or error}") from None
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -87,7 +87,8 @@ def embed(
                             f"{', '.join(PROJECTIONS)}")  # fmt: skip
     if no_plot and plot is not None:
         raise TrainlabError("--plot and --no-plot disagree; give one")
-    check_outputs(out, None if no_plot else plot)
+    default_plot = out.with_suffix(".png") if out is not None and plot is None else None
+    check_outputs(out, None if no_plot else (plot or default_plot))
 
     def check_split(data: Any) -> None:  # before the forward pass: refusing is cheap there
         if not no_plot and projection == "tsne":
@@ -128,11 +129,11 @@ def check_outputs(out: Path | None, plot: Path | None) -> None:
     from trainlab._io import check_writable
 
     if out is not None:
-        if out.suffix != ".npz":
+        if out.suffix.lower() != ".npz":
             raise TrainlabError(f"--out {out}: the embeddings file is an .npz; end it in .npz")
         check_writable(out)
     if plot is not None:
-        if plot.suffix != ".png":
+        if plot.suffix.lower() != ".png":
             raise TrainlabError(f"--plot {plot}: the figure is a PNG; end it in .png")
         check_writable(plot)
 

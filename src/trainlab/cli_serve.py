@@ -113,15 +113,17 @@ def listen_socket(host: str, port: int) -> Any:
     change: another --port when it is taken, another --host when it is not this machine's."""
     import socket
 
+    # As uvicorn binds: IPv6 for an address with a colon, else IPv4 (so `localhost` is 127.0.0.1
+    # even where it resolves to ::1 first).
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock.bind((host, port))
     except (socket.gaierror, UnicodeError) as error:
+        sock.close()
         raise TrainlabError(f"--host {host}: not an address of this machine ({error}); use "
                             "127.0.0.1, or 0.0.0.0 for every interface") from None  # fmt: skip
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
-    try:
-        sock.bind(address)
     except OSError as error:
         sock.close()
         raise TrainlabError(f"cannot listen on {host}:{port}: {error.strerror or error}; "

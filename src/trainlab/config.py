@@ -268,15 +268,19 @@ def parse_value(text: str) -> Any:
 
 def split_top_level(text: str) -> list[str]:
     """Split at commas that are not inside brackets: ``"a=1,b=[2,3]"`` -> ``["a=1", "b=[2,3]"]``."""
-    parts, depth, current = [], 0, []
+    parts, depth, current, quote = [], 0, [], ""
     for char in text:
-        if char in "[{(":
+        if quote:  # inside quotes nothing is structure: 'smile :)' and "a,b" are one value
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{(":
             depth += 1
         elif char in "]})":
             depth -= 1
             if depth < 0:
                 raise ConfigError(f"{text!r}: a closing {char!r} without its opening bracket")
-        if char == "," and depth == 0:
+        if char == "," and depth == 0 and not quote:
             parts.append("".join(current))
             current = []
         else:
@@ -285,9 +289,11 @@ def split_top_level(text: str) -> list[str]:
         raise ConfigError(f"{text!r}: a bracket is not closed")
     parts.append("".join(current))
     stripped = [part.strip() for part in parts]
+    if len(stripped) > 1 and not stripped[-1]:
+        stripped.pop()  # one trailing comma, as people type in lists
     if not any(stripped):
         return []
-    if not all(stripped):  # "0.1,,0.2" or a trailing comma: a value was lost, not meant
+    if not all(stripped):  # "0.1,,0.2": a value was lost, not meant
         raise ConfigError(f"{text!r}: an empty value between commas; remove the extra comma")
     return stripped
 
@@ -326,12 +332,23 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value, got {override!r} (e.g. optim.lr=0.05)")
         key = key.strip()
-        # Names and paths stay text: YAML would read `hf:` as a mapping and `2024` as a number.
-        set_dotted(tree, key, value.strip() if key in TEXT_KEYS else parse_value(value))
+        set_dotted(tree, key, text_value(value) if key in TEXT_KEYS else parse_value(value))
     return tree
 
 
+# Names and paths stay text: YAML would read `hf:` as a mapping and `2024` as a number.
 TEXT_KEYS = frozenset({"model.name", "data.dataset", "data.root", "out", "device"})
+
+
+def text_value(text: str) -> str | None:
+    """A name or path given on the command line: ``null``, ``~`` or nothing mean no value (as
+    in YAML, and as a resumed study run passes a default), one pair of quotes is taken off."""
+    text = text.strip()
+    if text in ("", "~", "null", "Null", "NULL"):
+        return None
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

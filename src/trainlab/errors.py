@@ -19,3 +19,8 @@ class RunError(TrainlabError):
 
 class StudyError(TrainlabError):
     """A study store that cannot be reached, or a study that is missing or inconsistent."""
+
+
+class WriteError(RunError, OSError):
+    """A file that cannot be written, named as the user knows it (not its temporary name). Also
+    an OSError, so code that tolerates a failed write (a read-only cache) still does."""

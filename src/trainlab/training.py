@@ -47,7 +47,7 @@ from trainlab.engine.loop import Trainer
 from trainlab.engine.optim import build_optimizer
 from trainlab.engine.progress import ProgressBar
 from trainlab.engine.schedules import LRSchedule
-from trainlab.errors import RunError
+from trainlab.errors import DataError, RunError
 from trainlab.models import count_parameters, create_model, model_options
 from trainlab.runs.environment import collect_environment
 from trainlab.runs.record import (
@@ -175,10 +175,20 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 # -- data, model, trainer --------------------------------------------------------------------
 
 
+def check_classes(bundle: DatasetBundle) -> None:
+    """One class of the user's data would fail later, deep in a split or a model build."""
+    if bundle.num_classes < 2:
+        found = ", ".join(map(repr, bundle.class_names)) or "none"
+        raise DataError(f"{bundle.source} has {bundle.num_classes} class ({found}); a classifier "
+                        "needs at least two (an image folder: one subfolder per class; an .npz: "
+                        "labels of two classes or more)")  # fmt: skip
+
+
 def prepare_data(config: TrainConfig, device: torch.device) -> PreparedData:
     """Load, split (validation carved from train; test untouched), subsample, move to device."""
     data = config.data
     bundle = load_dataset(data.dataset, root=data.root, download=data.download)
+    check_classes(bundle)
     if data.kind is not None:
         bundle.kind = data.kind
     if data.folds is not None:

@@ -390,9 +390,8 @@ def load_dataset(
     if path.is_dir():
         # A folder cannot declare what its images are: "unknown" gets augmentation safe for any
         # content (no flips); a caller that knows better may override bundle.kind.
-        return _two_classes(
-            read_image_folder(path).to_bundle(path.resolve().name, "unknown", str(path.resolve())),
-            "add a subfolder of images for each other class",
+        return read_image_folder(path).to_bundle(
+            path.resolve().name, "unknown", str(path.resolve())
         )
     if path.is_file():
         if path.suffix.lower() != ".npz":
@@ -400,22 +399,10 @@ def load_dataset(
                 f"{path} is not an .npz file; pass an .npz file, an image folder or a dataset name"
             )
         # "unknown" unless the file has a ``kind`` entry (which to_bundle prefers).
-        return _two_classes(
-            read_user_npz(path).to_bundle(path.stem, "unknown", str(path.resolve())),
-            "its labels must name at least two classes",
-        )
+        return read_user_npz(path).to_bundle(path.stem, "unknown", str(path.resolve()))
     if _looks_like_path(name_or_path):
         raise DataError(f"no such file or folder: {path}")
     raise _unknown(name_or_path)
-
-
-def _two_classes(bundle: DatasetBundle, fix: str) -> DatasetBundle:
-    """A user's data with one class would fail later, deep in a split or a model build."""
-    if bundle.num_classes < 2:
-        found = ", ".join(map(repr, bundle.class_names)) or "none"
-        raise DataError(f"{bundle.source} has {bundle.num_classes} class ({found}); a classifier "
-                        f"needs at least two: {fix}")  # fmt: skip
-    return bundle
 
 
 def fetch_dataset(

@@ -233,7 +233,8 @@ def distinct_draws(axes: list[Axis], count: int, seed: int) -> list[dict[str, An
     A point drawn twice is skipped: two copies of one point would share their seed, and a table
     would count them as two runs of one configuration (n=2, std 0). Skipping keeps the sequence,
     so a study asked for more samples later keeps the points it has. A space with fewer points
-    than asked for (``int:16:17`` has two) is refused rather than padded with copies.
+    than asked for (``int:16:17`` has two) gives fewer: ``plan_sweep`` refuses to plan such a
+    study, and one stored by an older trainlab still opens, with its distinct points.
     """
     rng = np.random.default_rng(seed)
     points: list[dict[str, Any]] = []
@@ -247,13 +248,20 @@ def distinct_draws(axes: list[Axis], count: int, seed: int) -> list[dict[str, An
         if text not in seen:
             seen.add(text)
             points.append(point)
-    if len(points) < count:
-        keys = ", ".join(axis.key for axis in axes)
-        raise StudyError(
-            f"--samples {count}: {budget} random draws of {keys} gave only {len(points)} different "
-            f"point(s); ask for at most {len(points)} samples, or list the values with --grid"
-        )
     return points
+
+
+def check_samples(spec: StudySpec) -> None:
+    """A new random sweep must get the distinct points it asks for."""
+    if not spec.sampled:
+        return
+    found = len(distinct_draws(spec.sampled, spec.samples, spec.seed))
+    if found < spec.samples:
+        keys = ", ".join(axis.key for axis in spec.sampled)
+        raise StudyError(
+            f"--samples {spec.samples}: random draws of {keys} gave only {found} different "
+            f"point(s); ask for at most {found} samples, or list the values with --grid"
+        )
 
 
 def validate_plan(spec: StudySpec, entries: list[PlanEntry]) -> None:

@@ -146,6 +146,7 @@ def plan_sweep(
         cv=cv,
         seed=base.seed if seed is None else seed,
     )
+    s.check_samples(spec)
     s.validate_plan(spec, s.sweep_plan(spec))
     return base, spec
 

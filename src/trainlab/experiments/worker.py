@@ -217,11 +217,13 @@ def requeue(store: Store, study: Any, trial: Any) -> int:
 
 
 def failed_for_good(study: Any) -> list[Any]:
-    """Runs that failed on their own (an error, divergence) and have no retry yet."""
+    """Runs that ended with an error (an exception: out of memory, a full disk, a folder of
+    another study) and have no retry yet. A divergence or a budget too short for one epoch is
+    the run's own result: its folder holds it, and running it again would adopt it unchanged."""
     trials = study.get_trials(deepcopy=False)
     continued = {t.user_attrs.get(s.RETRY_OF) for t in trials}
     return [t for t in trials if t.state.name == "FAIL" and t.number not in continued
-            and not s.is_resumable(t.state.name, t.user_attrs.get(s.STATUS))]  # fmt: skip
+            and t.user_attrs.get(s.STATUS) == "error"]  # fmt: skip
 
 
 def retry_failed(store: Store, study: Any, name: str, wanted: bool) -> str:
@@ -233,10 +235,11 @@ def retry_failed(store: Store, study: Any, name: str, wanted: bool) -> str:
         if not failed:
             return ""
         if not wanted:
-            return f", {len(failed)} failed run(s) not run again ({RETRY_FLAG} runs them)"
+            return (f", {len(failed)} run(s) that ended with an error not run again "
+                    f"({RETRY_FLAG} runs them)")  # fmt: skip
         for trial in failed:
             requeue(store, study, trial)
-    return f", {len(failed)} failed run(s) queued again"
+    return f", {len(failed)} run(s) that ended with an error queued again"
 
 
 def effective_trials(study: Any) -> int:
