@@ -201,3 +201,15 @@ def test_an_unknown_pivot_key_fails_before_anything_is_written(tmp_path):
     with pytest.raises(StudyError, match=r"--pivot optim\.momentum: not varied in optimizers"):
         write_report(optimizer_study(), tmp_path / "out", pivot=("optim.momentum", "optim.lr"))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_checkpoint_is_named_and_the_report_still_written(small_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    weights = run / "checkpoint" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # cut short, as by a full disk
+    text = write_report(collect_run(run), tmp_path / "out").main.read_text()
+    assert "No gallery of mistakes: the run's checkpoint cannot be used" in text
+    assert "## Learning curves" in text  # the rest of the report stands

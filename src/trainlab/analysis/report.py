@@ -280,7 +280,7 @@ def _gallery(run: RunData, summary: dict[str, Any], figures: Path,
              root: str | None) -> tuple[Path | None, str]:  # fmt: skip
     """The mistakes figure, or None and why not. Never downloads data."""
     from trainlab.analysis import gallery
-    from trainlab.errors import TrainlabError
+    from trainlab.errors import DataError, TrainlabError
 
     checkpoint = run.run_dir / "checkpoint" if run.run_dir else None
     if run.run_dir is None or checkpoint is None or not checkpoint.is_dir():
@@ -289,8 +289,10 @@ def _gallery(run: RunData, summary: dict[str, Any], figures: Path,
         split = gallery.load_test_split(run.run_dir, root=root)  # the run's dataset and root
         probabilities, labels = gallery.predict_test_set(checkpoint, split=split,
                                                          dataset=summary["dataset"]["name"])  # fmt: skip
-    except TrainlabError as error:
+    except DataError as error:
         return None, f"the test data is not available here ({error})"
+    except TrainlabError as error:  # a damaged checkpoint: say so, the rest of the report stands
+        return None, f"the run's checkpoint cannot be used ({error})"
     mistakes = gallery.most_confident_mistakes(probabilities, labels, GALLERY_SIZE)
     if not mistakes:
         return None, "every test image is classified correctly"
