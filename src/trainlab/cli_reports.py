@@ -139,7 +139,7 @@ def compare(
             print_columns(table.headers(), table.rows())
         else:
             console.print(f"no completed runs in {data.name}")
-        describe = f"vs. best: {stats.test_description(data.cv)}"
+        describe = f"vs. best: {stats.comparison_description(data.cv)}"
     if failed or unfinished:
         console.print(f"[yellow]{failed} failed and {unfinished} unfinished run(s) are not in "
                       f"the table (see `trainlab runs {data.name}`)[/]")  # fmt: skip

@@ -13,13 +13,13 @@ from trainlab.analysis.stats import (
     TEST_DESCRIPTION,
     Summary,
     compare_to_best,
+    comparison_description,
     fold_overlap,
     format_p,
     holm_adjust,
     rank_average,
     spearman,
     summarize,
-    test_description,
     welch_t_test,
 )
 
@@ -252,8 +252,10 @@ def test_format_p_and_description():
     )
     assert "Welch" in TEST_DESCRIPTION and "Holm" in TEST_DESCRIPTION
     assert "0.05" in TEST_DESCRIPTION
-    assert test_description(0) == TEST_DESCRIPTION
-    assert "Nadeau and Bengio" in test_description(5) and "1/(K−1)" in test_description(5)
+    assert comparison_description(0) == TEST_DESCRIPTION
+    assert "Nadeau and Bengio" in comparison_description(5) and "1/(K−1)" in comparison_description(
+        5
+    )
 
 
 # ----------------------------------------------------------------------------- cross-validation

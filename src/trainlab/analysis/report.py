@@ -121,7 +121,7 @@ def results_section(doc: Document, table: ResultTable, folder: Path, cv: int = 0
         f"Each cell is mean ± sample standard deviation over {over}, with n the number of "
         f"completed runs; the metrics are those of each run's best validation epoch by "
         f"`{table.metric}`. The interval is the 95% t-interval of the mean of `{table.metric}`. "
-        f"**vs. best**: {stats.test_description(cv)} The same numbers, unrounded: "
+        f"**vs. best**: {stats.comparison_description(cv)} The same numbers, unrounded: "
         f"`{csv_path.name}`."
     ))  # fmt: skip
     smallest = min((len(group.main_values()) for group in table.groups), default=0)

@@ -32,7 +32,7 @@ CV_DESCRIPTION = (
 )
 
 
-def test_description(folds: int = 0) -> str:
+def comparison_description(folds: int = 0) -> str:
     """What "vs. best" means, for under a table: with cross-validation, its correction too."""
     return f"{TEST_DESCRIPTION} {CV_DESCRIPTION}" if folds else TEST_DESCRIPTION
 

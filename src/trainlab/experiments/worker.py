@@ -157,8 +157,13 @@ class Heartbeat:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """No more beats (idempotent): the trial's last writes then have the store to themselves."""
         self._stop.set()
-        self._thread.join(timeout=self.interval + 5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.interval + 5)
 
     def _beat(self) -> None:
         while not self._stop.is_set():
@@ -647,7 +652,7 @@ def run_one(
 
     tag = f"[{options.name}] #{trial.number:04d}"
     evicted = threading.Event()
-    with Heartbeat(store.storage, trial._trial_id, options.heartbeat, evicted):
+    with Heartbeat(store.storage, trial._trial_id, options.heartbeat, evicted) as beat:
         try:
             outcome = execute(trial, spec, options, evicted)
         except (Evicted, optuna.exceptions.UpdateFinishedTrialError):
@@ -655,11 +660,14 @@ def run_one(
                          "run folder")  # fmt: skip
             return None
         except KeyboardInterrupt:
-            # Marked so that the next `trainlab sweep`/`tune` continues this run folder.
+            # Marked so that the next `trainlab sweep`/`tune` continues this run folder. The
+            # heartbeat stops first (a busy SQLite store must not refuse the last writes), and
+            # each write is retried; should all fail, the next command finds the run lost.
             with sigint_ignored(), contextlib.suppress(Exception):
-                trial.set_user_attr(s.STATUS, "interrupted")
-                trial.set_user_attr(s.REASON, "interrupted (Ctrl-C)")
-                study.tell(trial, state=TrialState.FAIL)
+                beat.stop()
+                retrying(lambda: trial.set_user_attr(s.STATUS, "interrupted"))
+                retrying(lambda: trial.set_user_attr(s.REASON, "interrupted (Ctrl-C)"))
+                retrying(lambda: study.tell(trial, state=TrialState.FAIL))
             raise
         except Exception as error:  # one broken run must not stop the study
             if isinstance(error, optuna.exceptions.StorageInternalError):
