@@ -131,6 +131,16 @@ def test_joining_a_study_needs_the_same_definition(tmp_path, study_base):
         s.create_or_join(store, other_base)
 
 
+def test_the_same_pruner_spelt_another_way_joins(tmp_path, study_base):
+    store = open_store(f"sqlite:///{tmp_path / 'studies.db'}")
+    search = dict(kind="tune", axes=[categorical("optim.lr", [1e-3, 1e-4])], trials=4)
+    s.create_or_join(store, spec_of(study_base, **search, pruner="median:startup=5,warmup=2"))
+    same = spec_of(study_base, **search, pruner="median:warmup=2,startup=5")
+    assert s.load_spec(s.create_or_join(store, same)).pruner == "median:startup=5,warmup=2"
+    with pytest.raises(StudyError, match=r"differs in: pruner"):
+        s.create_or_join(store, spec_of(study_base, **search, pruner="median:warmup=3"))
+
+
 def test_a_search_joined_without_its_pruner_is_refused(tmp_path, study_base):
     # The CLI's default pruner is median: re-running a `--pruner none` search without the flag
     # must not turn pruning on for its remaining trials.
@@ -142,7 +152,7 @@ def test_a_search_joined_without_its_pruner_is_refused(tmp_path, study_base):
         with pytest.raises(StudyError, match=rf"differs in: {key}\)"):
             s.create_or_join(store, spec_of(study_base, **{**search, "trials": 8}, **changed))
     joined = s.create_or_join(store, spec_of(study_base, **{**search, "trials": 8},
-                                             sampler="random", pruner="none"))  # fmt: skip
+                                             sampler="random", pruner=" None "))  # fmt: skip
     stored = s.load_spec(joined)
     assert (stored.trials, stored.sampler, stored.pruner) == (8, "random", "none")
 

@@ -7,6 +7,7 @@ worker on another machine joins with only the study name and the storage URL.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -156,7 +157,10 @@ class StudySpec:
         pruning on for the rest of its trials."""
         data = self.to_json()
         keys = ("kind", "base", "metric", "axes", "sampled", "seed", "cv", "sampler", "pruner")
-        return {key: data[key] for key in keys}
+        identity = {key: data[key] for key in keys}
+        with contextlib.suppress(StudyError):  # the same pruner, however spelt: its settings
+            identity["pruner"] = list(parse_pruner(self.pruner))
+        return identity
 
     # -- configurations ------------------------------------------------------------------
 
