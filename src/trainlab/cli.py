@@ -402,14 +402,11 @@ def fetch(
     """Put datasets in the cache, verified against their published checksums, so training needs
     no network."""
     from trainlab.data import fetch_dataset
-    from trainlab.data.registry import get_spec, is_registered
+    from trainlab.data.registry import get_spec
 
     if source is not None and len(names) > 1:
         raise typer.BadParameter("--from takes one dataset name per call")
     for name in names:
-        if Path(name).exists() and not is_registered(name):  # the user's own .npz or folder
-            raise TrainlabError(f"{name} is a local file or folder: it needs no fetching; train "
-                                f"on it with --dataset {name}")  # fmt: skip
         bundle = fetch_dataset(name, root=data_root, source=source)
         where = "bundled, nothing to fetch" if get_spec(name).bundled else "ready"
         console.print(

@@ -71,7 +71,6 @@ def embed(
     query image per class (up to 10) with its nearest neighbours in embedding space (cosine).
     Nothing is downloaded: the dataset must be cached (the run used it).
     """
-    from trainlab._io import check_writable
     from trainlab.analysis.embeddings import (
         PROJECTIONS,
         check_tsne_count,
@@ -99,7 +98,7 @@ def embed(
     if out is None:  # another dataset than the run's gets its own name
         out = output_folder(run) / (f"embeddings-{split}.npz" if dataset is None
                                     else f"embeddings-{data.dataset}-{split}.npz")  # fmt: skip
-        check_writable(out)
+        check_outputs(out, None)
     embeddings.save(out)
     accuracy = embeddings.accuracy
     shown = f", accuracy {accuracy:.1%}" if accuracy is not None else ""

@@ -110,26 +110,27 @@ def load_model(run: str | Path, device: str = "auto") -> ServedModel:
     return ServedModel.load(run, device=str(resolve_device(device)))
 
 
-def run_config(run: str | Path) -> TrainConfig | None:
-    """The config of the run that saved the checkpoint in ``run``, or None for a bare checkpoint."""
-    from trainlab.runs.record import CONFIG_FILE, read_run_config
+def _run_folder(run: str | Path) -> Path | None:
+    """The run folder of ``run`` (a run folder or its checkpoint/ folder); None for a bare
+    checkpoint."""
+    from trainlab.runs.record import CONFIG_FILE
 
     run = Path(run)
-    for folder in (run, run.parent):
-        if (folder / CONFIG_FILE).is_file():
-            return read_run_config(folder)
-    return None
+    return next((folder for folder in (run, run.parent) if (folder / CONFIG_FILE).is_file()), None)
+
+
+def run_config(run: str | Path) -> TrainConfig | None:
+    """The config of the run that saved the checkpoint in ``run``, or None for a bare checkpoint."""
+    from trainlab.runs.record import read_run_config
+
+    folder = _run_folder(run)
+    return read_run_config(folder) if folder is not None else None
 
 
 def output_folder(run: str | Path) -> Path:
     """Where a command's files go by default: the run folder, also when it was given the run's
     checkpoint/ folder (a checkpoint folder is the served artifact: nothing else goes in it)."""
-    from trainlab.runs.record import CONFIG_FILE
-
-    run = Path(run)
-    if not (run / CONFIG_FILE).is_file() and (run.parent / CONFIG_FILE).is_file():
-        return run.parent
-    return run
+    return _run_folder(run) or Path(run)
 
 
 def split_indices(labels: torch.Tensor, data: DataConfig, split: Split) -> torch.Tensor:

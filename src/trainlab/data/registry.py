@@ -417,8 +417,13 @@ def fetch_dataset(
     With ``source``, the files are copied from that local folder (the published files or, for
     MNIST and Fashion-MNIST, their decompressed copies, e.g. torchvision's ``MNIST/raw``) and
     nothing is downloaded; otherwise missing files are downloaded as on first use. Returns the
-    loaded dataset. A bundled dataset has nothing to fetch and is just loaded.
+    loaded dataset. A bundled dataset has nothing to fetch and is just loaded; the user's own
+    ``.npz`` or image folder is refused with that explanation (a registered name wins over a
+    same-named folder, as in :func:`load_dataset`).
     """
+    if not is_registered(name) and Path(name).expanduser().exists():
+        raise DataError(f"{name} is a local file or folder: it needs no fetching; train on it "
+                        f"with --dataset {name}")  # fmt: skip
     spec = get_spec(name)
     if source is not None:
         if spec.bundled is not None:

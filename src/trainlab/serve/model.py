@@ -95,10 +95,9 @@ class ServedModel:
         checkpoint = load_checkpoint(folder)
         target = _select_device(device)
         model = checkpoint.build_model(target).eval()
-        summary_path = folder.parent / "summary.json"
+        summary = read_summary(folder.parent)  # None beside a bare checkpoint folder
         run: dict[str, Any] = {}
-        if summary_path.is_file():
-            summary = read_summary(folder.parent) or {}
+        if summary is not None:
             run = {"run_dir": str(folder.parent.resolve()), "best_epoch": summary.get("best_epoch"),
                    "val": summary.get("val"),
                    "test": {k: v for k, v in (summary.get("test") or {}).items()
