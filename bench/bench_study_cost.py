@@ -20,6 +20,7 @@ compare it with the epoch times of a real full-MNIST run (``history.csv``, colum
     python bench/bench_study_cost.py                       # every study, 20 s of steps each
     python bench/bench_study_cost.py --only k49-spinalvgg vit-b16 --seconds 60
     python bench/bench_study_cost.py --device cuda --json cost.json
+    python bench/bench_study_cost.py --device cuda --unfused-baseline   # what fusing gains
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
@@ -188,8 +190,13 @@ def case_config(config: dict[str, Any], case: Case, data_file: Path, val_images:
     return config
 
 
-def measure(case: Case, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def measure(
+    case: Case, args: argparse.Namespace, workdir: Path, fused: bool = True
+) -> dict[str, Any]:
+    """One case's rates; ``fused=False`` measures the optimizer's per-tensor update instead of
+    the fused one trainlab picks on CUDA (the baseline of ``--unfused-baseline``)."""
     import trainlab
+    from trainlab.engine import optim
     from trainlab.training import resolve_device
 
     device = resolve_device(args.device)
@@ -200,11 +207,16 @@ def measure(case: Case, args: argparse.Namespace, workdir: Path) -> dict[str, An
     val_images = max(case.classes * 2, min(4 * eval_batch, 4_000))
     train_images = batch * args.max_steps
     data_file = workdir / f"{case.name}.npz"
-    write_images(case, train_images + val_images, data_file)
-    model_name = random_vit_base(workdir / "vit-b16") if case.needs_hf else None
+    if not data_file.exists():  # the second variant of a case reuses the first one's files
+        write_images(case, train_images + val_images, data_file)
+    vit_folder = workdir / "vit-b16"
+    model_name = None
+    if case.needs_hf:
+        model_name = f"hf:{vit_folder}" if vit_folder.exists() else random_vit_base(vit_folder)
     clock = StepClock(device, args.warmup, args.seconds)
     config = case_config(example, case, data_file, val_images, args.device, model_name)
-    result = trainlab.train(config, save=False, callbacks=[clock])
+    with mock.patch.object(optim, "use_fused", optim.use_fused if fused else lambda *_: False):
+        result = trainlab.train(config, save=False, callbacks=[clock])
     if result.status == "diverged":
         raise SystemExit(f"{case.name}: training diverged ({result.summary.get('stop_reason')})")
     if not clock.done:
@@ -212,7 +224,7 @@ def measure(case: Case, args: argparse.Namespace, workdir: Path) -> dict[str, An
     train_rate = clock.measured_steps * batch / clock.train_seconds
     eval_rate = val_images / clock.eval_seconds
     epoch = case.train / train_rate + case.val / eval_rate
-    return {"case": case.name, "config": f"examples/{case.config}", "batch": batch,
+    return {"case": case.name, "config": f"examples/{case.config}", "batch": batch, "fused": fused,
             "steps": clock.measured_steps, "measured_s": clock.train_seconds,
             "train_img_s": train_rate, "eval_img_s": eval_rate, "train_images": case.train,
             "val_images": case.val, "epoch_s": epoch}  # fmt: skip
@@ -245,6 +257,17 @@ def print_table(rows: list[dict[str, Any]], device: str) -> None:
               f"{r['train_images']:,} + {r['val_images']:,} | {duration(r['epoch_s'])} |")  # fmt: skip
 
 
+def print_speedups(rows: list[dict[str, Any]]) -> None:
+    """Median train rate of each variant (of two alternated measurements), both shown."""
+    print("\n| study run | unfused train img/s | fused train img/s | speed-up |")
+    print("|---|---:|---:|---:|")
+    for r in rows:
+        before, after = r["unfused_train_img_s"], r["fused_train_img_s"]
+        ratio = float(np.median(after) / np.median(before))
+        print(f"| {r['case']} | {' / '.join(map(rate, before))} | {' / '.join(map(rate, after))} "
+              f"| {ratio:.2f}× |")  # fmt: skip
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -261,6 +284,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="steps per generated epoch (more epochs run if needed)")  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--unfused-baseline", action="store_true",
+                        help="also measure each case with per-tensor optimizer updates "
+                             "(trainlab fuses them on CUDA) and print the speed-up")  # fmt: skip
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.max_steps < 1 or args.seconds <= 0:
         parser.error("--warmup and --max-steps must be at least 1, --seconds above 0")
@@ -276,13 +302,29 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{case.name}: skipped (pip install 'trainlab[hf]')", file=sys.stderr)
                 continue
         with tempfile.TemporaryDirectory() as workdir:
-            row = measure(case, args, Path(workdir))
-        print(f"{case.name}: {rate(row['train_img_s'])} train img/s over {row['steps']} steps, "
-              f"{rate(row['eval_img_s'])} eval img/s -> epoch {duration(row['epoch_s'])}",
-              flush=True)  # fmt: skip
-        rows.append(row)
+            # Alternated, twice each: a difference smaller than a variant's own spread is noise,
+            # and neither variant gets all the warm starts.
+            variants = (False, True, False, True) if args.unfused_baseline else (True,)
+            case_rows = []
+            for fused in variants:
+                row = measure(case, args, Path(workdir), fused)
+                label = f" ({'fused' if fused else 'unfused'})" if args.unfused_baseline else ""
+                print(f"{case.name}{label}: {rate(row['train_img_s'])} train img/s over "
+                      f"{row['steps']} steps, {rate(row['eval_img_s'])} eval img/s -> epoch "
+                      f"{duration(row['epoch_s'])}", flush=True)  # fmt: skip
+                case_rows.append(row)
+        rows.append(case_rows[-1])
+        if args.unfused_baseline:
+            rows[-1]["unfused_train_img_s"] = [
+                r["train_img_s"] for r in case_rows if not r["fused"]
+            ]
+            rows[-1]["fused_train_img_s"] = [r["train_img_s"] for r in case_rows if r["fused"]]
     name = device_name(resolve_device(args.device))
     print_table(rows, name)
+    if args.unfused_baseline:
+        print_speedups(rows)
+        if resolve_device(args.device).type != "cuda":
+            print("(trainlab fuses only on CUDA: here both variants are the same code)")
     if args.json:
         args.json.write_text(json.dumps({"device": name, "rows": rows}, indent=2))
 

@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from trainlab.analysis.decoder import load_decoder
@@ -69,7 +70,8 @@ def test_decode_writes_the_decoder_and_three_figures(run_dir, tmp_path):
     result = invoke("decode", run_dir, "--epochs", "2", "--limit", "400", "--pair", "3", "150",
                     "--out", out)  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "on 400 mnist-5k training images, 2 epochs on cpu" in result.output
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the device auto picks
+    assert f"on 400 mnist-5k training images, 2 epochs on {device}" in result.output
     assert "reconstruction error on 1,000 held-out test images: MSE" in result.output
     assert "decoder epoch   2/2" in result.output and f"wrote {out}/" in result.output
     for name in ("class_means.png", "interpolation.png", "reconstructions.png"):

@@ -89,7 +89,7 @@ def parse(words: list[str]) -> tuple[str, dict[str, Any]]:
 def build(name: str, params: dict[str, Any]) -> None:
     """Build and check the configurations a train/sweep/tune command describes."""
     if name == "train" and params.get("resume") is None:
-        overrides = flag_overrides(**params) + (params["set_"] or [])  # as `train` does
+        overrides = flag_overrides(**params) + list(params["set_"] or [])  # as `train` does
         config = load_config(params["config"], overrides)
         check_model(config.model.name, config.model.options)
         study.check_dataset(config.data.dataset)

@@ -53,8 +53,8 @@ def test_checkpoint_rebuilds_the_best_model(tiny_config):
     checkpoint = load_checkpoint(result.run_dir)
     rebuilt = checkpoint.build_model()
     x = torch.randn(8, 1, 28, 28)
-    result.model.eval()
-    torch.testing.assert_close(rebuilt(x), result.model(x))
+    result.model.eval()  # on the training device (CUDA where there is one); compared on the CPU
+    torch.testing.assert_close(rebuilt(x), result.model.cpu()(x))
     assert checkpoint.class_names == [str(i) for i in range(10)]
     assert checkpoint.metadata["epoch"] == result.summary["best_epoch"]
 
@@ -236,7 +236,11 @@ def test_run_record_details(tiny_config, tmp_path):
     assert saved["out"] is None, "feeding config.yaml back starts a new run"
     assert saved["data"]["dataset"] == "mnist-5k" and saved["data"]["kind"] == "digits"
     assert isinstance(saved["epochs"], int)
-    assert result.summary["runtime"] == {"device": "cpu", "amp": None, "channels_last": False}
+    runtime = result.summary["runtime"]
+    if torch.cuda.is_available():  # device auto; mixed precision auto (bf16 or fp16) on CUDA
+        assert runtime["device"] == "cuda" and runtime["amp"] in {"bfloat16", "float16"}
+    else:
+        assert runtime == {"device": "cpu", "amp": None, "channels_last": False}
 
 
 def test_a_registered_name_stays_a_name_even_with_a_same_named_folder(

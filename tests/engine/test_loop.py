@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from trainlab.config import ScheduleConfig
+from trainlab.engine import loop
 from trainlab.engine.callbacks import Callback
 from trainlab.engine.loop import Trainer, hard_labels
 from trainlab.engine.schedules import LRSchedule
@@ -108,7 +109,21 @@ def test_divergence_stops_with_a_status():
     assert state.epoch < 5
 
 
-def test_budget_ends_the_run_and_anneals_the_schedule():
+class SteppingClock:
+    """A ``time`` stand-in whose clock advances a fixed amount per reading: the budget test
+    then depends on the loop's logic, not on how fast the machine runs (a cold GPU's first
+    epoch took longer than the whole budget)."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 0.0, tick
+
+    def perf_counter(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_budget_ends_the_run_and_anneals_the_schedule(monkeypatch):
+    monkeypatch.setattr(loop, "time", SteppingClock(0.002))
     trainer = make_trainer(epochs=1, budget=0.3, schedule="cosine")
     state = trainer.fit()
     assert state.status == "budget_exhausted" and state.epoch > 1
@@ -141,6 +156,31 @@ def test_divergence_with_early_stopping_is_recorded_not_raised():
 def test_bf16_autocast_runs_on_cpu():
     state = make_trainer(amp_dtype=torch.bfloat16).fit()
     assert state.status == "completed" and math.isfinite(state.history[-1]["val_loss"])
+
+
+def test_full_precision_evaluation_leaves_mixed_precision_out():
+    trainer = make_trainer(amp_dtype=torch.bfloat16)
+    trainer.fit()
+    loader = batches(2, seed=3)
+    model = trainer.eval_model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(x) for x, _ in loader])
+    labels = torch.cat([y for _, y in loader])
+    float32_loss = nn.functional.cross_entropy(logits, labels).item()
+    assert trainer.evaluate(loader, full_precision=True)["loss"] == pytest.approx(
+        float32_loss, rel=1e-6
+    )
+    assert trainer.evaluate(loader)["loss"] != pytest.approx(float32_loss, rel=1e-6)  # bf16
+
+
+def test_float32_evaluation_turns_tf32_convolutions_off_for_its_duration_only(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)  # cuDNN's default
+    with loop._float32_arithmetic(torch.device("cuda")):  # only a flag: no GPU needed
+        assert torch.backends.cudnn.allow_tf32 is False
+    assert torch.backends.cudnn.allow_tf32 is True
+    with pytest.raises(KeyError), loop._float32_arithmetic(torch.device("cuda")):
+        raise KeyError("an evaluation that fails")
+    assert torch.backends.cudnn.allow_tf32 is True
 
 
 def test_gradient_clipping_bounds_the_update():

@@ -3,7 +3,8 @@ import torch
 from torch import nn
 
 from trainlab.config import OptimConfig
-from trainlab.engine.optim import OPTIMIZERS, build_optimizer, parameter_groups
+from trainlab.engine import optim
+from trainlab.engine.optim import OPTIMIZERS, build_optimizer, parameter_groups, use_fused
 
 
 def small_model() -> nn.Module:
@@ -61,3 +62,65 @@ def test_gradient_free_parameters_are_left_out():
     model[0].weight.requires_grad_(False)
     groups = parameter_groups(model, 0.0)
     assert all(p is not model[0].weight for group in groups for p in group["params"])
+
+
+class FakeParameter:
+    """What use_fused reads of a parameter, for machines without CUDA."""
+
+    def __init__(self, cuda: bool = True, floating: bool = True) -> None:
+        self.is_cuda, self.floating = cuda, floating
+
+    def is_floating_point(self) -> bool:
+        return self.floating
+
+
+@pytest.mark.parametrize(
+    ("name", "fused"),
+    [
+        ("sgd", True),
+        ("momentum", True),
+        ("nesterov", True),
+        ("adam", True),
+        ("adamw", True),
+        ("rmsprop", False),
+        ("adagrad", False),
+    ],
+)
+def test_fused_updates_where_torch_has_a_cuda_kernel(name, fused):
+    assert use_fused(name, [FakeParameter(), FakeParameter()]) is fused
+
+
+def test_no_fused_update_off_cuda_or_for_integer_parameters():
+    assert not use_fused("adamw", [FakeParameter(), FakeParameter(cuda=False)])
+    assert not use_fused("adamw", [FakeParameter(floating=False)])
+    assert not use_fused("adamw", [])
+    for name in OPTIMIZERS:  # a CPU model: torch's default per-tensor update
+        optimizer = build_optimizer(small_model(), OptimConfig(name=name))
+        assert not optimizer.defaults.get("fused")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["momentum", "adamw"])
+def test_a_fused_cuda_step_is_the_per_tensor_step(name, monkeypatch):
+    # Not small_model: its conv bias before batch norm has a zero gradient up to rounding,
+    # which Adam scales up to whole steps of either sign (fused or not, the runs then differ).
+    def linear_model() -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 3)).cuda()
+
+    torch.manual_seed(0)
+    fused_model, plain_model = linear_model(), linear_model()
+    plain_model.load_state_dict(fused_model.state_dict())
+    config = OptimConfig(name=name, lr=0.01, weight_decay=1e-3)
+    fused = build_optimizer(fused_model, config)
+    monkeypatch.setattr(optim, "use_fused", lambda *_: False)
+    plain = build_optimizer(plain_model, config)
+    assert fused.defaults["fused"] and not plain.defaults.get("fused")
+    x, y = torch.randn(32, 1, 8, 8, device="cuda"), torch.randint(0, 3, (32,), device="cuda")
+    for _ in range(5):
+        for model, optimizer in ((fused_model, fused), (plain_model, plain)):
+            loss = nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    for a, b in zip(fused_model.parameters(), plain_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -7,10 +7,11 @@ ones restored at the end, recorded, checkpointed and tested. The test split neve
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -70,6 +71,21 @@ class BatchStats:
 def hard_labels(targets: torch.Tensor) -> torch.Tensor:
     """Class indices from int labels or from soft (mixup/cutmix) target distributions."""
     return targets.argmax(dim=1) if targets.ndim == 2 else targets
+
+
+@contextlib.contextmanager
+def _float32_arithmetic(device: torch.device) -> Iterator[None]:
+    """Plain float32: no autocast, and on CUDA no TF32 convolutions (cuDNN's default on Ampere
+    and later GPUs rounds their inputs to 10 mantissa bits), so figures match a CPU's."""
+    if device.type != "cuda":
+        yield
+        return
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous
 
 
 class Trainer:
@@ -196,14 +212,19 @@ class Trainer:
         class_names: list[str] | None = None,
         per_class: bool = False,
         model: nn.Module | None = None,
+        full_precision: bool = False,
     ) -> dict[str, Any]:
-        """Loss (plain cross-entropy, no smoothing) and classification metrics over ``loader``."""
+        """Loss (plain cross-entropy, no smoothing) and classification metrics over ``loader``.
+
+        ``full_precision`` evaluates in float32 even when training uses mixed precision (and
+        without TF32 convolutions): what the saved weights do when served or reported.
+        """
         model = model or self.eval_model
         was_training = model.training
         model.eval()
         accumulator = MetricAccumulator(self.num_classes)
         for images, labels in loader:
-            with self._autocast():
+            with _float32_arithmetic(self.device) if full_precision else self._autocast():
                 logits = model(images)
             logits = logits.float()
             loss_sum = F.cross_entropy(logits, labels, reduction="sum")
