@@ -62,6 +62,49 @@ def test_datasets_and_models_catalogues():
         assert name in models.output
 
 
+def test_datasets_takes_data_root_and_says_what_the_cache_holds(tmp_path, monkeypatch):
+    import numpy as np
+
+    from trainlab.data.formats import ArrayDataset
+    from trainlab.data.registry import DECODED_NAME, get_spec
+
+    monkeypatch.setenv("TRAINLAB_DATA", str(tmp_path / "elsewhere"))
+    root = tmp_path / "cache"
+    images, labels = np.zeros((2, 1, 28, 28), np.uint8), np.array([0, 1])
+    decoded = ArrayDataset(images, labels, images, labels, [str(i) for i in range(10)])
+    decoded.save(root / "mnist" / DECODED_NAME, get_spec("mnist").fingerprint())
+    (root / "kmnist").mkdir()
+    for file in get_spec("kmnist").files:
+        (root / "kmnist" / file.name).write_bytes(b"not checked yet")
+    result = runner.invoke(app, ["datasets", "--data-root", str(root)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split()[6] for line in result.output.splitlines()[1:8]}
+    assert rows == {"cifar10": "no", "cifar100": "no", "fashion-mnist": "no", "k49": "no",
+                    "kmnist": "unverified", "mnist": "ready", "mnist-5k": "bundled"}  # fmt: skip
+    assert f"cache {root}: ready = verified and decoded" in result.output
+    assert "unverified" in invoke("datasets", "--help").output
+
+
+def test_fetch_of_a_path_that_does_not_exist_downloads_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TRAINLAB_DATA", str(tmp_path / "cache"))
+    import dataclasses
+
+    from trainlab.data import registry
+
+    # Were it taken as the name "mnist", the download would go nowhere but to this loopback port.
+    spec = dataclasses.replace(registry.get_spec("mnist"), mirrors=())
+    monkeypatch.setitem(registry._REGISTRY, "mnist", spec)
+    monkeypatch.setenv("TRAINLAB_MIRROR", "http://127.0.0.1:9/")
+    result = runner.invoke(app, ["fetch", "./mnist"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert (
+        "no such file or folder: ./mnist (for the registered dataset, write its name: mnist)"
+        in (result.output)
+    )
+    assert not (tmp_path / "cache").exists()
+
+
 def test_fetch_explains_what_it_did_or_why_it_could_not(tmp_path, monkeypatch):
     monkeypatch.setenv("TRAINLAB_DATA", str(tmp_path / "cache"))
     bundled = invoke("fetch", "mnist-5k")

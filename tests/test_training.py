@@ -1,9 +1,11 @@
+import io
 import json
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 import trainlab
 from trainlab.engine.callbacks import Callback
@@ -323,3 +325,23 @@ def test_seed_everything_sets_determinism_and_skips_the_slow_call_when_unchanged
             "seed_everything(0, deterministic=False); print('torch._inductor' in sys.modules)")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_checkpoint_records_the_ink_polarity_the_server_must_draw(tiny_config, tmp_path):
+    """A model trained on dark ink on white (scanned digits) is served dark ink on white."""
+    from trainlab.data import load_dataset
+    from trainlab.serve.preprocess import preprocess_upload
+
+    digits = load_dataset("mnist-5k")
+    scans = tmp_path / "scans.npz"
+    np.savez(scans, x_train=255 - digits.train.images[:500, 0].numpy(),
+             y_train=digits.train.labels[:500].numpy(), x_test=255 - digits.test.images[:100, 0].numpy(),
+             y_test=digits.test.labels[:100].numpy(), kind="digits")  # fmt: skip
+    mnist = load_checkpoint(trainlab.train(tiny_config()).run_dir).preprocessing
+    inverted = trainlab.train(tiny_config(data__dataset=str(scans), out=str(tmp_path / "s")))
+    preprocessing = load_checkpoint(inverted.run_dir).preprocessing
+    assert mnist["background"] == "dark" and preprocessing["background"] == "light"
+    scan = 255 - digits.test.images[0, 0].numpy()  # a training-format image passes unchanged
+    buffer = io.BytesIO()
+    Image.fromarray(scan).save(buffer, format="PNG")
+    assert np.array_equal(preprocess_upload(buffer.getvalue(), preprocessing)[0].numpy(), scan)

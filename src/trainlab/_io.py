@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,16 @@ from typing import Any
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is fsynced and renamed over ``path``.
 
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    On an exception the temporary file is removed and ``path`` is left untouched. Temporary
+    files of ``path`` that a killed process left behind are removed first
+    (:func:`remove_stale_parts`).
     """
     from trainlab.errors import WriteError
 
     path = Path(path)
     if path.is_dir():
         raise WriteError(f"cannot write {path}: it is a folder; give a file name")
+    remove_stale_parts(path.parent, [path.name])
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part",
@@ -42,6 +47,45 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             raise WriteError(f"cannot write {path}: {error.strerror or error}") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# A temporary file untouched for this long belongs to a process that was killed (SIGKILL, power
+# loss: no ``finally`` ran). Age by modification time, not by owner: the name holds no process id,
+# a pid may be reused or live on another host (a cache on a network share), while a live writer
+# touches its file all the time (a download writes a chunk at least every read timeout, 30 s), so
+# another process's fetch in progress is never broken. A writer that stays silent for an hour
+# loses its temporary file and fails with a WriteError; it never leaves a wrong file behind.
+STALE_PART_SECONDS = 3600.0
+
+
+def remove_stale_parts(
+    folder: str | Path, names: Iterable[str], *, older_than: float = STALE_PART_SECONDS
+) -> list[Path]:
+    """Remove the temporary files :func:`atomic_path` made for ``folder/<name>`` (named
+    ``.<name>.<random>.part``) that were last modified more than ``older_than`` seconds ago.
+
+    Best effort: a file that cannot be removed is left alone. Returns the paths removed.
+    """
+    folder = Path(folder)
+    # mkstemp's random part never contains a dot, so ".a.<random>.part" of a file "a" is never
+    # confused with ".a.gz.<random>.part" of a file "a.gz".
+    patterns = [re.compile(re.escape(f".{name}.") + r"[^./]+\.part") for name in names]
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:  # no such folder yet, or unreadable: nothing to clean
+        return removed
+    cutoff = time.time() - older_than
+    for entry in entries:
+        if not any(pattern.fullmatch(entry.name) for pattern in patterns):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed
 
 
 def _read_umask() -> int:

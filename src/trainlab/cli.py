@@ -359,19 +359,42 @@ def print_columns(headers: list[str], rows: list[list[str]]) -> None:
         console.print(line(row), highlight=False, markup=False, **cut)
 
 
-@app.command()
+@app.command(
+    epilog=(
+        "**The cache column** (checked without reading the files, so it is quick)\n\n"
+        "* `ready` — verified against the published checksums and decoded: loads offline at once\n\n"
+        "* `unverified` — the files are there, not yet checked: the first load checks their "
+        "MD5s and downloads any wrong one again (`trainlab fetch NAME` does it now)\n\n"
+        "* `bundled` — ships with a Python package\n\n"
+        "* `no` — downloaded on first use, or with `trainlab fetch NAME`"
+    )
+)
 @user_errors
-def datasets() -> None:
-    """List the datasets trainlab knows, and whether each is available offline."""
+def datasets(
+    data_root: Annotated[
+        str | None,
+        typer.Option(help="data cache folder (default TRAINLAB_DATA or ~/.cache/trainlab)"),
+    ] = None,
+) -> None:
+    """List the datasets trainlab knows, and what the cache holds of each."""
+    from rich.markup import escape
+
     from trainlab.data import list_datasets
+    from trainlab.data.sources import data_root as cache_folder
 
     rows = []
-    for info in list_datasets():
+    for info in list_datasets(root=data_root):
         channels, height, width = info.image_shape
         rows.append([info.name, f"{height}×{width}×{channels}", str(info.num_classes),
-                     f"{info.train_size:,} / {info.test_size:,}", "yes" if info.available else "no",
+                     f"{info.train_size:,} / {info.test_size:,}", info.cache,
                      info.description])  # fmt: skip
-    print_columns(["name", "images", "classes", "train / test", "cached", "description"], rows)
+    print_columns(["name", "images", "classes", "train / test", "cache", "description"], rows)
+    console.print(
+        f"[dim]cache {escape(str(cache_folder(data_root)))}: ready = verified and decoded; "
+        "unverified = files present, checked on first load (see --help)[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
     console.print("[dim]or pass a .npz file or an image folder to --dataset[/]")
 
 

@@ -34,6 +34,7 @@ from trainlab.data import (
     BatchLoader,
     DatasetBundle,
     ImageSplit,
+    background_of,
     carve_validation,
     channel_stats,
     kfold_validation,
@@ -440,6 +441,8 @@ def train(
             "kind": bundle.kind,
             "channels": bundle.image_shape[0],
             "image_size": list(bundle.image_shape[1:]),
+            # The server draws uploaded handwriting in the polarity training saw.
+            "background": background_of(prepared.train.images),
         }
         all_callbacks.append(
             RunRecorder(run_dir, preprocessing=preprocessing, class_names=bundle.class_names)

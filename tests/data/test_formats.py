@@ -481,14 +481,18 @@ def test_class_folders_carve_a_fixed_stratified_test_split(tmp_path):
     for index in range(10):
         _png(tmp_path / "cats" / f"{index}.png", 10)
         _png(tmp_path / "dogs" / f"{index}.jpg", 200)
-    (tmp_path / "dogs" / "notes.txt").write_text("ignored")
+    (tmp_path / "dogs" / "notes.txt").write_text("not used, with a warning")
     (tmp_path / ".hidden").mkdir()
-    arrays = read_image_folder(tmp_path)
+    with pytest.warns(
+        UserWarning, match=r"skipped 1 file that is not an image \(e\.g\. dogs/notes"
+    ):
+        arrays = read_image_folder(tmp_path)
     assert arrays.class_names == ["cats", "dogs"]
     assert arrays.x_train.shape == (16, 1, 5, 6)  # grey: one channel; H×W from the 6×5 image
     assert np.bincount(arrays.y_test).tolist() == [2, 2]
     assert np.all(arrays.x_train[arrays.y_train == 0] == 10)
-    again = read_image_folder(tmp_path)
+    with pytest.warns(UserWarning, match="skipped"):
+        again = read_image_folder(tmp_path)
     assert np.array_equal(again.y_test, arrays.y_test) and np.array_equal(
         again.x_test, arrays.x_test
     )
@@ -512,7 +516,7 @@ def test_mixed_sizes_are_resized_to_the_most_common_with_a_warning(tmp_path):
         _png(tmp_path / "a" / f"{index}.png", 50, size=(8, 8))
         _png(tmp_path / "b" / f"{index}.png", 60, size=(8, 8))
     _png(tmp_path / "b" / "big.png", 60, size=(16, 12))
-    with pytest.warns(UserWarning, match="1 of 7 images .* resized them to 8×8"):
+    with pytest.warns(UserWarning, match="1 of 7 images .* cover 8×8 and cropped the centre"):
         arrays = read_image_folder(tmp_path)
     assert arrays.x_train.shape[1:] == (1, 8, 8) and arrays.extra["resized_images"] == 1
 
@@ -552,3 +556,104 @@ def test_bad_image_folders(tmp_path, layout, message):
             path.write_text("text")
     with pytest.raises(DataError, match=message):
         read_image_folder(tmp_path)
+
+
+# Layouts that are not class folders, what class folders hold besides images, empty images and
+# labels too large for int64: each is one clear line (or one warning), never a later traceback.
+
+
+@pytest.mark.parametrize(
+    ("folders", "message"),
+    [
+        (
+            ("train", "val", "test"),
+            r"found train/ beside val/; trainlab carves validation from train/ .*"
+            r"merge val/ into train/ or remove it$",
+        ),
+        (("train", "validation"), "found train/ beside validation/; trainlab carves validation"),
+        (
+            ("train", "test", "extra"),
+            r"found train/ beside extra/; supported layouts .*"
+            r"move extra/ out of",
+        ),
+    ],
+)
+def test_train_beside_other_folders_names_the_supported_layouts(tmp_path, folders, message):
+    for folder in folders:
+        for label in ("a", "b"):
+            _png(tmp_path / folder / label / "x.png", 0)
+    with pytest.raises(DataError, match=message) as error:
+        read_image_folder(tmp_path)
+    assert "has no images" not in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_class_named_train_is_still_a_class(tmp_path):
+    for label in ("bus", "train"):
+        for index in range(3):
+            _png(tmp_path / label / f"{index}.png", 0)
+    assert read_image_folder(tmp_path).class_names == ["bus", "train"]
+
+
+def test_macos_zip_folders_are_ignored_like_hidden_ones(tmp_path, recwarn):
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            _png(tmp_path / split / label / "x.png", 0)
+    (tmp_path / "__MACOSX" / "train" / "a").mkdir(parents=True)
+    (tmp_path / "__MACOSX" / "train" / "a" / "._x.png").write_bytes(b"\x00\x05\x16\x07")
+    (tmp_path / "train" / "a" / "Thumbs.db").write_bytes(b"junk")
+    (tmp_path / "train" / "b" / ".DS_Store").write_bytes(b"junk")
+    arrays = read_image_folder(tmp_path)
+    assert arrays.class_names == ["a", "b"] and len(arrays.x_train) == len(arrays.x_test) == 2
+    assert not recwarn.list  # junk and dot-files go unmentioned
+
+
+def test_unused_files_and_subfolders_are_one_warning_with_examples(tmp_path):
+    for split in ("train", "test"):
+        for label in ("cat", "dog"):
+            _png(tmp_path / split / label / "x.tif", 0)  # .tif is an image, never skipped
+    _png(tmp_path / "train" / "cat" / "sub" / "y.png", 0)
+    _png(tmp_path / "test" / "dog" / "more" / "z.png", 0)
+    (tmp_path / "train" / "dog" / "labels.csv").write_text("x,dog")
+    (tmp_path / "train" / "dog" / ".hidden.txt").write_text("quiet")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        arrays = read_image_folder(tmp_path)
+    assert len(arrays.x_train) == len(arrays.x_test) == 2
+    assert [str(w.message) for w in caught] == [
+        f"{tmp_path}: skipped 2 subfolders (e.g. train/cat/sub/y.png: images are read only "
+        "directly in a class folder) and 1 file that is not an image (e.g. train/dog/labels.csv; "
+        "images are .png, .jpg, .jpeg, .bmp, .gif, .webp, .tif, .tiff)"
+    ]
+
+
+def test_a_class_folder_with_only_subfolders_says_they_are_not_read(tmp_path):
+    _png(tmp_path / "a" / "x.png", 0)
+    _png(tmp_path / "b" / "2024" / "x.png", 0)
+    with pytest.raises(DataError, match=r"class folder .*b has no images .*its subfolders "
+                                        r"\(2024/ \.\.\.\) are not read"):  # fmt: skip
+        read_image_folder(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "images",
+    [
+        np.zeros((12, 8, 0), np.uint8),
+        np.zeros((12, 0, 8), np.float32),  # min() of an empty float array would raise
+        np.zeros((12, 0, 8, 3), np.uint8),
+    ],
+)
+def test_images_without_pixels_are_refused_at_load(tmp_path, images):
+    path = _save(tmp_path / "d.npz", **_valid(x_train=images))
+    with pytest.raises(DataError, match=r"x_train has shape \(12, .*images of height or width 0"):
+        read_user_npz(path)
+
+
+@pytest.mark.parametrize("label", [2**63, 2**64 - 1])
+def test_uint64_labels_beyond_int64_are_refused_not_wrapped(tmp_path, label):
+    labels = (np.arange(12) % 3).astype(np.uint64)
+    labels[0] = label
+    path = _save(tmp_path / "d.npz", **_valid(y_train=labels))
+    with pytest.raises(DataError, match=f"y_train has labels up to {label}, too large"):
+        read_user_npz(path)
+    small = _save(tmp_path / "ok.npz", **_valid(y_train=(np.arange(12) % 3).astype(np.uint64)))
+    assert read_user_npz(small).y_train.dtype == np.int64

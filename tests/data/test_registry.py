@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import importlib.util
+import os
 import time
 
 import numpy as np
@@ -363,3 +364,81 @@ def test_a_class_map_brought_by_fetch_from_replaces_the_decoded_names(
     rows = "".join(f"{i},U+{0x3042 + i:04X},{chr(0x3042 + i)}\n" for i in range(10))
     (kit / "kmnist_classmap.csv").write_text("index,codepoint,char\n" + rows)
     assert fetch_dataset("kmnist", source=kit).class_names[0] == "あ"
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths given to fetch, what `trainlab datasets` reports, leftovers of killed downloads
+# ---------------------------------------------------------------------------------------------
+
+
+HINT = " (for the registered dataset, write its name: mnist)"
+
+
+@pytest.mark.parametrize(
+    ("given", "hint"),
+    [("./mnist", HINT), ("./MNIST", HINT), ("data/mnist", ""), ("~/no-such-dir-xyz/mnist", "")],
+)
+def test_fetch_of_a_missing_path_says_no_such_file_and_never_downloads(
+    given, hint, tmp_path, monkeypatch, refused_url, data_home
+):
+    monkeypatch.chdir(tmp_path)
+    spec = dataclasses.replace(get_spec("mnist"), mirrors=(refused_url,))
+    monkeypatch.setitem(registry._REGISTRY, "mnist", spec)
+    with pytest.raises(DataError) as error:
+        fetch_dataset(given)
+    assert str(error.value) == f"no such file or folder: {given}{hint}"
+    with pytest.raises(DataError, match=f"no such file or folder: {given}"):
+        load_dataset(given)
+    assert not data_home.exists()
+
+
+def _cache_state(name: str) -> str:
+    return next(info.cache for info in list_datasets() if info.name == name)
+
+
+@pytest.mark.integration
+def test_the_cache_column_says_what_it_checked(fake_remote, data_home, gen):
+    fake_remote.publish("mnist")
+    assert (_cache_state("mnist"), _cache_state("mnist-5k")) == ("no", "bundled")
+    folder = data_home / "mnist"
+    folder.mkdir(parents=True)
+    for file in get_spec("mnist").files:
+        (folder / file.name).write_bytes(b"wrong bytes")  # present, but not the published files
+    assert _cache_state("mnist") == "unverified"  # not "yes": loading it downloads them again
+    load_dataset("mnist")
+    assert _cache_state("mnist") == "ready"
+    for file in get_spec("mnist").files:
+        (folder / file.name).unlink()
+    assert _cache_state("mnist") == "ready"  # the decoded cache alone loads offline
+    (folder / DECODED_NAME).write_bytes(b"damaged")
+    state = next(info for info in list_datasets() if info.name == "mnist")
+    assert (state.cache, state.available) == ("no", False)
+
+
+def _part(folder, name: str, age_s: float):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f".{name}.k3j_9x2a.part"
+    path.write_bytes(b"half a download")
+    then = time.time() - age_s
+    os.utime(path, (then, then))
+    return path
+
+
+@pytest.mark.integration
+def test_leftovers_of_killed_downloads_are_removed_when_a_fetch_starts(fake_remote, data_home):
+    expected = fake_remote.publish("mnist")
+    folder = data_home / "mnist"
+    stale = [
+        _part(folder, "train-images-idx3-ubyte.gz", 2 * 3600),
+        _part(folder, "t10k-labels-idx1-ubyte", 2 * 3600),  # the unpacked form's too
+        _part(folder, DECODED_NAME, 2 * 3600),
+    ]
+    busy = _part(folder, "t10k-images-idx3-ubyte.gz", 60)  # another process, downloading now
+    other = _part(folder, "notes.txt", 2 * 3600)  # not a file of this dataset: not ours to judge
+    assert_matches(fetch_dataset("mnist"), expected)
+    assert [path.exists() for path in (*stale, busy, other)] == [False, False, False, True, True]
+
+    # Again when everything is already in the cache and nothing is written at all.
+    late = _part(folder, "train-labels-idx1-ubyte.gz", 2 * 3600)
+    load_dataset("mnist", download=False)
+    assert not late.exists()

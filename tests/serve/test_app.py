@@ -68,7 +68,8 @@ def test_predict_batch_embed_model_and_health(server, digits):
     assert info["limits"] == {"max_upload_bytes": 200_000, "max_files": 8,
                               "max_request_bytes": 64 * 1024 * 1024,
                               "max_inflight_bytes": 256 * 1024 * 1024,
-                              "body_timeout_s": 30.0}  # fmt: skip
+                              "max_pixels": 40_000_000, "max_inflight_pixels": 80_000_000,
+                              "max_batch": 64, "body_timeout_s": 30.0}  # fmt: skip
     assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
     assert httpx.get(f"{url}/openapi.json").status_code == 200
 

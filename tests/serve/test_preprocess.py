@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from trainlab.data import load_dataset
+from trainlab.data import background_of, load_dataset
+from trainlab.data.formats import read_image_folder
 from trainlab.serve.preprocess import (
     InputError,
     Target,
@@ -131,3 +132,71 @@ def test_an_uploaded_test_image_gets_the_in_process_probabilities(tmp_path, tiny
     with torch.no_grad():
         probabilities = model(normalize_uint8(uploads, pre["mean"], pre["std"])).softmax(dim=1)
     assert np.allclose(probabilities.numpy(), expected[: len(digits)], atol=1e-6)
+
+
+def test_digits_on_grey_paper_are_the_digits_on_white_paper():
+    """A photo of a digit on grey paper: the paper's level is taken off, the ink stretched."""
+    results = []
+    for paper in (255, 200):
+        sheet = np.full((600, 600), paper, dtype=np.uint8)
+        sheet[150:450, 280:320] = 0  # a black bar: a "1"
+        results.append(preprocess_upload(png(sheet), DIGITS)[0].numpy())
+    white, grey = results
+    assert grey[0].max() == 0 and grey.max() == 255  # paper black, ink at full strength
+    rows = np.flatnonzero((grey > 50).any(axis=1))
+    assert np.ptp(rows) + 1 in range(19, 22)  # the stroke fills the 20-pixel box, as on white
+    assert np.abs(grey.astype(int) - white.astype(int)).max() <= 2
+
+
+def test_handwriting_keeps_the_polarity_training_saw():
+    """A model trained on dark ink on white paper (a folder of scans) gets dark ink on white."""
+    light = {**DIGITS, "background": "light"}
+    scan = np.full((28, 28), 255, dtype=np.uint8)
+    scan[6:22, 12:15] = 0  # dark ink on white, already the model's size: passes through
+    assert torch.equal(preprocess_upload(png(scan), light)[0], torch.from_numpy(scan))
+    photo = np.full((300, 300), 255, dtype=np.uint8)
+    photo[50:250, 140:160] = 0
+    result = preprocess_upload(png(photo), light)[0].numpy()
+    assert result[0].min() == 255 and result.min() == 0  # white paper, dark ink
+    assert torch.equal(torch.from_numpy(255 - result), preprocess_upload(png(photo), DIGITS)[0])
+
+
+def test_background_of_training_images():
+    digits = torch.zeros(5, 1, 28, 28, dtype=torch.uint8)
+    digits[:, :, 8:20, 12:16] = 255
+    assert background_of(digits) == "dark" and background_of(255 - digits) == "light"
+
+
+def test_a_training_image_from_a_folder_is_the_same_picture_at_the_server(tmp_path):
+    """Image folders and uploads share one decoder: EXIF orientation, 16-bit depth, alpha on
+    white and an odd size give the training tensor exactly."""
+    rng = np.random.default_rng(0)
+    files: dict[str, bytes] = {}
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: shown rotated
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (16, 12, 3), dtype=np.uint8)).save(
+        buffer, "PNG", exif=exif
+    )
+    files["a/rotated.png"] = buffer.getvalue()
+    deep = rng.integers(0, 65536, (12, 16), dtype=np.uint16)
+    files["a/deep.png"] = png(deep)  # mode I;16
+    rgba = rng.integers(0, 256, (12, 16, 4), dtype=np.uint8)
+    rgba[..., 3] = np.where(rng.random((12, 16)) < 0.5, 0, 255)
+    files["b/alpha.png"] = png(rgba, "RGBA")
+    files["b/wide.png"] = png(rng.integers(0, 256, (12, 30, 3), dtype=np.uint8))
+    for name in ("plain1", "plain2"):
+        files[f"b/{name}.png"] = png(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+    for name, data in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    with pytest.warns(UserWarning, match="1 of 6 images"):
+        arrays = read_image_folder(tmp_path)
+    images = np.concatenate([arrays.x_train, arrays.x_test])
+    labels = np.concatenate([arrays.y_train, arrays.y_test])
+    preprocessing = {"channels": 3, "image_size": [12, 16], "kind": "unknown",
+                     "mean": [0.5] * 3, "std": [0.5] * 3}  # fmt: skip
+    served = [preprocess_upload(data, preprocessing).numpy() for data in files.values()]
+    for image, label in zip(images, labels, strict=True):
+        assert any(np.array_equal(image, s) for s in served), label
+    assert len(images) == len(files)

@@ -1,7 +1,13 @@
 """Datasets: from a name or path to uint8 tensors, plus deterministic stratified splits."""
 
 from trainlab.data.augment import BatchAugmenter, default_augment, parse_augment, resolve_augment
-from trainlab.data.batches import BatchLoader, channel_stats, normalize, normalize_uint8
+from trainlab.data.batches import (
+    BatchLoader,
+    background_of,
+    channel_stats,
+    normalize,
+    normalize_uint8,
+)
 from trainlab.data.preview import augment_grid, augment_preview_counts, save_augment_preview
 from trainlab.data.registry import DatasetInfo, fetch_dataset, list_datasets, load_dataset
 from trainlab.data.sources import data_root
@@ -22,6 +28,7 @@ __all__ = [
     "ImageSplit",
     "augment_grid",
     "augment_preview_counts",
+    "background_of",
     "carve_validation",
     "channel_stats",
     "data_root",

@@ -24,6 +24,19 @@ ChannelValues = Sequence[float] | float | torch.Tensor
 _STATS_CHUNK_VALUES = 2**24
 
 
+def background_of(images: torch.Tensor, sample: int = 1000) -> str:
+    """``"dark"`` or ``"light"``: the background of uint8 images ``[N, C, H, W]``, from the
+    median of their border pixels (a glyph's background touches the edges, its ink mostly not).
+    MNIST-style data is light ink on dark; a folder of scanned digits is often the reverse, and
+    the server must hand the model the polarity it was trained on."""
+    if images.numel() == 0:
+        return "dark"
+    picked = images[: max(1, sample)]
+    border = torch.cat([picked[..., 0, :].flatten(), picked[..., -1, :].flatten(),
+                        picked[..., :, 0].flatten(), picked[..., :, -1].flatten()])  # fmt: skip
+    return "dark" if float(border.float().median()) < 128 else "light"
+
+
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and (population) std of uint8 ``[N, C, H, W]`` images, in [0, 1] units.
 

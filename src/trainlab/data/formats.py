@@ -453,6 +453,11 @@ def _user_images(array: np.ndarray, key: str, path: Path) -> np.ndarray:
         raise DataError(f"{path}: {key} has shape {array.shape}; expected N×H×W or N×H×W×C images")
     if len(array) == 0:
         raise DataError(f"{path}: {key} has no images")
+    if 0 in array.shape[1:3]:  # an image without pixels: nothing to learn, and min() would fail
+        raise DataError(
+            f"{path}: {key} has shape {array.shape}, images of height or width 0; "
+            "each image needs at least 1×1 pixels"
+        )
     images = _to_uint8(array, key, path)
     images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
     return np.ascontiguousarray(images)
@@ -490,6 +495,12 @@ def _user_labels(array: np.ndarray, key: str, count: int, path: Path) -> np.ndar
     if len(labels) != count:
         images = key.replace("y_", "x_")
         raise DataError(f"{path}: {images} has {count} images but {key} has {len(labels)} labels")
+    # Before the cast: uint64 labels from 2**63 up would wrap around to negative int64 values.
+    if labels.dtype.kind == "u" and int(labels.max()) > np.iinfo(np.int64).max:
+        raise DataError(
+            f"{path}: {key} has labels up to {int(labels.max())}, too large for class indices; "
+            "labels must be 0..K-1 (renumber them: np.unique(y, return_inverse=True))"
+        )
     if labels.min() < 0:
         raise DataError(f"{path}: {key} has negative labels (min {labels.min()}); use 0..K-1")
     return labels.astype(np.int64)
@@ -599,7 +610,7 @@ def _listed(names: list[str]) -> str:
 # Image folders
 # ---------------------------------------------------------------------------------------------
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 FOLDER_TEST_FRACTION = 0.2  # carved from folders without a test/ subfolder
 FOLDER_SPLIT_SEED = 0  # fixed, so every run and tool sees the same test images
 
@@ -607,18 +618,20 @@ FOLDER_SPLIT_SEED = 0  # fixed, so every run and tool sees the same test images
 def read_image_folder(path: str | Path) -> ArrayDataset:
     """Images in ``path/<class>/`` or ``path/{train,test}/<class>/`` (class = subfolder name).
 
-    Pillow decodes each file (load time, not the training hot path). Transparent pixels are
-    composited on white, as viewers show them. The result is grey (C = 1) when every image has
-    equal R, G and B, else RGB. Images of another size than the most common one are resized to
-    it, with a warning. Without a ``test/`` folder a fixed stratified 20% test split (seed 0)
+    Pillow decodes each file (load time, not the training hot path) as the server decodes an
+    upload (``data.pictures``): upright by EXIF, 16-bit scaled to 8, transparent pixels on
+    white. The result is grey (C = 1) when every image has equal R, G and B, else RGB. Images
+    of another size than the most common one are scaled to cover it and centre-cropped (as the
+    server fits uploads), with a warning. Without a ``test/`` folder a fixed stratified 20% test split (seed 0)
     is carved, the same on every run.
     """
     root = Path(path)
     train_dir, test_dir = _folder_layout(root)
-    classes, train_files, train_labels = _class_files(train_dir)
+    classes, train_files, train_labels, skipped = _class_files(train_dir)
     files, labels = list(train_files), list(train_labels)
     if test_dir is not None:
-        test_classes, test_files, test_labels = _class_files(test_dir)
+        test_classes, test_files, test_labels, test_skipped = _class_files(test_dir)
+        skipped += test_skipped
         if test_classes != classes:
             only_train = sorted(set(classes) - set(test_classes)) or ["-"]
             only_test = sorted(set(test_classes) - set(classes)) or ["-"]
@@ -628,6 +641,7 @@ def read_image_folder(path: str | Path) -> ArrayDataset:
             )
         files += test_files
         labels += test_labels
+    _warn_skipped(skipped, root)
     images, extra = _decode_images(files, root)
     label_array = np.asarray(labels, dtype=np.int64)
     if test_dir is not None:
@@ -655,20 +669,56 @@ def read_image_folder(path: str | Path) -> ArrayDataset:
     )
 
 
+# Left out silently, like dot-files: what file managers and archivers leave behind. __MACOSX is
+# the folder of resource forks that macOS's "Compress" adds at the top of every zip.
+_JUNK_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
+# Folders beside train/ that users mean as a validation split, which trainlab carves itself.
+_VALIDATION_NAMES = frozenset({"val", "valid", "validation", "dev"})
+
+
+def _ignored(path: Path) -> bool:
+    return path.name.startswith(".") or path.name in _JUNK_NAMES
+
+
 def _visible_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not _ignored(p))
 
 
 def _folder_layout(root: Path) -> tuple[Path, Path | None]:
-    """``(train_dir, test_dir)``: a split layout when the only subfolders are train (and test)."""
-    names = {p.name for p in _visible_dirs(root)}
-    if "train" in names and names <= {"train", "test"}:
-        return root / "train", (root / "test") if "test" in names else None
-    return root, None
+    """``(train_dir, test_dir)``: a split layout when the only subfolders are train (and test).
+
+    A ``train/`` of class subfolders beside any other folder (``val/``, say) is refused rather
+    than read as one class among others; a ``train/`` holding images itself is a class.
+    """
+    dirs = {p.name: p for p in _visible_dirs(root)}
+    others = sorted(set(dirs) - {"train", "test"})
+    if "train" not in dirs or (others and not _visible_dirs(dirs["train"])):
+        return root, None  # class folders (maybe one of them named train: trains, buses, cars)
+    if others:
+        raise _mixed_layout(root, others)
+    return dirs["train"], dirs.get("test")
 
 
-def _class_files(folder: Path) -> tuple[list[str], list[Path], list[int]]:
-    """Sorted class names and every image path with its class index."""
+def _mixed_layout(root: Path, others: list[str]) -> DataError:
+    validation = [name for name in others if name.lower() in _VALIDATION_NAMES]
+    rest = [name for name in others if name not in validation]
+    fixes = []
+    if validation:
+        fixes.append(f"merge {_listed([f'{n}/' for n in validation])} into train/ or remove it")
+    if rest:
+        fixes.append(f"move {_listed([f'{n}/' for n in rest])} out of {root}")
+    why = "; trainlab carves validation from train/ (--val-fraction)" if validation else ""
+    return DataError(
+        f"{root}: found train/ beside {_listed([f'{n}/' for n in others])}{why}; supported layouts "
+        f"are {root}/<class>/*.png or {root}/train/<class>/ with an optional test/<class>/; "
+        + " and ".join(fixes)
+    )
+
+
+def _class_files(folder: Path) -> tuple[list[str], list[Path], list[int], list[Path]]:
+    """Sorted class names, every image path with its class index, and what the class folders
+    hold that is not used: subfolders (images are read one level deep) and other files.
+    Dot-files and file-manager junk (``Thumbs.db``...) are left out without a word."""
     class_dirs = _visible_dirs(folder)
     if not class_dirs:
         raise DataError(
@@ -677,22 +727,62 @@ def _class_files(folder: Path) -> tuple[list[str], list[Path], list[int]]:
         )
     files: list[Path] = []
     labels: list[int] = []
+    skipped: list[Path] = []
     for index, class_dir in enumerate(class_dirs):
-        found = sorted(
-            p
-            for p in class_dir.iterdir()
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-        )
+        found, unused = [], []
+        for entry in sorted(class_dir.iterdir()):
+            if _ignored(entry):
+                continue
+            is_image = entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES
+            (found if is_image else unused).append(entry)
         if not found:
-            raise DataError(f"class folder {class_dir} has no images ({', '.join(IMAGE_SUFFIXES)})")
+            nested = next((p for p in unused if p.is_dir()), None)
+            hint = (
+                f"; its subfolders ({nested.name}/ ...) are not read: put the images directly "
+                f"in {class_dir}"
+                if nested
+                else ""
+            )
+            raise DataError(
+                f"class folder {class_dir} has no images ({', '.join(IMAGE_SUFFIXES)}){hint}"
+            )
         files += found
         labels += [index] * len(found)
-    return [d.name for d in class_dirs], files, labels
+        skipped += unused
+    return [d.name for d in class_dirs], files, labels, skipped
+
+
+def _warn_skipped(skipped: list[Path], root: Path) -> None:
+    """One warning for everything in the class folders that is not used, with an example each."""
+    if not skipped:
+        return
+    folders = [p for p in skipped if p.is_dir()]
+    others = [p for p in skipped if not p.is_dir()]
+    parts = []
+    if folders:
+        try:  # name a file the user will recognise as unused, not just the folder
+            inside = next(
+                (p for p in folders[0].rglob("*") if p.is_file() and not _ignored(p)), None
+            )
+        except OSError:  # an unreadable subfolder: name the folder itself
+            inside = None
+        example = (inside or folders[0]).relative_to(root).as_posix()
+        count = f"{len(folders)} subfolder{'s' if len(folders) > 1 else ''}"
+        parts.append(f"{count} (e.g. {example}: images are read only directly in a class folder)")
+    if others:
+        example = others[0].relative_to(root).as_posix()
+        count = (
+            "1 file that is not an image"
+            if len(others) == 1
+            else f"{len(others)} files that are not images"
+        )
+        parts.append(f"{count} (e.g. {example}; images are {', '.join(IMAGE_SUFFIXES)})")
+    warnings.warn(f"{root}: skipped {' and '.join(parts)}", UserWarning, stacklevel=3)
 
 
 def _decode_images(files: list[Path], root: Path) -> tuple[np.ndarray, dict[str, object]]:
     """Decode every file to RGB, resize to the most common size, drop colour if there is none."""
-    from PIL import Image  # Pillow is only needed for image folders; keep it off import time
+    from PIL import Image, ImageOps  # only image folders need Pillow: keep it off import time
 
     pictures = [_open_rgb(path) for path in files]
     sizes = Counter(picture.size for picture in pictures)
@@ -702,11 +792,13 @@ def _decode_images(files: list[Path], root: Path) -> tuple[np.ndarray, dict[str,
     if resized:
         warnings.warn(
             f"{resized} of {len(pictures)} images in {root} are not {size[0]}×{size[1]} (the most "
-            f"common size); resized them to {size[0]}×{size[1]}",
+            f"common size); scaled them to cover {size[0]}×{size[1]} and cropped the centre",
             stacklevel=3,
         )
+        # Cover and centre-crop, as the server fits an upload: the same picture either way.
         pictures = [
-            p if p.size == size else p.resize(size, Image.Resampling.BILINEAR) for p in pictures
+            p if p.size == size else ImageOps.fit(p, size, Image.Resampling.BILINEAR)
+            for p in pictures
         ]
         extra["resized_images"] = resized
     images = np.stack([np.asarray(picture) for picture in pictures])  # N×H×W×3
@@ -718,16 +810,13 @@ def _decode_images(files: list[Path], root: Path) -> tuple[np.ndarray, dict[str,
 
 
 def _open_rgb(path: Path) -> Any:
-    from PIL import Image
+    """A file -> RGB, decoded exactly as the server decodes an upload (``data.pictures``): upright
+    by its EXIF orientation, 16-bit scaled to 8, transparency on white paper."""
+    from trainlab.data.pictures import InputError, decode, flatten_alpha
 
     try:
-        with Image.open(path) as picture:
-            picture.load()
-            has_alpha = picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info
-            if has_alpha:
-                rgba = picture.convert("RGBA")
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                return Image.alpha_composite(white, rgba).convert("RGB")
-            return picture.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        return flatten_alpha(decode(path.read_bytes())).convert("RGB")
+    except OSError as error:
+        raise DataError(f"cannot read image {path} ({error.strerror or error})") from None
+    except InputError as error:
         raise DataError(f"cannot read image {path} ({error}); fix or remove the file") from None

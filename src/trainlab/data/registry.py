@@ -11,13 +11,18 @@ from __future__ import annotations
 import importlib.util
 import logging
 import re
+import zipfile
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
+from trainlab._io import remove_stale_parts
 from trainlab.data.formats import (
+    _CACHE_VERSION,
     CIFAR10_LAYOUT,
     CIFAR100_LAYOUT,
     ArrayDataset,
@@ -72,6 +77,9 @@ class DatasetSpec:
         return ",".join(f.md5 or f.name for f in self.files if not f.optional)
 
 
+CacheState = Literal["bundled", "ready", "unverified", "no"]
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     """One row of ``trainlab datasets``."""
@@ -85,6 +93,10 @@ class DatasetInfo:
     kind: DataKind
     available: bool  # loadable without the network (bundled, or files already in the cache)
     aliases: tuple[str, ...] = ()
+    # What the cache holds, checked without reading the big files (see _cache_state):
+    # "bundled" (ships with a package), "ready" (verified and decoded: loads offline at once),
+    # "unverified" (files present, checked against their MD5s on first load), "no".
+    cache: CacheState = "no"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,21 +358,26 @@ def get_spec(name: str) -> DatasetSpec:
 
 
 def list_datasets(root: str | Path | None = None) -> list[DatasetInfo]:
-    """Every registered dataset with its published sizes and whether it loads offline."""
-    return [
-        DatasetInfo(
-            name=spec.name,
-            description=spec.description,
-            num_classes=spec.num_classes,
-            image_shape=spec.image_shape,
-            train_size=spec.train_size,
-            test_size=spec.test_size,
-            kind=spec.kind,
-            available=_is_available(spec, root),
-            aliases=spec.aliases,
+    """Every registered dataset with its published sizes and what the cache holds of it
+    (``root`` overrides the cache folder, as in :func:`load_dataset`)."""
+    infos = []
+    for spec in sorted(_REGISTRY.values(), key=lambda spec: spec.name):
+        state = _cache_state(spec, root)
+        infos.append(
+            DatasetInfo(
+                name=spec.name,
+                description=spec.description,
+                num_classes=spec.num_classes,
+                image_shape=spec.image_shape,
+                train_size=spec.train_size,
+                test_size=spec.test_size,
+                kind=spec.kind,
+                available=state != "no",
+                aliases=spec.aliases,
+                cache=state,
+            )
         )
-        for spec in sorted(_REGISTRY.values(), key=lambda spec: spec.name)
-    ]
+    return infos
 
 
 def is_registered(name_or_path: str) -> bool:
@@ -401,7 +418,7 @@ def load_dataset(
         # "unknown" unless the file has a ``kind`` entry (which to_bundle prefers).
         return read_user_npz(path).to_bundle(path.stem, "unknown", str(path.resolve()))
     if _looks_like_path(name_or_path):
-        raise DataError(f"no such file or folder: {path}")
+        raise _no_such_path(name_or_path)
     raise _unknown(name_or_path)
 
 
@@ -424,6 +441,8 @@ def fetch_dataset(
     if not is_registered(name) and Path(name).expanduser().exists():
         raise DataError(f"{name} is a local file or folder: it needs no fetching; train on it "
                         f"with --dataset {name}")  # fmt: skip
+    if _looks_like_path(name):  # "./mnist" means a folder, as in load_dataset: never a download
+        raise _no_such_path(name)
     spec = get_spec(name)
     if source is not None:
         if spec.bundled is not None:
@@ -449,6 +468,13 @@ def _unknown(name: str) -> DataError:
         f"unknown dataset {name!r}; available: {', '.join(available_names())} "
         "(or a path to an .npz file or an image folder)"
     )
+
+
+def _no_such_path(name: str) -> DataError:
+    """For a name written as a path (``./mnist``, ``data/x.npz``) where nothing exists."""
+    spec = _find_spec(name)
+    hint = f" (for the registered dataset, write its name: {spec.name})" if spec else ""
+    return DataError(f"no such file or folder: {name}{hint}")  # as typed: ./mnist, not mnist
 
 
 def _find_spec(name: str) -> DatasetSpec | None:
@@ -486,11 +512,33 @@ def _bundled_path(spec: DatasetSpec) -> Path | None:
     return None
 
 
-def _is_available(spec: DatasetSpec, root: str | Path | None) -> bool:
+def _cache_state(spec: DatasetSpec, root: str | Path | None) -> CacheState:
+    """What the cache holds of ``spec``, cheaply enough for a listing: no checksums.
+
+    Hashing the files on every ``trainlab datasets`` would read up to ~800 MB (CIFAR and K49
+    archives) each time, and sizes are not published with the checksums. So "ready" means a
+    decoded cache made from files with exactly these checksums (it is written only after they
+    were verified, and loads without them); files present without one are "unverified": the
+    first load checks their MD5s and downloads any wrong one again.
+    """
     if spec.bundled is not None:
-        return _bundled_path(spec) is not None
+        return "bundled" if _bundled_path(spec) is not None else "no"
     folder = dataset_dir(spec.name, root)
-    return (folder / DECODED_NAME).is_file() or not missing_files(folder, spec.files)
+    if _decoded_is_current(folder / DECODED_NAME, spec):
+        return "ready"
+    return "no" if missing_files(folder, spec.files) else "unverified"
+
+
+def _decoded_is_current(cache: Path, spec: DatasetSpec) -> bool:
+    """Whether ``cache`` is a decoded cache of this spec's files; reads only its fingerprint."""
+    if not cache.is_file():
+        return False
+    try:  # an .npz is read member by member: the image arrays stay on disk
+        with open(cache, "rb") as handle, np.load(handle, allow_pickle=False) as data:
+            stamp = str(data["fingerprint"])
+    except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile, zlib.error):
+        return False  # damaged or not ours: the next load rebuilds it
+    return stamp == f"{_CACHE_VERSION}:{spec.fingerprint()}"
 
 
 def _load_registered(spec: DatasetSpec, root: str | Path | None, download: bool) -> DatasetBundle:
@@ -505,6 +553,10 @@ def _load_registered(spec: DatasetSpec, root: str | Path | None, download: bool)
         return spec.decode({path.name: path}).to_bundle(spec.name, spec.kind, str(path))
 
     folder = dataset_dir(spec.name, root)
+    # Temporary files of downloads or copies that were killed (up to ~170 MB each for CIFAR);
+    # atomic_path cleans those of the file it writes, this those of files already complete.
+    names = [name for remote in spec.files for name, _ in remote.forms()]
+    remove_stale_parts(folder, [*names, DECODED_NAME])
     cache = folder / DECODED_NAME
     arrays = ArrayDataset.load_cache(cache, spec.fingerprint())
     if arrays is None:

@@ -59,6 +59,9 @@ class MicroBatcher:
 
     async def run(self, images: torch.Tensor) -> torch.Tensor:
         assert self._queue is not None, "MicroBatcher.start() was not awaited"
+        if len(images) > self.max_batch:  # never more than max_batch images in one forward pass
+            chunks = images.split(self.max_batch)
+            return torch.cat(await asyncio.gather(*(self.run(chunk) for chunk in chunks)))
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
         self._queue.put_nowait(_Request(images, future, loop.time()))
@@ -67,8 +70,10 @@ class MicroBatcher:
     async def _loop(self) -> None:
         assert self._queue is not None
         queue, loop = self._queue, asyncio.get_running_loop()
+        held: _Request | None = None  # taken from the queue, but too many for the last batch
         while True:
-            pending = [await queue.get()]
+            pending = [held if held is not None else await queue.get()]
+            held = None
             size = len(pending[0].images)
             deadline = pending[0].arrived + self.max_delay
             while size < self.max_batch:
@@ -82,6 +87,9 @@ class MicroBatcher:
                         break
                 else:  # queued already (while the model was busy): no waiting, no task
                     request = queue.get_nowait()
+                if size + len(request.images) > self.max_batch:
+                    held = request  # first in the next batch: its requests stay in order
+                    break
                 pending.append(request)
                 size += len(request.images)
             await self._compute(pending, loop)

@@ -1,7 +1,8 @@
 """Any uploaded image -> exactly what the model was trained on.
 
 Uploads arrive as PNG/JPEG/WebP (or GIF, BMP, TIFF) of any size and bit depth, colour or grey,
-with or without alpha, in any EXIF orientation. They become a uint8 ``[C, H, W]`` tensor with
+with or without alpha, in any EXIF orientation, and are decoded as training decodes image
+folders (``data.pictures``; transparency becomes white paper). They become a uint8 ``[C, H, W]`` tensor with
 the checkpoint's channels and size, which then goes through ``data.batches.normalize_uint8``
 with the checkpoint's mean/std — the very function training and evaluation use, so a training
 image sent to the server is classified exactly as in-process.
@@ -22,23 +23,27 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
-from trainlab.errors import TrainlabError
+# decode, its limits and its error are shared with training's image folders (data.pictures)
+from trainlab.data.pictures import MAX_PIXELS, MAX_SIDE, InputError, decode, flatten_alpha
+
+__all__ = [
+    "MAX_PIXELS",
+    "MAX_SIDE",
+    "InputError",
+    "Target",
+    "declared_pixels",
+    "decode",
+    "handwriting",
+    "preprocess_upload",
+    "to_model_input",
+]
 
 HANDWRITING = ("digits", "characters")
-# The formats an upload may be in. Pillow reads dozens more, but nobody sends those to classify,
-# some barely check their magic number (TGA) and EPS runs Ghostscript on the client's bytes.
-FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
-ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
-MAX_PIXELS = 40_000_000  # decoded pixels; more is a decompression bomb or not a small image
-MAX_SIDE = 16_384
 INK_FRACTION = 20 / 28  # MNIST: the digit's box is 20x20 inside 28x28
 INK_THRESHOLD = 0.2  # share of full intensity that counts as ink when cropping
-
-
-class InputError(TrainlabError, ValueError):
-    """An upload that is not a usable image; the message says what is wrong."""
+MIN_CONTRAST = 32  # ink this close to its paper's level is noise, not a stroke
 
 
 @dataclass(frozen=True)
@@ -49,96 +54,25 @@ class Target:
     height: int
     width: int
     kind: str
+    background: str = "dark"  # of the training images; checkpoints before it was saved: MNIST's
 
     @classmethod
     def from_preprocessing(cls, preprocessing: dict[str, Any]) -> Target:
         height, width = preprocessing["image_size"]
         return cls(int(preprocessing["channels"]), int(height), int(width),
-                   str(preprocessing.get("kind", "other")))  # fmt: skip
-
-
-def decode(data: bytes, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Bytes -> a fully decoded, upright image in mode L, LA, RGB or RGBA (8 bits a channel), or
-    :class:`InputError` saying what is wrong: never another exception, a hang or a bomb."""
-    if not data:
-        raise InputError("the upload is empty")
-    # No warnings.catch_warnings() to turn Pillow's DecompressionBombWarning into an error: it is
-    # not thread-safe (decode runs on worker threads), and our limit is below Pillow's anyway.
-    try:
-        image = Image.open(io.BytesIO(data), formats=FORMATS)
-        width, height = image.size
-        if width > MAX_SIDE or height > MAX_SIDE or width * height > max_pixels:
-            raise InputError(
-                f"the image is {width}×{height} pixels; at most {max_pixels:,} pixels and "
-                f"{MAX_SIDE} per side are accepted"
-            )
-        image.load()  # decode now: a truncated file fails here, not later
-        return _standard_mode(_upright(image))
-    except InputError:
-        raise
-    except Image.DecompressionBombError:  # Pillow's own limit, beyond ours (it checks first)
-        raise InputError("the image claims too many pixels (decompression bomb?)") from None
-    except UnidentifiedImageError:
-        raise InputError(
-            f"not an image in a format the server reads ({', '.join(FORMATS)})"
-        ) from None
-    except Exception as error:
-        # Pillow's decoders report broken data as OSError, ValueError, SyntaxError, EOFError,
-        # struct.error, IndexError, ...: whatever they raise on client bytes is a broken file.
-        raise InputError(f"the image is damaged or truncated ({error})") from None
-
-
-def _upright(image: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation (a phone photo stored sideways)."""
-    try:
-        return ImageOps.exif_transpose(image) or image
-    except Exception:  # unreadable EXIF (e.g. a WebP's EXIF chunk with a bad TIFF header, which
-        return image  # raises SyntaxError): the pixels are fine, so keep them as stored
-
-
-def _standard_mode(image: Image.Image) -> Image.Image:
-    """Any mode Pillow decodes -> L, LA, RGB or RGBA, with transparency as an alpha channel."""
-    if image.mode.startswith("I") or image.mode == "F":  # I;16, I;16B, I (32-bit), F (float)
-        return _grey_8bit(image)
-    if image.mode in ALPHA_MODES or "transparency" in image.info:  # incl. P, L, RGB with tRNS
-        return image.convert("LA" if image.mode in ("L", "LA") else "RGBA")
-    return image if image.mode in ("L", "RGB") else image.convert("RGB")  # 1, P, CMYK, LAB, ...
-
-
-def _grey_8bit(image: Image.Image) -> Image.Image:
-    """16- and 32-bit grey -> L. Pillow's own ``convert("L")`` clips at 255, which turns a 16-bit
-    PNG almost white, so scale by the bit depth: 65535 -> 255. 32-bit integers and floats carry
-    no depth: values beyond 255 are taken as 16-bit, floats within [0, 1] as fractions."""
-    values = np.array(image, dtype=np.float32)  # a copy, then worked on in place: 4 bytes a pixel
-    np.nan_to_num(values, copy=False)
-    np.maximum(values, 0, out=values)  # below zero is black (and -inf * 255 would overflow)
-    top = float(values.max(initial=0))
-    if image.mode.startswith("I;16") or top > 255:
-        values /= 257
-    elif image.mode == "F" and top <= 1:
-        values *= 255
-    np.clip(np.round(values, out=values), 0, 255, out=values)
-    return Image.fromarray(values.astype(np.uint8))
-
-
-def _flatten_alpha(image: Image.Image, background: int) -> Image.Image:
-    """Transparent pixels become ``background`` (a drawing on a transparent canvas)."""
-    if image.mode in ("RGBA", "LA"):
-        rgba = image.convert("RGBA")
-        base = Image.new("RGBA", rgba.size, (background,) * 3 + (255,))
-        return Image.alpha_composite(base, rgba).convert("RGB")
-    return image
+                   str(preprocessing.get("kind", "other")),
+                   str(preprocessing.get("background", "dark")))  # fmt: skip
 
 
 def to_model_input(image: Image.Image, target: Target) -> torch.Tensor:
     """An image from :func:`decode` (mode L, LA, RGB or RGBA) -> uint8 ``[C, H, W]`` as the model
     was trained on."""
     if target.kind in HANDWRITING:
-        grey = np.asarray(_flatten_alpha(image, 255).convert("L"), dtype=np.uint8)
-        pixels = handwriting(grey, target.height, target.width)
+        grey = np.asarray(flatten_alpha(image).convert("L"), dtype=np.uint8)
+        pixels = handwriting(grey, target.height, target.width, background=target.background)
         array = np.repeat(pixels[None], target.channels, axis=0)
     else:
-        rgb = _flatten_alpha(image, 0).convert("RGB" if target.channels == 3 else "L")
+        rgb = flatten_alpha(image).convert("RGB" if target.channels == 3 else "L")
         fitted = ImageOps.fit(rgb, (target.width, target.height), Image.Resampling.BILINEAR)
         array = np.asarray(fitted, dtype=np.uint8)
         array = array.transpose(2, 0, 1) if array.ndim == 3 else array[None]
@@ -147,12 +81,35 @@ def to_model_input(image: Image.Image, target: Target) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-def handwriting(grey: np.ndarray, height: int, width: int) -> np.ndarray:
-    """MNIST-style normalisation of one grey image (uint8 ``[H, W]``) -> uint8 ``[height, width]``."""
+def handwriting(
+    grey: np.ndarray, height: int, width: int, *, background: str = "dark"
+) -> np.ndarray:
+    """MNIST-style normalisation of one grey image (uint8 ``[H, W]``) -> uint8 ``[height, width]``,
+    on a ``background`` like the training images' (``"dark"``: light ink, as MNIST)."""
     dark = _dark_background(grey)
+    if grey.shape == (height, width) and dark == (background == "dark"):
+        return grey.copy()  # already a training-format image: leave it exactly as it is
     ink = grey if dark else 255 - grey  # dark ink on white paper -> light ink on black
-    if dark and ink.shape == (height, width):
-        return ink.copy()  # already a training-format image: leave it exactly as it is
+    ink = _without_paper(ink)
+    glyph = _normalised_glyph(ink, height, width)
+    return glyph if background == "dark" else 255 - glyph
+
+
+def _without_paper(ink: np.ndarray) -> np.ndarray:
+    """Light ink on a background that may not be black (a photo of grey paper): the border's
+    level becomes 0 and the ink is stretched to full strength, as MNIST's strokes are."""
+    level = float(np.median(_border(ink)))
+    top = float(ink.max(initial=0))
+    if level == 0 and top == 255:
+        return ink  # clean already (the drawing page, a scan on white): unchanged
+    if top - level < MIN_CONTRAST:  # paper and nothing on it
+        return np.zeros_like(ink)
+    stretched = (ink.astype(np.float32) - level) * (255 / (top - level))
+    return np.clip(np.round(stretched), 0, 255).astype(np.uint8)
+
+
+def _normalised_glyph(ink: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Light ink on black -> cropped to the ink, scaled into the ink box, centred by mass."""
     mask = ink > INK_THRESHOLD * 255
     # The ink's bounding box from per-row/column flags: np.nonzero(mask) would hold two int64
     # indices a pixel (640 MB for a 40-megapixel upload that is all ink).
@@ -168,10 +125,13 @@ def handwriting(grey: np.ndarray, height: int, width: int) -> np.ndarray:
     return _centre_by_mass(scaled, height, width)
 
 
+def _border(grey: np.ndarray) -> np.ndarray:
+    return np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+
+
 def _dark_background(grey: np.ndarray) -> bool:
     """The border decides: a drawing's background touches the edges, its ink mostly not."""
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    return float(np.median(border)) < 128
+    return float(np.median(_border(grey))) < 128
 
 
 def _centre_by_mass(glyph: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -192,18 +152,15 @@ def _centre_by_mass(glyph: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.clip(frame, 0, 255).astype(np.uint8)
 
 
-SMALL_PIXELS = 512 * 512  # an image this small is preprocessed faster than a thread hand-off
-
-
-def is_small_image(data: bytes) -> bool:
-    """Whether the header declares at most ``SMALL_PIXELS`` pixels (nothing is decoded).
+def declared_pixels(data: bytes) -> int | None:
+    """The pixel count the image's header declares (nothing is decoded), None if unreadable.
     A few hundred bytes can declare 40 million pixels, so the byte count alone says nothing."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
-    except Exception:  # anything unreadable goes the careful way, where errors are reported
-        return False
-    return width * height <= SMALL_PIXELS
+    except Exception:  # unreadable: decode() will say why, at once and without decoding
+        return None
+    return width * height
 
 
 def preprocess_upload(data: bytes, preprocessing: dict[str, Any], *,

@@ -1,0 +1,116 @@
+"""Limits that keep the server responsive: images per forward pass, decoded pixels in flight,
+what is decoded on the event loop, and a JSON answer when the server itself fails."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from live import png, uvicorn_thread
+from trainlab.serve import app as app_module
+from trainlab.serve.app import ClientError, PixelBudget, ServeSettings, create_app
+from trainlab.serve.batching import MicroBatcher
+from trainlab.serve.model import ServedModel
+
+
+def test_no_forward_pass_holds_more_than_max_batch_images():
+    sizes: list[int] = []
+
+    def model(batch: torch.Tensor) -> torch.Tensor:
+        sizes.append(len(batch))
+        return batch * 2
+
+    async def scenario() -> list[torch.Tensor]:
+        batcher = MicroBatcher(model, max_batch=4, max_delay=0.05)
+        await batcher.start()
+        try:
+            requests = [torch.arange(10.0), torch.arange(3.0) + 100, torch.arange(3.0) + 200]
+            return await asyncio.gather(*(batcher.run(r) for r in requests))
+        finally:
+            await batcher.stop()
+
+    big, first, second = asyncio.run(scenario())
+    assert max(sizes) <= 4 and sum(sizes) == 16
+    assert torch.equal(big, torch.arange(10.0) * 2)  # split, computed and put back in order
+    assert torch.equal(first, (torch.arange(3.0) + 100) * 2)
+    assert torch.equal(second, (torch.arange(3.0) + 200) * 2)
+
+
+def test_the_pixel_budget_refuses_with_503_and_gives_back():
+    budget = PixelBudget(100)
+    with budget.hold(60):
+        with pytest.raises(ClientError) as refused, budget.hold(50):
+            pass
+        assert refused.value.status == 503 and refused.value.headers == {"Retry-After": "1"}
+        with budget.hold(40):
+            assert budget.held == 100
+    assert budget.held == 0
+    with pytest.raises(KeyError), budget.hold(100):
+        raise KeyError("a decode that fails")
+    assert budget.held == 0
+
+
+def blank_png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (width, height), 255).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.integration
+def test_large_images_decode_off_the_event_loop_within_the_pixel_budget(small_run, monkeypatch):
+    threads: list[str] = []
+    decode = app_module.preprocess_upload
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(app_module, "preprocess_upload", recording)
+    served = ServedModel.load(small_run, device="cpu")
+    settings = ServeSettings(max_pixels=1_000_000, max_inflight_pixels=1_000_000)
+    with uvicorn_thread(create_app(served, settings)) as url:
+        digit = np.zeros((28, 28), dtype=np.uint8)
+        digit[6:22, 13:15] = 255
+        assert (
+            httpx.post(f"{url}/predict", files={"file": ("d.png", png(digit))}).status_code == 200
+        )
+        assert not threads[-1].startswith("trainlab-decode")  # a digit: on the loop, no hand-off
+        photo = blank_png(300, 300)
+        assert httpx.post(f"{url}/predict", files={"file": ("p.png", photo)}).status_code == 200
+        assert threads[-1].startswith("trainlab-decode")
+        # 40 images of 64×64 in one request: 16 of them (65,536 pixels) are decoded on the loop,
+        # the rest on decode threads.
+        threads.clear()
+        tile = np.zeros((64, 64), dtype=np.uint8)
+        tile[10:54, 30:34] = 255
+        files = [("files", (f"{i}.png", png(tile))) for i in range(40)]
+        response = httpx.post(f"{url}/predict_batch", files=files)
+        assert response.status_code == 200, response.text
+        on_loop = sum(not name.startswith("trainlab-decode") for name in threads)
+        assert on_loop == 16 and len(threads) == 40
+        # An image over the whole pixel budget is refused by its size, not left waiting.
+        huge = httpx.post(f"{url}/predict", files={"file": ("h.png", blank_png(1001, 1000))})
+        assert huge.status_code == 400 and "at most 1,000,000 pixels" in huge.json()["error"]
+
+
+@pytest.mark.integration
+def test_a_failing_model_is_a_json_500_and_the_server_lives_on(small_run):
+    served = ServedModel.load(small_run, device="cpu")
+
+    def out_of_memory(batch: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("CUDA out of memory")
+
+    served.probabilities = out_of_memory  # what the batcher calls
+    digit = png(np.zeros((28, 28), dtype=np.uint8))
+    with uvicorn_thread(create_app(served, ServeSettings())) as url:
+        response = httpx.post(f"{url}/predict", files={"file": ("d.png", digit)})
+        assert response.status_code == 500
+        assert response.json() == {"error": "the server failed: RuntimeError: CUDA out of memory"}
+        assert httpx.get(f"{url}/healthz").status_code == 200
