@@ -114,3 +114,12 @@ def test_a_failing_model_is_a_json_500_and_the_server_lives_on(small_run):
         assert response.status_code == 500
         assert response.json() == {"error": "the server failed: RuntimeError: CUDA out of memory"}
         assert httpx.get(f"{url}/healthz").status_code == 200
+
+
+@pytest.mark.integration
+def test_health_checks_may_probe_with_head(small_run):
+    served = ServedModel.load(small_run, device="cpu")
+    with uvicorn_thread(create_app(served, ServeSettings())) as url:
+        for path in ("/healthz", "/"):
+            response = httpx.head(f"{url}{path}")
+            assert response.status_code == 200 and response.content == b"", path

@@ -404,6 +404,8 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
     async def model_info() -> dict[str, Any]:
         return info
 
+    # HEAD too: load balancers and uptime checkers often probe with it.
+    @app.head("/healthz", include_in_schema=False)
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, Any]:
         stats = classify.stats
@@ -422,7 +424,7 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
 
     static = _static_files()
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> Response:
         return Response(static["index.html"], media_type=STATIC_TYPES["index.html"],
                         headers=PAGE_HEADERS)  # fmt: skip
