@@ -32,6 +32,21 @@ def test_layering_defaults_file_then_overrides(tmp_path):
     assert config.model.options == {"width": 2}
 
 
+def test_a_later_layer_choosing_the_other_way_replaces_the_earlier_one(tmp_path):
+    """val_size/val_fraction and train_size/train_fraction say one thing two ways."""
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  val_size: 500\n  train_size: 1000\n")
+    config = load_config(path, ["data.val_fraction=0.2", "data.train_fraction=0.5"])
+    assert config.data.val_size is None and config.data.val_fraction == 0.2
+    assert config.data.train_size is None and config.data.train_fraction == 0.5
+    kept = load_config(path, ["data.batch_size=32"]).data  # not chosen again: the file's stay
+    assert kept.val_size == 500 and kept.train_size == 1000
+    base = {"data": {"train_fraction": 0.5}}  # a file's choice replaces the base's too
+    assert load_config(path, base=base).data.train_fraction is None
+    with pytest.raises(ConfigError, match="not both"):  # both in one layer: the user's conflict
+        load_config(None, ["data.train_fraction=0.5", "data.train_size=100"])
+
+
 def test_yaml_round_trip_is_exact():
     config = load_config(overrides=["data.augment.rotate=15", "epochs=7", "budget=30"])
     again = build_config(yaml.safe_load(config_to_yaml(config)))

@@ -345,3 +345,11 @@ def test_the_checkpoint_records_the_ink_polarity_the_server_must_draw(tiny_confi
     buffer = io.BytesIO()
     Image.fromarray(scan).save(buffer, format="PNG")
     assert np.array_equal(preprocess_upload(buffer.getvalue(), preprocessing)[0].numpy(), scan)
+
+
+def test_a_last_batch_of_one_image_never_reaches_batch_norm(tiny_config):
+    """129 images in batches of 64: the lone 129th would crash BatchNorm's training step."""
+    config = tiny_config(data__train_size=129, data__batch_size=64, epochs=1,
+                         model__options={"hidden": [16], "batch_norm": True})  # fmt: skip
+    result = trainlab.train(config)
+    assert result.status == "completed" and result.summary["steps"] == 2

@@ -324,15 +324,46 @@ def set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:
     node[leaf] = value
 
 
+# Keys that say one thing two ways: the later layer's choice replaces what an earlier layer set
+# (a file's `val_size: 500` must not outlive `--val-fraction 0.2`, nor refuse `--train-fraction`).
+ALTERNATIVES = (("data.val_fraction", "data.val_size"), ("data.train_fraction", "data.train_size"))
+
+
+def drop_alternatives(tree: dict[str, Any], chosen: set[str]) -> None:
+    """Remove from ``tree`` the alternatives of the dotted keys in ``chosen`` that this layer
+    did not set itself (two of one group in the same layer stay: that is the user's conflict)."""
+    for group in ALTERNATIVES:
+        if chosen & set(group):
+            for key in set(group) - chosen:
+                *parents, leaf = key.split(".")
+                node: Any = tree
+                for part in parents:
+                    node = node.get(part) if isinstance(node, dict) else None
+                if isinstance(node, dict):
+                    node.pop(leaf, None)
+
+
+def dotted_keys(tree: dict[str, Any], prefix: str = "") -> set[str]:
+    """Every leaf of a nested config dict as a dotted key."""
+    keys: set[str] = set()
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        keys |= dotted_keys(value, dotted + ".") if isinstance(value, dict) else {dotted}
+    return keys
+
+
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key.path=value`` strings (``--set``) to a plain config dict, returning a copy."""
     tree = copy.deepcopy(tree)
+    chosen: set[str] = set()
     for override in overrides:
         key, sep, value = override.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value, got {override!r} (e.g. optim.lr=0.05)")
         key = key.strip()
         set_dotted(tree, key, text_value(value) if key in TEXT_KEYS else parse_value(value))
+        chosen.add(key)
+    drop_alternatives(tree, chosen)
     return tree
 
 
@@ -440,7 +471,9 @@ def load_config(
     """Defaults < ``base`` < file at ``path`` < dotted ``overrides``."""
     tree: dict[str, Any] = dict(base or {})
     if path is not None:
-        tree = deep_merge(tree, read_config_file(path))
+        from_file = read_config_file(path)
+        tree = deep_merge(tree, from_file)
+        drop_alternatives(tree, dotted_keys(from_file))
     tree = apply_overrides(tree, overrides or [])
     return build_config(tree)
 

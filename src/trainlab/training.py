@@ -65,7 +65,8 @@ from trainlab.runs.record import (
 )
 
 # Below this many batches per epoch, a ragged last batch is kept (small data needs every image);
-# above it, it is dropped so BatchNorm never sees a batch of one.
+# above it, it is dropped. A last batch of one image is always dropped: BatchNorm cannot train
+# on it (and the shuffle leaves out a different image each epoch).
 DROP_LAST_MIN_BATCHES = 4
 
 
@@ -249,7 +250,10 @@ def make_loaders(
         if augment.is_identity()
         else BatchAugmenter(augment, prepared.bundle.num_classes, mean=prepared.mean)
     )
-    drop_last = len(prepared.train) >= DROP_LAST_MIN_BATCHES * data.batch_size
+    size = len(prepared.train)
+    drop_last = size >= DROP_LAST_MIN_BATCHES * data.batch_size or (
+        size > data.batch_size and size % data.batch_size == 1
+    )
     common = {"mean": prepared.mean, "std": prepared.std, "channels_last": channels_last}
     train_loader = BatchLoader(
         prepared.train,

@@ -12,7 +12,7 @@ from trainlab.engine.progress import ProgressBar, format_epoch_line
 class FakeTrainer:
     def __init__(self, mode="min"):
         self.monitor, self.monitor_key, self.mode = "val.loss", "val_loss", mode
-        self.state = SimpleNamespace(best_epoch=1, status="running")
+        self.state = SimpleNamespace(epoch=0, best_epoch=None, best_value=None, status="running")
         self.stopped = None
 
     def request_stop(self, status, reason):
@@ -20,7 +20,12 @@ class FakeTrainer:
 
 
 def feed(callback, trainer, values):
+    """Epochs as the Trainer runs them: its best is tracked before the callbacks hear of it."""
+    state = trainer.state
     for value in values:
+        state.epoch += 1
+        if state.best_value is None or value < state.best_value:
+            state.best_value, state.best_epoch = value, state.epoch
         callback.on_epoch_end(trainer, {"val_loss": value})
         if trainer.stopped:
             return
@@ -36,6 +41,13 @@ def test_early_stopping_min_delta_ignores_tiny_gains():
     trainer, callback = FakeTrainer(), EarlyStopping(patience=2, min_delta=0.05)
     feed(callback, trainer, [1.0, 0.99, 0.98])
     assert trainer.stopped is not None
+
+
+def test_the_stop_reason_names_the_kept_epoch_and_its_value():
+    """With min_delta, epoch 3 (0.94) is kept although it beat epoch 1 by less than 0.1."""
+    trainer, callback = FakeTrainer(), EarlyStopping(patience=2, min_delta=0.1)
+    feed(callback, trainer, [1.0, 0.95, 0.94])
+    assert trainer.stopped[1].endswith("(best 0.94 at epoch 3)")
 
 
 def test_early_stopping_improvement_resets_the_wait_and_state_round_trips():

@@ -131,6 +131,27 @@ def test_budget_ends_the_run_and_anneals_the_schedule(monkeypatch):
     assert state.history[-1]["lr"] < 0.05  # peak 0.1, cosine measured in seconds
 
 
+def test_under_a_budget_the_schedule_anneals_before_the_final_validation(monkeypatch):
+    """Validation takes a fifth of the budget: the schedule must still reach its end when the
+    steps stop, and no epoch starts that could run only a sliver before its validation."""
+    clock = SteppingClock(0.002)
+    monkeypatch.setattr(loop, "time", clock)
+    trainer = make_trainer(epochs=1, budget=1.0, schedule="cosine")
+    evaluate = trainer.evaluate
+
+    def slow_validation(*args, **kwargs):
+        clock.now += 0.2
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "evaluate", slow_validation)
+    state = trainer.fit()
+    assert state.status == "budget_exhausted" and state.epoch >= 2
+    assert state.history[-1]["lr"] < 0.1 * 0.02  # peak 0.1: annealed, not cut off at 80%
+    assert state.elapsed <= 1.0 + 0.05  # the final validation fitted in the budget
+    first_epoch_steps = len(batches())
+    assert trainer.state.step > (state.epoch - 1) * first_epoch_steps  # last epoch not a sliver
+
+
 def test_ema_is_what_gets_evaluated():
     trainer = make_trainer(ema_decay=0.5)
     trainer.fit()

@@ -77,6 +77,14 @@ def test_trial_config_uses_the_study_metric_as_monitor(study_base):
     assert config.progress is False
 
 
+def test_a_train_fraction_axis_replaces_the_base_train_size(study_base):
+    """A data-scaling grid over a base config with train_size: 300 (the GRU study's shape)."""
+    spec = spec_of(study_base, axes=[categorical("data.train_fraction", [0.5, 1.0])])
+    config = spec.trial_config({"data.train_fraction": 0.5}, seed=0)
+    assert config.data.train_fraction == 0.5 and config.data.train_size is None
+    assert config.data.val_size == 100  # not an alternative of what the axis sets: kept
+
+
 def test_runtime_keys_are_not_part_of_a_study(study_base):
     here = s.base_tree(
         build_config({**study_base, "device": "cpu", "data": {**study_base["data"], "root": "/a"}})

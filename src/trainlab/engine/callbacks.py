@@ -59,10 +59,13 @@ class EarlyStopping(Callback):
             return
         self.wait += 1
         if self.wait >= self.patience:
+            # The trainer's best (what is kept): with min_delta, a later epoch may be better by
+            # less than min_delta than the value this callback compares against.
+            best_value = trainer.state.best_value
             best = (
                 "none finite"
-                if self.best is None
-                else f"best {self.best:.4g} at epoch {trainer.state.best_epoch}"
+                if self.best is None or best_value is None
+                else f"best {best_value:.4g} at epoch {trainer.state.best_epoch}"
             )
             trainer.request_stop(
                 "early_stopped",

@@ -73,6 +73,11 @@ def hard_labels(targets: torch.Tensor) -> torch.Tensor:
     return targets.argmax(dim=1) if targets.ndim == 2 else targets
 
 
+# Under --budget, the least share of an epoch's steps that must still fit before the final
+# validation for another epoch to start.
+MIN_LAST_EPOCH_SHARE = 0.25
+
+
 @contextlib.contextmanager
 def _float32_arithmetic(device: torch.device) -> Iterator[None]:
     """Plain float32: no autocast, and on CUDA no TF32 convolutions (cuDNN's default on Ampere
@@ -144,7 +149,8 @@ class Trainer:
         self._stop_requested = False
         self._fit_started_at = 0.0
         self._elapsed_at_start = 0.0
-        self._validation_seconds = 0.0
+        self._validation_seconds = 0.0  # the last validation pass: the final one must fit too
+        self._epoch_train_seconds = 0.0  # the last epoch's training steps
 
     # -- public API ------------------------------------------------------------------------
 
@@ -173,10 +179,17 @@ class Trainer:
         return self._elapsed_at_start + time.perf_counter() - self._fit_started_at
 
     def fraction_done(self) -> float:
-        """Progress of the whole run in [0, 1]: by time under a budget, else by steps."""
+        """Progress of the whole run in [0, 1]: by time under a budget, else by steps. Under a
+        budget it reaches 1 when the steps must end for the final validation to fit, so the
+        schedule anneals fully before the run ends."""
         if self.budget is not None:
-            return min(self.elapsed() / self.budget, 1.0)
+            return min(self.elapsed() / self._training_horizon(), 1.0)
         return min(self.state.step / max(self.epochs * self.steps_per_epoch, 1), 1.0)
+
+    def _training_horizon(self) -> float:
+        """Seconds of the budget left for training steps: the budget less a validation pass."""
+        assert self.budget is not None
+        return max(self.budget - self._validation_seconds, 1e-9)
 
     def fit(self) -> FitState:
         self._fit_started_at = time.perf_counter()
@@ -283,12 +296,15 @@ class Trainer:
 
     def _more_epochs(self) -> bool:
         if self.budget is not None:
-            return self.elapsed() < self.budget
+            # An epoch that could run only a sliver of its steps before the final validation
+            # would still pay a whole validation pass (and overrun the budget): not started.
+            remaining = self._training_horizon() - self.elapsed()
+            return remaining > MIN_LAST_EPOCH_SHARE * self._epoch_train_seconds
         return self.state.epoch < self.epochs
 
     def _budget_nearly_spent(self) -> bool:
         # Stop early enough that the final validation still fits in the budget.
-        return self.budget is not None and self.elapsed() + self._validation_seconds >= self.budget
+        return self.budget is not None and self.elapsed() >= self._training_horizon()
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(
@@ -307,6 +323,7 @@ class Trainer:
             if self._stop_requested or self._budget_nearly_spent():
                 break
         self.state.epoch += 1
+        self._epoch_train_seconds = time.perf_counter() - epoch_started
         if self.state.status == "diverged":
             # Recorded (with NaN validation) so history.csv shows the epoch that blew up.
             record = self._epoch_record(epoch_started, {})

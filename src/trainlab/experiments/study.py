@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 import trainlab
-from trainlab.config import MonitorName, TrainConfig, build_config, set_dotted
+from trainlab.config import MonitorName, TrainConfig, build_config, drop_alternatives, set_dotted
 from trainlab.errors import StudyError
 from trainlab.experiments.space import Axis, draw
 from trainlab.experiments.store import Store
@@ -178,6 +178,7 @@ class StudySpec:
         fold_key = {} if fold is None else {"data.fold": fold}
         for key, value in {**overrides, **fold_key, **(runtime or {})}.items():
             set_dotted(tree, key, value)
+        drop_alternatives(tree, set(overrides))  # a train_fraction axis over a base's train_size
         tree.update(seed=seed, monitor=self.metric, mode="auto", progress=False)
         return build_config(tree)
 
