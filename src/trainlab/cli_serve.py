@@ -85,6 +85,10 @@ def serve(
             "its connection is closed",
         ),
     ] = 30,
+    access_log: Annotated[
+        bool,
+        typer.Option(help="log every request (client, method, path, status: uvicorn's access log)"),
+    ] = False,
 ) -> None:
     """Serve a trained model over HTTP: /predict, /predict_batch, /embed, /model, /healthz."""
     import uvicorn
@@ -104,7 +108,8 @@ def serve(
     console.print(f"serving {served.name} ({len(served.class_names)} classes) on "
                   f"http://{host}:{port} — docs at /docs", highlight=False)  # fmt: skip
     config = uvicorn.Config(create_app(served, settings), host=host, port=port,
-                            log_level="warning")  # fmt: skip
+                            log_level="info" if access_log else "warning",
+                            access_log=access_log)  # fmt: skip
     uvicorn.Server(config).run(sockets=[listening])
 
 

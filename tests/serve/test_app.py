@@ -323,15 +323,18 @@ def test_probabilities_are_a_distribution(server, digits):
     assert total == pytest.approx(1.0, abs=1e-4)
 
 
-def test_trainlab_serve_command(run_dir):
+@pytest.mark.parametrize("access_log", [False, True])
+def test_trainlab_serve_command(run_dir, access_log):
     import subprocess
     import sys
 
     from postgres_server import free_port, wait_for
 
     port = free_port()
+    flags = ["--access-log"] if access_log else []
     process = subprocess.Popen([sys.executable, "-m", "trainlab", "serve", str(run_dir), "--port",
-                                str(port), "--device", "cpu"], stdout=subprocess.PIPE, text=True)  # fmt: skip
+                                str(port), "--device", "cpu", *flags], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
 
         def healthy() -> bool:
@@ -343,8 +346,10 @@ def test_trainlab_serve_command(run_dir):
         wait_for(healthy, timeout=60, interval=0.2, what="the server")
     finally:
         process.terminate()
-        output = process.communicate(timeout=30)[0]
+        output, _ = process.communicate(timeout=30)
     assert f"on http://127.0.0.1:{port}" in output
+    # The health probes, one line each with --access-log; nothing per request without it.
+    assert ('"GET /healthz HTTP/1.1" 200' in output) is access_log
 
 
 def test_serve_says_when_its_port_is_taken_or_its_host_is_not_here(run_dir):
