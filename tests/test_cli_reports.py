@@ -150,3 +150,32 @@ def test_a_two_key_grid_gets_its_pivot_in_the_report_by_itself(tmp_path, monkeyp
     text = (tmp_path / "reports/two/report.md").read_text()
     assert "## optim.name × optim.lr" in text and "| optim.name | 0.003 | 0.001 |" in text
     assert (tmp_path / "reports/two/pivot.csv").is_file()
+
+
+def test_compare_counts_pruned_trials_in_the_footer(monkeypatch):
+    import dataclasses
+
+    import trainlab.cli_reports as cli_reports
+    from analysis.test_tables import optimizer_study
+
+    study = optimizer_study()  # 4 failed runs; prune two completed ones, as a search would
+    for index in (0, 3):
+        study.runs[index] = dataclasses.replace(study.runs[index], state="PRUNED",
+                                                status="pruned", value=None)  # fmt: skip
+    monkeypatch.setattr(cli_reports, "load_target", lambda *args: study)
+    result = runner.invoke(app, ["compare", "optimizers"])
+    assert result.exit_code == 0, result.output
+    assert "4 failed, 2 pruned and 0 unfinished run(s) are not in the table" in result.output
+
+
+def test_compare_ranks_within_each_data_set_and_says_so(monkeypatch):
+    import trainlab.cli_reports as cli_reports
+    from analysis.test_tables import dataset_study
+
+    monkeypatch.setattr(cli_reports, "load_target", lambda *args: dataset_study())
+    result = runner.invoke(app, ["compare", "mix", "--by", "optim.lr"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[:2] == ["data.dataset", "optim.lr"]  # never pooled over data sets
+    assert [line.split()[-1] for line in lines[1:5]].count("best") == 2
+    assert "only against the best configuration on the same data set" in result.output

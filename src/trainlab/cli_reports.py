@@ -116,7 +116,7 @@ def compare(
     """The results table in the terminal: mean ± std (n), 95% CI, distinguishable from best;
     or, with --pivot, one varied key down and another across (optimizer × dataset)."""
     from trainlab.analysis import stats
-    from trainlab.analysis.tables import build_pivot, build_table
+    from trainlab.analysis.tables import WITHIN_DATASET, build_pivot, build_table
 
     keys = parse_pivot_option(pivot)
     if keys is not None and by:
@@ -124,6 +124,7 @@ def compare(
                             "best of the other varied keys per cell)")  # fmt: skip
     data = load_target(study, storage, runs_dir)
     failed = sum(run.failed for run in data.runs)
+    pruned = sum(run.state == "PRUNED" for run in data.runs)  # stopped early by a search
     unfinished = sum(run.unfinished for run in data.runs)  # interrupted or lost ones included
     if keys is not None:
         two_way = build_pivot(data, *keys)
@@ -140,7 +141,11 @@ def compare(
         else:
             console.print(f"no completed runs in {data.name}")
         describe = f"vs. best: {stats.comparison_description(data.cv)}"
-    if failed or unfinished:
-        console.print(f"[yellow]{failed} failed and {unfinished} unfinished run(s) are not in "
+        if table.within:
+            describe += " " + WITHIN_DATASET.replace("`", "")
+    if failed or pruned or unfinished:
+        counts = [f"{failed} failed", *([f"{pruned} pruned"] if pruned else []),
+                  f"{unfinished} unfinished"]  # fmt: skip
+        console.print(f"[yellow]{', '.join(counts[:-1])} and {counts[-1]} run(s) are not in "
                       f"the table (see `trainlab runs {data.name}`)[/]")  # fmt: skip
     console.print(describe, style="dim", highlight=False, markup=False, soft_wrap=True)

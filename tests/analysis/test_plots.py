@@ -227,3 +227,36 @@ def test_draw_other_figures(tmp_path):
     assert_png(plots.draw_optimization_history(history, tmp_path / "h.png", "val loss"))
     assert_png(plots.draw_importances({"optim.lr": 0.8, "wd": 0.2}, tmp_path / "i.png"))
     assert_png(plots.draw_importances({}, tmp_path / "i0.png"), 1000)
+
+
+def test_panel_titles_show_the_keys_that_vary_and_stay_distinct():
+    configurations = [
+        {"data.dataset": "/tmp/review-report/imb.npz", "optim.lr": "0.01", "model.name": "mlp"},
+        {"data.dataset": "/tmp/review-report/imb.npz", "optim.lr": "0.001", "model.name": "mlp"},
+        {"data.dataset": "mnist-5k", "optim.lr": "0.01", "model.name": "mlp"},
+    ]
+    assert plots.panel_titles(configurations) == [
+        "dataset=imb.npz, lr=0.01", "dataset=imb.npz, lr=0.001", "dataset=mnist-5k, lr=0.01"]  # fmt: skip
+    # Two files of the same name: the folders tell them apart.
+    same_name = [{"data.dataset": "/a/x.npz"}, {"data.dataset": "/b/x.npz"}]
+    assert plots.panel_titles(same_name) == ["data.dataset=/a/x.npz", "data.dataset=/b/x.npz"]
+    long = [{"model.name": "resnet18-" + "w" * 40 + "-a", "optim.name": "adamw", "optim.lr": "0.1"},
+            {"model.name": "resnet18-" + "w" * 40 + "-b", "optim.name": "sgd", "optim.lr": "0.1"}]  # fmt: skip
+    titles = plots.panel_titles(long)
+    assert len(set(titles)) == 2 and all(len(line) <= 40 for t in titles for line in t.split("\n"))
+    assert titles[0].split("\n") == ["model.name=resnet18-ww…wwwwwwwwww-a", "optim.name=adamw"]
+    assert plots.panel_titles([{}]) == ["base"] and plots.panel_titles([]) == []
+    assert plots.panel_titles([{"optim.lr": "0.1"}]) == ["lr=0.1"]  # one panel: all its keys
+
+
+def test_learning_curve_panels_have_whole_epoch_ticks_and_full_titles():
+    curves = learning_curves([RUN_A, RUN_B], [None, 2])
+    titles = plots.panel_titles([{"data.dataset": "/tmp/x/imb.npz", "optim.lr": "0.01"},
+                                 {"data.dataset": "/tmp/x/imb.npz", "optim.lr": "0.001"}])  # fmt: skip
+    figure = plots.learning_curves_figure(dict.fromkeys(titles, curves))
+    panels = [ax for ax in figure.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == [f"{t} (n=2)" for t in titles]
+    figure.canvas.draw()
+    for ax in panels:
+        ticks = [t for t in ax.get_xticks() if 1 <= t <= 3]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks

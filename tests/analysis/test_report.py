@@ -213,3 +213,73 @@ def test_a_damaged_checkpoint_is_named_and_the_report_still_written(small_run, t
     text = write_report(collect_run(run), tmp_path / "out").main.read_text()
     assert "No gallery of mistakes: the run's checkpoint cannot be used" in text
     assert "## Learning curves" in text  # the rest of the report stands
+
+
+def _history(val_accuracy: float) -> list[dict[str, float]]:
+    """Three epochs; with label smoothing the train loss stays above the val loss."""
+    return [{"epoch": float(e), "train_loss": 0.9 - 0.1 * e, "val_loss": 0.5 - 0.1 * e,
+             "train_accuracy": val_accuracy, "val_accuracy": val_accuracy} for e in (1, 2, 3)]  # fmt: skip
+
+
+def test_a_study_over_two_data_sets_is_compared_within_each(tmp_path):
+    from analysis.test_tables import dataset_study
+
+    study = dataset_study()
+    for run in study.runs:
+        run.history = _history(run.value)
+    text = write_report(study, tmp_path / "out").main.read_text()
+    assert "vs. best of its data set" in text
+    assert "only against the best configuration on the same data set" in text
+    # The automatic two-way table puts the data sets across, one best per column.
+    assert "## optim.lr × data.dataset" in text and "Each column is one data set" in text
+    assert "| optim.lr | /data/a/imb.npz | mnist-5k |" in text
+    assert "## The best configuration on `/data/a/imb.npz`" in text
+    assert "## The best configuration on `mnist-5k`" in text
+    assert text.count("| best |") == 2
+
+
+def test_the_report_names_the_same_best_as_the_table_on_a_tie(tmp_path):
+    from analysis.test_tables import tie_study
+
+    text = write_report(tie_study(), tmp_path / "out").main.read_text()
+    first, second = text.split("## Results")[1].splitlines()[4:6]  # the table's rows
+    assert first.startswith("| 0.01 | 3 |") and first.endswith("| best |")
+    assert second.startswith("| 0.001 | 3 |") and second.endswith("| not distinguishable (p=1) |")
+    assert "**optim.lr=0.01** — its best seed" in text
+
+
+def test_a_reused_report_folder_keeps_no_stale_results_csv(tmp_path):
+    from analysis.test_tables import make_run, tie_study
+
+    study = tie_study()
+    first = write_report(study, tmp_path / "out")
+    assert first.csv is not None and first.csv.is_file()
+    study.runs = [make_run(0, {"optim.lr": 0.01}, None, state="FAIL")]  # nothing completed
+    again = write_report(study, tmp_path / "out")
+    assert again.csv is None and not (tmp_path / "out" / "results.csv").exists()
+    assert "No completed runs yet" in again.main.read_text()
+
+
+def test_a_loss_gap_under_label_smoothing_is_marked_as_such(tmp_path):
+    from analysis.test_tables import tie_study
+
+    study = tie_study()
+    for run in study.runs:
+        run.history = _history(run.value)
+    text = write_report(study, tmp_path / "plain").main.read_text()
+    assert "label smoothing (" not in text and "-0.4000 |" in text  # smoothing not known: no mark
+    for run in study.runs:
+        run.label_smoothing = 0.1
+    text = write_report(study, tmp_path / "smoothed").main.read_text()
+    diagnostics = text.split("## Overfitting diagnostics")[1].split("## ")[0]
+    assert "| -0.4000 † |" in diagnostics
+    assert "† These runs trained with label smoothing (0.1)" in diagnostics
+    assert (
+        "biased low, negative by design" in diagnostics and "no verdict here uses it" in diagnostics
+    )
+    assert "With label smoothing ε > 0" in text  # and the rules at the end say so
+
+
+def test_label_smoothing_is_read_from_the_study_and_the_run_folder(study, small_run):
+    assert {run.label_smoothing for run in study.runs} == {0.1}  # the default
+    assert collect_run(small_run).runs[0].label_smoothing == 0.1

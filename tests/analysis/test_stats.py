@@ -10,8 +10,10 @@ import pytest
 from scipy import stats as scipy_stats
 
 from trainlab.analysis.stats import (
+    ALPHA,
     TEST_DESCRIPTION,
     Summary,
+    WelchResult,
     compare_to_best,
     comparison_description,
     fold_overlap,
@@ -341,3 +343,22 @@ def test_spearman_perfect_and_undefined():
         assert math.isnan(found.rho) and found.p is None
     with pytest.raises(ValueError, match="same length"):
         spearman([1, 2, 3], [1, 2])
+
+
+@pytest.mark.parametrize("p", [0.0499, 0.0501, 0.04951, 0.0504, 0.049999, 0.050001])
+def test_a_p_value_near_alpha_is_shown_on_its_side_of_alpha(p):
+    shown = float(format_p(p).removeprefix("p="))
+    assert (shown < ALPHA) == (p < ALPHA)
+    assert shown != ALPHA or p == ALPHA  # "p=0.05" only for exactly 0.05
+
+
+def test_the_verdict_and_the_p_it_shows_agree_near_alpha():
+    assert format_p(0.0499) == "p=0.0499" and format_p(0.0501) == "p=0.0501"
+    assert format_p(0.5012) == "p=0.5" and format_p(0.012) == "p=0.012"  # far away: two digits
+    from trainlab.analysis.stats import _comparison
+
+    for p_adj in (0.04990, 0.05049):
+        test = WelchResult(2.0, 4.0, p_adj)
+        verdict = _comparison("a", False, test, {"a": p_adj}, ALPHA).verdict
+        shown = float(verdict.split("p=")[1].rstrip(")"))
+        assert verdict.startswith("worse") == (shown < ALPHA), verdict

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from trainlab.analysis.collect import RunData, StudyData
-from trainlab.analysis.stats import holm_adjust, welch_t_test
+from trainlab.analysis.stats import compare_to_best, holm_adjust, welch_t_test
 from trainlab.analysis.tables import build_pivot, default_pivot, parse_pivot
 from trainlab.errors import StudyError
 
@@ -127,10 +127,14 @@ def test_with_only_the_two_keys_each_cell_is_one_configuration():
     study.runs = [run for run in study.runs if run.overrides["optim.name"] != "sgd"]
     pivot = build_pivot(study, "data.dataset", "optim.name")  # either way round
     assert pivot.others == [] and pivot.headers() == ["data.dataset", "adam", "momentum"]
-    # Adam on MNIST pools both learning rates now: six runs. The marks are per column: the
-    # best momentum cell is Fashion-MNIST's single run, so nothing else there is tested.
+    # Adam on MNIST pools both learning rates now: six runs. With the data sets down the rows
+    # the marks are per row (one data set each), never a data set against another; momentum's
+    # single Fashion-MNIST run is not tested.
+    assert pivot.marks == "row"
     assert pivot.rows() == [["mnist", "97.00 ± 2.28% (n=6) ★", "51.00 ± 1.00% (n=3)"],
-                            ["fashion-mnist", "85.00 ± 1.00% (n=3)", "69.00% (n=1) ★"]]  # fmt: skip
+                            ["fashion-mnist", "85.00 ± 1.00% (n=3) ★", "69.00% (n=1)"]]  # fmt: skip
+    assert "★ marks the best cell of each row" in pivot.legend()
+    assert "Each row is one data set" in pivot.legend()
     assert "Each cell: test accuracy mean ± std over its runs (seeds, × folds with --cv; n: completed runs) of that " \
            "configuration." in pivot.legend()  # fmt: skip
 
@@ -179,3 +183,127 @@ def test_a_report_adds_a_pivot_by_itself_only_for_a_full_grid_of_two_keys():
                   for i in range(13)]  # fmt: skip
     assert default_pivot(study) is None  # 13 values: too many for a table by default
     assert len(build_pivot(study, "optim.lr", "data.dataset").row_values) == 13  # when asked
+
+
+# -- studies over several data sets ---------------------------------------------------------
+
+
+def dataset_study() -> StudyData:
+    """Two learning rates on an easy data set (accuracies near 0.9) and on a hard one (near
+    0.5): their validation sets differ, so the accuracies say nothing about each other."""
+    runs = []
+    for dataset, lr, vals in [("/data/a/imb.npz", 0.01, [0.89, 0.90, 0.91]),
+                              ("/data/a/imb.npz", 0.001, [0.84, 0.85, 0.86]),
+                              ("mnist-5k", 0.01, [0.51, 0.52, 0.53]),
+                              ("mnist-5k", 0.001, [0.49, 0.50, 0.51])]:  # fmt: skip
+        for val in vals:
+            runs.append(make_run(len(runs), {"data.dataset": dataset, "optim.lr": lr}, val, val))
+    return StudyData(name="mix", kind="sweep", metric="val.accuracy", direction="maximize",
+                     keys=["data.dataset", "optim.lr"], runs=runs)  # fmt: skip
+
+
+def test_configurations_are_ranked_and_tested_only_within_their_data_set():
+    from trainlab.analysis.tables import build_table
+
+    table = build_table(dataset_study(), balanced=False)
+    assert table.within == "data.dataset" and table.headers()[-1] == "vs. best of its data set"
+    assert [(g.overrides["data.dataset"], g.overrides["optim.lr"]) for g in table.groups] == [
+        ("/data/a/imb.npz", 0.01), ("/data/a/imb.npz", 0.001),
+        ("mnist-5k", 0.01), ("mnist-5k", 0.001)]  # fmt: skip
+    verdicts = [comparison.verdict for comparison in table.comparisons]
+    assert verdicts[0] == "best" and verdicts[2] == "best"  # one best per data set
+    # Each data set is its own family of one test: no Holm over the other data set's tests.
+    assert table.comparisons[1].p_adjusted == pytest.approx(
+        welch_t_test([0.84, 0.85, 0.86], [0.89, 0.90, 0.91]).p)  # fmt: skip
+    assert table.comparisons[3].p_adjusted == pytest.approx(
+        welch_t_test([0.49, 0.50, 0.51], [0.51, 0.52, 0.53]).p)  # fmt: skip
+    assert [g.overrides["data.dataset"] for g in table.bests()] == ["/data/a/imb.npz", "mnist-5k"]
+
+
+def test_grouping_by_another_key_never_pools_data_sets():
+    from trainlab.analysis.tables import build_table
+
+    table = build_table(dataset_study(), by=["optim.lr"], balanced=False)
+    assert table.keys == ["data.dataset", "optim.lr"] and len(table.groups) == 4
+    assert [len(g.runs) for g in table.groups] == [3, 3, 3, 3]
+
+
+def test_one_data_set_in_a_study_that_varies_it_is_compared_as_before():
+    from trainlab.analysis.tables import build_table
+
+    study = dataset_study()
+    study.runs = [run for run in study.runs if run.overrides["data.dataset"] == "mnist-5k"]
+    table = build_table(study, balanced=False)
+    assert table.within is None and table.headers()[-1] == "vs. best"
+
+
+def test_the_automatic_pivot_puts_the_data_sets_across():
+    study = dataset_study()
+    assert default_pivot(study) == ("optim.lr", "data.dataset")
+    pivot = build_pivot(study, *default_pivot(study))
+    assert pivot.marks == "column"
+    assert pivot.headers() == ["optim.lr", "/data/a/imb.npz", "mnist-5k"]
+    assert [line[1].best for line in pivot.cells] == [True, False]  # best of mnist-5k, not overall
+    assert "Each column is one data set" in pivot.legend()
+
+
+def test_a_pivot_that_would_pick_the_best_data_set_per_cell_is_refused():
+    study = optimizer_study()  # optimizer × data set × learning rate
+    with pytest.raises(StudyError, match=r"data\.dataset varies in optimizers, so each cell would "
+                                         r"pick the data set"):  # fmt: skip
+        build_pivot(study, "optim.name", "optim.lr")
+
+
+# -- the balanced-accuracy column -----------------------------------------------------------
+
+
+def with_test_supports(run: RunData, supports: list[int]) -> RunData:
+    """The run as if its folder were here, with these test class counts in summary.json."""
+    per_class = {str(i): {"support": count} for i, count in enumerate(supports)}
+    run._files["summary.json"] = {"test": {"per_class": per_class}}
+    return run
+
+
+def test_the_balanced_column_shows_when_any_run_has_an_imbalanced_test_split():
+    from trainlab.analysis.tables import BALANCED_COLUMN, build_table, classes_imbalanced
+
+    study = dataset_study()
+    with_test_supports(study.runs[6], [100, 100, 100])  # mnist-5k, the first local run: balanced
+    with_test_supports(study.runs[0], [900, 50, 50])  # the npz: imbalanced
+    study.runs = study.runs[6:] + study.runs[:6]  # the balanced one comes first
+    assert classes_imbalanced(study)
+    assert BALANCED_COLUMN in build_table(study).columns
+    with_test_supports(study.runs[-6], [100, 100, 100])
+    assert not classes_imbalanced(study)
+
+
+# -- tied means -----------------------------------------------------------------------------
+
+
+def tie_study() -> StudyData:
+    """Two learning rates with equal mean validation accuracy (0.955): the reviewer's case,
+    where float sums once made the table and the "best" verdict disagree."""
+    values = [(0.01, 0.95), (0.01, 0.95), (0.01, 0.965),
+              (0.001, 0.95), (0.001, 0.9525), (0.001, 0.9625)]  # fmt: skip
+    runs = [make_run(i, {"optim.lr": lr}, val, 0.9) for i, (lr, val) in enumerate(values)]
+    return StudyData(name="tie", kind="sweep", metric="val.accuracy", direction="maximize",
+                     keys=["optim.lr"], runs=runs)  # fmt: skip
+
+
+def test_a_tie_goes_to_the_configuration_run_first_in_the_table_and_in_trainlab_best():
+    from types import SimpleNamespace
+
+    from trainlab.analysis.tables import build_table
+    from trainlab.experiments.results import rank_rows
+
+    table = build_table(tie_study(), balanced=False)
+    assert [(row[0], row[-1]) for row in table.rows()] == [
+        ("0.01", "best"), ("0.001", "not distinguishable (p=1)")]  # fmt: skip
+    rows = [SimpleNamespace(number=run.number, overrides=run.overrides, state="COMPLETE",
+                            value=run.value, retried=False, run_dir=None, test={})
+            for run in tie_study().runs]  # fmt: skip
+    ranked = rank_rows(SimpleNamespace(direction="maximize"), rows)
+    assert [group.overrides["optim.lr"] for group in ranked] == [0.01, 0.001]
+    for direction in ("maximize", "minimize"):  # equal means: first either way
+        groups = {"a": [0.95, 0.95, 0.965], "b": [0.95, 0.9525, 0.9625]}
+        assert compare_to_best(groups, direction)[0].verdict == "best"

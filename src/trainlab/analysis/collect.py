@@ -34,6 +34,7 @@ class RunData:
     run_dir: Path | None  # None when the folder is not on this machine
     host: str | None = None
     retried: bool = False
+    label_smoothing: float | None = None  # of its training loss; None: not known
     _files: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -100,12 +101,18 @@ def _local(path: str | None) -> Path | None:
     return folder if (folder / "config.yaml").is_file() else None
 
 
-def _from_row(row: Any) -> RunData:
+def _label_smoothing(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _from_row(row: Any, base: dict[str, Any]) -> RunData:
+    smoothing = row.overrides.get("label_smoothing", base.get("label_smoothing"))
     return RunData(number=row.number, state=row.state, status=row.status, reason=row.reason,
                    overrides=row.overrides, seed=row.seed, value=row.value,
                    best_epoch=row.best_epoch, epochs_run=row.epochs_run, seconds=row.seconds,
                    val=row.val, test=row.test, history=row.history, run_dir=_local(row.run_dir),
-                   host=row.host, retried=row.retried)  # fmt: skip
+                   host=row.host, retried=row.retried,
+                   label_smoothing=_label_smoothing(smoothing))  # fmt: skip
 
 
 def collect_study(store: Any, name: str) -> StudyData:
@@ -113,7 +120,7 @@ def collect_study(store: Any, name: str) -> StudyData:
     from trainlab.experiments.results import rows_of
 
     study, spec = s.open_study(store, name)
-    runs = [_from_row(row) for row in rows_of(study) if not row.retried]
+    runs = [_from_row(row, spec.base) for row in rows_of(study) if not row.retried]
     return StudyData(name=name, kind=spec.kind, metric=spec.metric, direction=spec.direction,
                      keys=[axis.key for axis in spec.all_axes()], runs=runs,
                      store=store.display_url, study=study,
@@ -138,7 +145,8 @@ def collect_run(run_dir: str | Path) -> StudyData:
                   overrides={}, seed=config.seed, value=value,
                   best_epoch=summary.get("best_epoch"), epochs_run=summary.get("epochs_run"),
                   seconds=summary.get("train_seconds"), val=summary.get("val", {}), test=scalars,
-                  history=read_history(folder), run_dir=folder.resolve())  # fmt: skip
+                  history=read_history(folder), run_dir=folder.resolve(),
+                  label_smoothing=config.label_smoothing)  # fmt: skip
     direction = "minimize" if metric.endswith("loss") else "maximize"
     return StudyData(name=folder.resolve().name, kind="run", metric=metric, direction=direction,
                      keys=[], runs=[run], store=str(folder.resolve()),

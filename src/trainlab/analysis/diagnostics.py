@@ -41,7 +41,11 @@ heavy augmentation train accuracy below val accuracy is therefore normal on its 
   without a validation result are skipped; "consecutive" means consecutive usable epochs.
 - **Best epoch**: the usable epoch with the lowest val loss (the first one on ties).
 - **Gaps** (at the last usable epoch): loss gap = val loss − train loss, accuracy gap =
-  train accuracy − val accuracy.
+  train accuracy − val accuracy. With label smoothing ε > 0 (the default is 0.1) the train loss
+  is taken against smoothed targets and cannot fall below a floor (about 0.5 for ε = 0.1 over
+  10 classes), while val loss is plain cross-entropy: the loss gap is then biased low, negative
+  by design, and the report marks it. No verdict below uses the loss gap; compare it only
+  between runs with the same smoothing, and read the accuracy gap for over- or underfitting.
 - **Early stopped**: the run's status is `early_stopped`.
 - **Still improving**: the best epoch is the last usable epoch (and there are at least two), so
   more epochs may help.
@@ -65,7 +69,9 @@ The verdict is the first rule that holds, in this order:
    unseen data; with augmentation on, train accuracy below val accuracy is normal). When the
    train loss fell by less than {1 - FLAT_LOSS_RATIO:.0%}, the finding adds that at chance-level
    accuracy the learning rate may be too high as well as too low (the history alone cannot tell
-   a run stuck at chance from one that learned all it could in its first epoch).
+   a run stuck at chance from one that learned all it could in its first epoch). Under label
+   smoothing the smoothed train loss has a floor, so "did not halve" can also mean it reached
+   that floor: the accuracy condition is then what the verdict rests on.
 6. **good fit**: none of the above. If val loss did rise without train loss falling, the finding
    says so (more likely an unstable learning rate than overfitting); an accuracy gap above
    {LARGE_GAP * 100:g} points is pointed out too.

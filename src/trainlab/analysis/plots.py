@@ -22,12 +22,13 @@ import statistics
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Literal
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from trainlab._io import atomic_path
 from trainlab.analysis.stats import Correlation, spearman, summarize
@@ -50,9 +51,11 @@ __all__ = [
     "draw_scatter",
     "importances",
     "learning_curves",
+    "learning_curves_figure",
     "loss_accuracy_points",
     "new_figure",
     "optimization_history",
+    "panel_titles",
     "param_effect",
     "save_png",
 ]
@@ -66,6 +69,8 @@ TRAIN_COLOR, VAL_COLOR, MARK_COLOR = PALETTE[1], PALETTE[0], "#555555"
 FIGSIZE = (6.4, 4.0)  # inches, one panel
 DPI = 110
 LOG_SCALE_RATIO = 100  # numeric levels spanning this factor or more are shown on a log axis
+TITLE_LINE = 40  # characters on one line of a panel title (a grid panel is ~3 inches wide)
+TITLE_VALUE = 24  # a longer value in a panel title keeps its two ends: "resnet18-wi…-cifar"
 
 
 # --------------------------------------------------------------------------- helpers (pure)
@@ -400,6 +405,51 @@ def _shorten(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _shorten_middle(text: str, limit: int) -> str:
+    """Both ends kept (``/data/…/imb.npz``): names differ at their start as often as their end."""
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) // 2
+    return text[:head] + "…" + text[len(text) - (limit - 1 - head) :]
+
+
+def _title_value(value: str, full: bool) -> str:
+    """A path as its file name (``/tmp/x/imb.npz`` → ``imb.npz``); long values kept at both ends.
+    ``full``: the whole value, only shortened in the middle."""
+    if not full and ("/" in value or "\\" in value):
+        value = PurePath(value.replace("\\", "/").rstrip("/")).name or value
+    return _shorten_middle(value, TITLE_LINE if full else TITLE_VALUE)
+
+
+def panel_titles(configurations: Sequence[Mapping[str, str]]) -> list[str]:
+    """Short, distinct titles for the panels of a grid, one per configuration (``{key: value
+    as text}``): only the keys whose values differ between the configurations (all of them
+    when none differs), each key by its last part where that is unambiguous (``lr`` for
+    ``optim.lr``), paths as their file name and long values kept at both ends; one line while
+    that fits ``TITLE_LINE`` characters, else one line per key. Where two titles would still
+    read alike, the full keys and values are used, and as a last resort a ``#i`` suffix."""
+    if not configurations:
+        return []
+    keys = list(dict.fromkeys(key for config in configurations for key in config))
+    varied = [k for k in keys if len({config.get(k) for config in configurations}) > 1] or keys
+    last = [key.rsplit(".", 1)[-1] for key in varied]
+    short = {key: name if last.count(name) == 1 else key
+             for key, name in zip(varied, last, strict=True)}  # fmt: skip
+
+    def title(config: Mapping[str, str], full: bool) -> str:
+        parts = [f"{key if full else short[key]}={_title_value(config.get(key, '–'), full)}"
+                 for key in varied]  # fmt: skip
+        line = ", ".join(parts) or "base"
+        return line if len(line) <= TITLE_LINE else "\n".join(parts)
+
+    titles = [title(config, full=False) for config in configurations]
+    if len(set(titles)) < len(titles):
+        titles = [title(config, full=True) for config in configurations]
+    if len(set(titles)) < len(titles):
+        titles = [f"{text} #{index + 1}" for index, text in enumerate(titles)]
+    return titles
+
+
 def _grid_shape(count: int) -> tuple[int, int]:
     """Rows and columns of a small-multiples grid: up to 4 columns, nearly square."""
     columns = min(count, 4 if count > 9 else 3 if count > 4 else 2 if count > 1 else 1)
@@ -473,8 +523,16 @@ def draw_learning_curves(
     """Small multiples, one panel per configuration: train (dashed) and validation (solid)
     mean ± std over seeds, the median best epoch (dotted) and early stops (triangles).
 
-    Panels share their axes, so configurations compare at a glance (readable up to ~12).
+    Panels share their axes, so configurations compare at a glance (readable up to ~12). The
+    keys are the panel titles (see :func:`panel_titles`), lines of them kept at both ends.
     """
+    return save_png(learning_curves_figure(curves_by_config, metric), path)
+
+
+def learning_curves_figure(
+    curves_by_config: Mapping[str, LearningCurves], metric: Literal["loss", "accuracy"] = "loss"
+) -> Figure:
+    """The figure :func:`draw_learning_curves` writes; epochs are whole numbers on the axis."""
     if metric not in ("loss", "accuracy"):
         raise ValueError(f"metric must be 'loss' or 'accuracy', got {metric!r}")
     count = max(len(curves_by_config), 1)
@@ -485,16 +543,19 @@ def draw_learning_curves(
         _draw_band(ax, curves.band("train", metric), TRAIN_COLOR, "train", "--")
         _draw_band(ax, curves.band("val", metric), VAL_COLOR, "validation", "-")
         _mark_epochs(ax, curves)
-        ax.set_title(f"{_shorten(name)} (n={curves.n_runs})", fontsize=9)
+        lines = [_shorten_middle(line, TITLE_LINE + 8) for line in name.splitlines() or [""]]
+        ax.set_title("\n".join(lines) + f" (n={curves.n_runs})", fontsize=9)
         ax.grid(alpha=0.3)
     if not curves_by_config:
         _no_data(axes[0], "no runs with a history")
+    else:  # shared: one locator for every panel; no epoch 2.5
+        axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     _label_grid(axes, count, columns, metric)
     handles, labels = _legend_entries(axes[:count])
     if handles:
         figure.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8)
     figure.suptitle(f"Learning curves: {metric} (mean ± std over seeds)")
-    return save_png(figure, path)
+    return figure
 
 
 def draw_scatter(data: ScatterData, path: str | Path, title: str | None = None) -> Path:

@@ -31,6 +31,7 @@ from trainlab.analysis.document import (
     table_csv,
 )
 from trainlab.analysis.tables import (
+    WITHIN_DATASET,
     ConfigGroup,
     PivotTable,
     ResultTable,
@@ -42,6 +43,7 @@ from trainlab.analysis.tables import (
 
 MAX_CURVES = 12  # configurations drawn in the learning-curve grids (the best ones)
 GALLERY_SIZE = 24
+RESULTS_CSV = "results.csv"  # the results table's unrounded numbers
 PIVOT_CSV = "pivot.csv"  # the two-way table's unrounded numbers, beside results.csv
 
 
@@ -111,7 +113,7 @@ LOW_POWER_N = 3
 def results_section(doc: Document, table: ResultTable, folder: Path, cv: int = 0) -> Path:
     doc.add(Heading("Results"), Table(table.headers(), table.rows(), table.numeric()))
     headers, rows = table.csv()
-    csv_path = folder / "results.csv"
+    csv_path = folder / RESULTS_CSV
     write_text_atomic(csv_path, table_csv(headers, rows))
     over = "seeds"
     if cv:
@@ -124,6 +126,8 @@ def results_section(doc: Document, table: ResultTable, folder: Path, cv: int = 0
         f"**vs. best**: {stats.comparison_description(cv)} The same numbers, unrounded: "
         f"`{csv_path.name}`."
     ))  # fmt: skip
+    if table.within:
+        doc.add(Note(WITHIN_DATASET, "info"))
     smallest = min((len(group.main_values()) for group in table.groups), default=0)
     if len(table.groups) > 1 and smallest < LOW_POWER_N:
         doc.add(Note(
@@ -172,9 +176,12 @@ def curves_section(doc: Document, table: ResultTable, figures: Path) -> list[Pat
                       "validation solid); the dotted line marks the median best (kept) epoch, "
                       "triangles early stops."))  # fmt: skip
     paths = []
+    # Only the keys that differ, paths as file names: titles stay short and tell panels apart.
+    titles = plots.panel_titles([{key: format_param(value) for key, value in g.overrides.items()}
+                                 for g in groups])  # fmt: skip
     for start in range(0, len(groups), MAX_CURVES):
         chunk = groups[start : start + MAX_CURVES]
-        curves = {g.label(): _curves(g) for g in chunk}
+        curves = {titles[start + i]: _curves(g) for i, g in enumerate(chunk)}
         part = "" if len(groups) <= MAX_CURVES else f"-{start // MAX_CURVES + 1}"
         which = "" if not part else f" (configurations {start + 1}–{start + len(chunk)})"
         for metric in ("loss", "accuracy"):
@@ -185,17 +192,29 @@ def curves_section(doc: Document, table: ResultTable, figures: Path) -> list[Pat
     return paths
 
 
+SMOOTHED_MARK = "†"  # a loss gap whose train loss was taken against label-smoothed targets
+
+
+def _smoothing(group: ConfigGroup) -> float | None:
+    """The largest label smoothing of the group's runs (None when none is known)."""
+    known = [run.label_smoothing for run in group.runs if run.label_smoothing is not None]
+    return max(known) if known else None
+
+
 def diagnostics_section(doc: Document, table: ResultTable) -> None:
     rows = []
+    smoothed: set[float] = set()
     for group in table.groups:
         histories = _histories(group)
         if not histories:
             continue
         early = any(run.status == "early_stopped" for run in group.runs)
         found = diagnostics.diagnose_mean(histories, early_stopped=early)
-        rows.append([group.label(), found.verdict,
-                     str(found.overfit_onset or "–"),
-                     "–" if found.gap_loss is None else f"{found.gap_loss:+.4f}",
+        gap = "–" if found.gap_loss is None else f"{found.gap_loss:+.4f}"
+        if found.gap_loss is not None and (smoothing := _smoothing(group) or 0.0) > 0:
+            gap += f" {SMOOTHED_MARK}"
+            smoothed.add(smoothing)
+        rows.append([group.label(), found.verdict, str(found.overfit_onset or "–"), gap,
                      "–" if found.gap_accuracy is None else f"{100 * found.gap_accuracy:+.2f} pts",
                      "yes" if found.early_stopped else "no", found.finding])  # fmt: skip
     if not rows:
@@ -205,6 +224,15 @@ def diagnostics_section(doc: Document, table: ResultTable) -> None:
                       "Gaps are at the last epoch: val − train loss, train − val accuracy."),
             Table(["configuration", "verdict", "overfitting from epoch", "loss gap",
                    "accuracy gap", "early stopped", "finding"], rows))  # fmt: skip
+    if smoothed:
+        values = ", ".join(f"{value:g}" for value in sorted(smoothed))
+        doc.add(Note(
+            f"{SMOOTHED_MARK} These runs trained with label smoothing ({values}): their train "
+            "loss is taken against smoothed targets and cannot fall below a floor (about 0.5 for "
+            "0.1 over 10 classes), while val loss is plain cross-entropy, so the loss gap is "
+            "biased low, negative by design. It is no sign of underfitting or of a good fit; "
+            "no verdict here uses it. Read the accuracy gap instead, and compare loss gaps only "
+            "between runs with the same smoothing.", "info"))  # fmt: skip
 
 
 def scatter_section(doc: Document, data: StudyData, figures: Path) -> Path | None:
@@ -228,13 +256,25 @@ def scatter_section(doc: Document, data: StudyData, figures: Path) -> Path | Non
 
 def best_section(doc: Document, data: StudyData, table: ResultTable, figures: Path,
                  root: str | None) -> list[Path]:  # fmt: skip
-    if not table.groups:
-        return []
-    group = table.groups[0]
+    """The best configuration (the first row of the table), or with several data sets the best
+    configuration of each (the figures then numbered: confusion-1.png, mistakes-1.png, ...)."""
+    bests = table.bests()
+    paths: list[Path] = []
+    for index, group in enumerate(bests, start=1):
+        suffix = f"-{index}" if len(bests) > 1 else ""
+        where = ""
+        if len(bests) > 1 and table.within:
+            where = f" on `{format_param(group.overrides.get(table.within))}`"
+        paths += _best_of(doc, data, group, figures, root, suffix, where)
+    return paths
+
+
+def _best_of(doc: Document, data: StudyData, group: ConfigGroup, figures: Path,
+             root: str | None, suffix: str, where: str) -> list[Path]:  # fmt: skip
     reverse = data.direction == "maximize"
     ranked = sorted(group.runs, key=lambda r: r.value or 0.0, reverse=reverse)
     run = ranked[0]
-    title = "The run" if data.kind == "run" else "The best configuration"
+    title = "The run" if data.kind == "run" else f"The best configuration{where}"
     lead = (
         "" if data.kind == "run" else f"**{group.label()}** — its best seed is run #{run.number} "
     )
@@ -257,7 +297,7 @@ def best_section(doc: Document, data: StudyData, table: ResultTable, figures: Pa
     paths = []
     if test.get("confusion_matrix"):
         confusion = plots.confusion_data(test["confusion_matrix"], classes)
-        paths.append(plots.draw_confusion(confusion, figures / "confusion.png"))
+        paths.append(plots.draw_confusion(confusion, figures / f"confusion{suffix}.png"))
         doc.add(Figure(paths[-1], f"Confusion matrix of run #{run.number} on the test split "
                                   "(rows: true class; colour: share of the row)"))  # fmt: skip
     per_class = test.get("per_class") or {}
@@ -266,7 +306,7 @@ def best_section(doc: Document, data: StudyData, table: ResultTable, figures: Pa
                  str(m.get("support", "–"))] for name, m in per_class.items()]  # fmt: skip
         doc.add(Table(["class", "precision", "recall", "F1", "support"], rows,
                       [False, True, True, True, True]))  # fmt: skip
-    gallery, why_not = _gallery(run, summary, figures, root)
+    gallery, why_not = _gallery(run, summary, figures / f"mistakes{suffix}.png", root)
     if gallery is None:
         doc.add(Note(f"No gallery of mistakes: {why_not}.", "info"))
     else:
@@ -276,7 +316,7 @@ def best_section(doc: Document, data: StudyData, table: ResultTable, figures: Pa
     return paths
 
 
-def _gallery(run: RunData, summary: dict[str, Any], figures: Path,
+def _gallery(run: RunData, summary: dict[str, Any], path: Path,
              root: str | None) -> tuple[Path | None, str]:  # fmt: skip
     """The mistakes figure, or None and why not. Never downloads data."""
     from trainlab.analysis import gallery
@@ -297,7 +337,7 @@ def _gallery(run: RunData, summary: dict[str, Any], figures: Path,
     if not mistakes:
         return None, "every test image is classified correctly"
     classes = summary.get("dataset", {}).get("classes") or []
-    return gallery.draw_gallery(split.images, mistakes, classes, figures / "mistakes.png"), ""
+    return gallery.draw_gallery(split.images, mistakes, classes, path), ""
 
 
 def effects_section(doc: Document, data: StudyData, figures: Path) -> list[Path]:
@@ -389,7 +429,8 @@ def build_report(
     figures.mkdir(parents=True, exist_ok=True)
     for stale in figures.glob("*.png"):  # a report folder reused: no figures of an older report
         stale.unlink()
-    (folder / PIVOT_CSV).unlink(missing_ok=True)
+    for stale in (RESULTS_CSV, PIVOT_CSV):  # ... nor its tables, when this one has none
+        (folder / stale).unlink(missing_ok=True)
     title = f"Run {data.name}" if data.kind == "run" else f"Study {data.name}"
     doc = Document(title)
     intro, notes = _describe_counts(data)

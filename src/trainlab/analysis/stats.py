@@ -17,6 +17,8 @@ from typing import Literal
 import numpy as np
 from scipy import stats as _scipy_stats
 
+from trainlab.experiments.results import best_first, ranking_mean
+
 ALPHA = 0.05
 
 TEST_DESCRIPTION = (
@@ -99,7 +101,7 @@ def summarize(values: Sequence[float | None], confidence: float = 0.95, folds: i
     n = len(data)
     if n == 0:
         return Summary(0, None, None, None, None, confidence)
-    mean = statistics.mean(data)  # exact: a constant sample has exactly its value as mean
+    mean = ranking_mean(data)  # exact: a constant sample has exactly its value as mean
     if n == 1:
         return Summary(1, mean, None, None, None, confidence)
     std = statistics.stdev(data)
@@ -192,9 +194,18 @@ class Comparison:
     verdict: str  # "best", "worse (p=0.003)", "not distinguishable (p=0.41)", "n<2: untested"
 
 
-def format_p(p: float) -> str:
-    """``p=0.003``, ``p=0.41``, ``p<0.001``: two significant digits are plenty for a table."""
-    return "p<0.001" if p < 0.001 else f"p={p:.2g}"
+def format_p(p: float, alpha: float = ALPHA) -> str:
+    """``p=0.003``, ``p=0.41``, ``p<0.001``: two significant digits are plenty for a table,
+    except next to ``alpha``, where the value shown must fall on the same side of it as ``p``
+    (the side decides the verdict): ``p=0.0499``, ``p=0.0501``, never ``p=0.05`` for either."""
+    if p < 0.001:
+        return "p<0.001"
+    for digits in range(2, 18):
+        text = f"{p:.{digits}g}"
+        shown = float(text)
+        if (shown < alpha) == (p < alpha) and (shown != alpha or p == alpha):
+            break
+    return f"p={text}"
 
 
 def compare_to_best(
@@ -202,21 +213,27 @@ def compare_to_best(
     direction: Literal["maximize", "minimize"],
     alpha: float = ALPHA,
     folds: int = 0,
+    best: str | None = None,
 ) -> list[Comparison]:
     """Is each configuration distinguishable from the best one, beyond seed noise?
 
     Procedure: Welch's unequal-variance t-test of per-run values against the best
-    configuration, Holm–Bonferroni corrected, alpha 0.05 (by default). The best is the group
-    with the highest (``maximize``) or lowest (``minimize``) mean among groups with at least
-    one value; ties go to the first in input order. Groups with fewer than 2 values, or all
-    groups when the best has fewer than 2, are not tested and do not count in the correction.
-    The verdict quotes the adjusted p. Results come in the input order. ``folds`` K: the values
-    are K-fold cross-validation runs (see :func:`welch_t_test`).
+    configuration, Holm–Bonferroni corrected, alpha 0.05 (by default). The best is ``best``
+    when given (a caller that ranked the groups already), else the group with the highest
+    (``maximize``) or lowest (``minimize``) mean among groups with at least one value, by
+    ``results.best_first`` (the same mean and tie rule as every ranking: ties go to the first in
+    input order). Groups with fewer than 2 values, or all groups when the best has fewer than 2,
+    are not tested and do not count in the correction. The verdict quotes the adjusted p.
+    Results come in the input order. ``folds`` K: the values are K-fold cross-validation runs
+    (see :func:`welch_t_test`).
     """
     if direction not in ("maximize", "minimize"):
         raise ValueError(f"unknown direction {direction!r}; use 'maximize' or 'minimize'")
     data = {name: finite_values(values) for name, values in groups.items()}
-    best = _best_group(data, direction)
+    if best is None:
+        best = _best_group(data, direction)
+    elif not data.get(best):
+        raise ValueError(f"the best group {best!r} is not one of the groups with a value")
     tests = {
         name: welch_t_test(values, data[best], folds)
         for name, values in data.items()
@@ -230,10 +247,11 @@ def compare_to_best(
 
 
 def _best_group(data: Mapping[str, list[float]], direction: str) -> str | None:
-    sign = 1.0 if direction == "maximize" else -1.0
-    means = {name: sign * statistics.fmean(values) for name, values in data.items() if values}
-    # max() keeps the first of equal means, so ties go to the earliest group.
-    return max(means, key=means.__getitem__) if means else None
+    names = [name for name, values in data.items() if values]
+    if not names:
+        return None
+    order = best_first([ranking_mean(data[name]) for name in names], direction)
+    return names[order[0]]  # ties go to the earliest group
 
 
 def _comparison(
@@ -249,7 +267,7 @@ def _comparison(
         return Comparison(name, None, None, None, f"{why}: untested")
     p_adj = adjusted[name]
     distinguishable = p_adj < alpha
-    verdict = f"{'worse' if distinguishable else 'not distinguishable'} ({format_p(p_adj)})"
+    verdict = f"{'worse' if distinguishable else 'not distinguishable'} ({format_p(p_adj, alpha)})"
     return Comparison(name, test.p, p_adj, distinguishable, verdict)
 
 

@@ -5,7 +5,12 @@ whether each configuration is distinguishable from the best (see ``stats.TEST_DE
 And its two-way form (``build_pivot``): one varied key down, another across (optimizer ×
 dataset), each cell the configuration with the best validation metric over the remaining keys
 (each optimizer at its own best learning rate), marked when it is the best of its column or not
-distinguishable from it."""
+distinguishable from it.
+
+A study that varies the data set (``data.dataset``) measures its configurations on different
+validation sets, whose accuracies say nothing about each other: configurations are then ranked
+and tested only against the others on the same data set, and a two-way table keeps each data
+set to one column (or, with the data sets down the rows, compares along each row)."""
 
 from __future__ import annotations
 
@@ -25,10 +30,18 @@ from trainlab.analysis.stats import (
     summarize,
 )
 from trainlab.errors import StudyError
+from trainlab.experiments.results import best_first, ranking_mean
 from trainlab.experiments.space import format_param
 
 # Test classes this much rarer than the commonest make plain accuracy flattering.
 IMBALANCE_RATIO = 1.5
+# The key that changes the validation set itself: configurations are compared within its values.
+DATASET_KEY = "data.dataset"
+WITHIN_DATASET = (
+    f"`{DATASET_KEY}` varies, and accuracies on different validation sets are not comparable: "
+    "each configuration is ranked and tested only against the best configuration on the same "
+    "data set (the rows come grouped by data set, each group best first)."
+)
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,23 @@ def _finite(value: Any) -> float | None:
     return None
 
 
+def _mean_or_none(group: ConfigGroup) -> float | None:
+    values = group.main_values()
+    return ranking_mean(values) if values else None
+
+
+def ranked(groups: list[ConfigGroup], direction: str) -> list[ConfigGroup]:
+    """``groups`` best first by ``results.best_first``: the mean and tie rule (the configuration
+    run first wins a tie) of every ranking, ``trainlab best`` included."""
+    return [groups[i] for i in best_first([_mean_or_none(g) for g in groups], direction)]
+
+
+def datasets_vary(data: StudyData) -> bool:
+    """Whether the completed runs of ``data`` were trained on more than one data set."""
+    found = {_identity(run.overrides.get(DATASET_KEY)) for run in data.completed}
+    return DATASET_KEY in data.keys and len(found) > 1
+
+
 def group_runs(runs: list[RunData], keys: list[str]) -> list[ConfigGroup]:
     """Completed runs grouped by their values of ``keys`` (other varied keys are pooled)."""
     groups: dict[str, ConfigGroup] = {}
@@ -88,13 +118,15 @@ def group_runs(runs: list[RunData], keys: list[str]) -> list[ConfigGroup]:
 
 
 def classes_imbalanced(data: StudyData) -> bool:
-    """From the test split's class counts of a run folder on this machine (False if none)."""
+    """Whether the test split of any completed run is imbalanced, from the class counts in the
+    run folders on this machine (False if none is here): a study may span data sets, and one
+    imbalanced test split is enough for the balanced-accuracy column to matter."""
     for run in data.completed:
         summary = run.summary()
         per_class = (summary or {}).get("test", {}).get("per_class") or {}
         supports = [c.get("support", 0) for c in per_class.values() if isinstance(c, dict)]
-        if supports:
-            return max(supports) > IMBALANCE_RATIO * max(min(supports), 1)
+        if supports and max(supports) > IMBALANCE_RATIO * max(min(supports), 1):
+            return True
     return False
 
 
@@ -109,10 +141,21 @@ class ResultTable:
     comparisons: list[Comparison]
     planned: dict[str, int] = field(default_factory=dict)  # every run per configuration
     folds: int = 0  # K-fold cross-validation: the intervals and tests are corrected for it
+    within: str | None = None  # DATASET_KEY when groups are ranked and tested per data set
 
     def headers(self) -> list[str]:
+        versus = "vs. best of its data set" if self.within else "vs. best"
         return [*self.keys, "n", f"{self.metric} [95% CI]", *(c.title for c in self.columns),
-                "vs. best"]  # fmt: skip
+                versus]  # fmt: skip
+
+    def bests(self) -> list[ConfigGroup]:
+        """The best configuration: one, or with ``within`` the best of each data set."""
+        if not self.within:
+            return self.groups[:1]
+        seen: dict[str, ConfigGroup] = {}
+        for group in self.groups:  # grouped by data set, each group best first
+            seen.setdefault(_identity(group.overrides.get(self.within)), group)
+        return list(seen.values())
 
     def count(self, group: ConfigGroup) -> str:
         """``3``, or ``2 of 3`` when runs of this configuration failed or are unfinished."""
@@ -162,24 +205,34 @@ def build_table(data: StudyData, by: list[str] | None = None,
     if unknown:
         varied = ", ".join(data.keys) or "none"
         raise StudyError(f"--by {', '.join(unknown)}: not varied in {data.name}; varied: {varied}")
-    groups = group_runs(data.runs, keys)
-    reverse = data.direction == "maximize"
-    groups.sort(key=lambda g: summarize(g.main_values()).mean or 0.0, reverse=reverse)
+    within = DATASET_KEY if datasets_vary(data) else None
+    if within and within not in keys:  # pooling data sets would average unrelated numbers
+        keys = [within, *keys]
+    blocks: dict[str, list[ConfigGroup]] = {}  # per data set, in the order they were first run
+    for group in group_runs(data.runs, keys):
+        where = _identity(group.overrides.get(within)) if within else ""
+        blocks.setdefault(where, []).append(group)
+    groups: list[ConfigGroup] = []
+    comparisons: list[Comparison] = []
+    for block in blocks.values():
+        block = ranked(block, data.direction)  # the best is chosen here, once
+        names = [str(index) for index in range(len(block))]
+        comparisons += compare_to_best(
+            {name: g.main_values() for name, g in zip(names, block, strict=True)},
+            data.direction,
+            folds=data.cv,
+            best=names[0],
+        )
+        groups += block
     show_balanced = classes_imbalanced(data) if balanced is None else balanced
     columns = [*BASE_COLUMNS, *([BALANCED_COLUMN] if show_balanced else []), *TAIL_COLUMNS]
-    names = [str(index) for index in range(len(groups))]
-    comparisons = compare_to_best(
-        {name: g.main_values() for name, g in zip(names, groups, strict=True)},
-        data.direction,
-        folds=data.cv,
-    )
     main = [summarize(g.main_values(), folds=data.cv) for g in groups]
     planned: dict[str, int] = {}
     for run in data.runs:
         identity = json.dumps({k: run.overrides.get(k) for k in keys}, sort_keys=True, default=str)
         planned[identity] = planned.get(identity, 0) + 1
     return ResultTable(keys, data.metric, data.direction, groups, columns, main, comparisons,
-                       planned, data.cv)  # fmt: skip
+                       planned, data.cv, within)  # fmt: skip
 
 
 # -- the two-way table -------------------------------------------------------------------------
@@ -245,6 +298,7 @@ class PivotTable:
     column_values: list[Any]
     cells: list[list[PivotCell]]
     folds: int = 0  # K-fold cross-validation: the tests are corrected for it
+    marks: str = "column"  # where the best cell is sought: "row" when the rows are data sets
 
     @property
     def title(self) -> str:
@@ -283,10 +337,14 @@ class PivotTable:
                     "test split never picks.")  # fmt: skip
         else:
             what = f"Each cell: {value} of that configuration."
-        rule = (f"{BEST_MARK} marks the best cell of each column by mean `{self.metric}`, "
+        rule = (f"{BEST_MARK} marks the best cell of each {self.marks} by mean `{self.metric}`, "
                 f"{TIED_MARK} the cells not distinguishable from it (Welch's t-test on the "
-                f"per-run `{self.metric}`, Holm–Bonferroni corrected within the column, alpha "
-                f"{ALPHA}; cells with n<2 are not tested).")  # fmt: skip
+                f"per-run `{self.metric}`, Holm–Bonferroni corrected within the {self.marks}, "
+                f"alpha {ALPHA}; cells with n<2 are not tested).")  # fmt: skip
+        if DATASET_KEY in (self.rows_key, self.columns_key):
+            rule += (f" Each {'row' if self.rows_key == DATASET_KEY else 'column'} is one data "
+                     "set: cells are compared only with cells of the same data set, never "
+                     "across data sets.")  # fmt: skip
         if self.folds:
             rule += f" {CV_DESCRIPTION}"
         return f"{what} {rule} Cells with – have no completed run."
@@ -351,6 +409,9 @@ def build_pivot(data: StudyData, rows: str, columns: str, *,
     compared at its own best setting of them, e.g. each optimizer at its best learning rate.
     Per column, the picked configurations are compared with the best of them by
     ``stats.compare_to_best`` on their per-run study metric (Welch, Holm within the column).
+    With the data sets down the rows, the comparison runs along each row instead (one data set);
+    a ``data.dataset`` that varies but is neither rows nor columns is refused: a cell would pick
+    the data set with the best validation accuracy, which compares different validation sets.
     """
     unknown = [key for key in (rows, columns) if key not in data.keys]
     if unknown:
@@ -363,6 +424,10 @@ def build_pivot(data: StudyData, rows: str, columns: str, *,
     if value not in choices:
         raise StudyError(f"pivot value {value!r}: use one of {', '.join(choices)}")
     others = [key for key in data.keys if key not in (rows, columns)]
+    if DATASET_KEY in others and datasets_vary(data):
+        raise StudyError(f"--pivot {rows},{columns}: {DATASET_KEY} varies in {data.name}, so each "
+                         "cell would pick the data set with the best validation accuracy; "
+                         f"put it on the rows or columns (e.g. --pivot {rows},{DATASET_KEY})")  # fmt: skip
     row_values = _in_order([run.overrides.get(rows) for run in data.runs])
     column_values = _in_order([run.overrides.get(columns) for run in data.runs])
     planned: dict[str, int] = {}  # runs per configuration, whatever their state
@@ -371,7 +436,6 @@ def build_pivot(data: StudyData, rows: str, columns: str, *,
         for keys, counts in ((data.keys, planned), ([rows, columns], in_cell)):
             identity = _identity({key: run.overrides.get(key) for key in keys})
             counts[identity] = counts.get(identity, 0) + 1
-    sign = 1.0 if data.direction == "maximize" else -1.0
     cells: dict[tuple[str, str], list[ConfigGroup]] = {}
     for group in group_runs(data.runs, list(data.keys)):
         where = (_identity(group.overrides[rows]), _identity(group.overrides[columns]))
@@ -385,32 +449,37 @@ def build_pivot(data: StudyData, rows: str, columns: str, *,
                 pair = _identity({rows: row_value, columns: column_value})
                 line.append(PivotCell(0, None, in_cell.get(pair, 0)))
                 continue
-            # max() keeps the first of equal means: ties go to the configuration run first.
-            best = max(groups, key=lambda g: sign * (summarize(g.main_values()).mean or 0.0))
+            best = ranked(groups, data.direction)[0]  # a tie: the configuration run first
             line.append(PivotCell(len(groups), best, planned.get(_identity(best.overrides), 0)))
         table.append(line)
-    for column in range(len(column_values)):
-        filled = [(index, line[column]) for index, line in enumerate(table)
-                  if line[column].picked is not None]  # fmt: skip
+    # Compared down each column; along each row when the rows are the data sets.
+    marks = "row" if rows == DATASET_KEY and len(row_values) > 1 else "column"
+    lines = table if marks == "row" else [list(cells) for cells in zip(*table, strict=True)]
+    for line in lines:
+        filled = [cell for cell in line if cell.picked is not None]
         comparisons = compare_to_best(
-            {str(index): cell.picked.main_values() for index, cell in filled if cell.picked},
+            {str(index): cell.picked.main_values() for index, cell in enumerate(filled)
+             if cell.picked},
             data.direction,
             folds=data.cv,
-        )
-        for (_, cell), comparison in zip(filled, comparisons, strict=True):
+        )  # fmt: skip
+        for cell, comparison in zip(filled, comparisons, strict=True):
             cell.comparison = comparison
     return PivotTable(rows, columns, others, data.metric, data.direction, choices[value],
-                      row_values, column_values, table, data.cv)  # fmt: skip
+                      row_values, column_values, table, data.cv, marks)  # fmt: skip
 
 
 def default_pivot(data: StudyData) -> tuple[str, str] | None:
     """The pivot a report adds unasked: for a full grid of exactly two varied keys (the first
-    down, the second across), each with at most ``PIVOT_MAX_VALUES`` values. With three or more
-    keys, which ones to pick the best of per cell is the reader's protocol, so it is never
-    guessed; searches and random draws rarely fill a grid, so they get none either."""
+    down, the second across; ``data.dataset`` always across, so that each column, where the
+    marks are decided, is one data set), each with at most ``PIVOT_MAX_VALUES`` values. With
+    three or more keys, which ones to pick the best of per cell is the reader's protocol, so it
+    is never guessed; searches and random draws rarely fill a grid, so they get none either."""
     if len(data.keys) != 2:
         return None
     rows, columns = data.keys
+    if rows == DATASET_KEY:
+        rows, columns = columns, rows
     pairs = {(_identity(run.overrides.get(rows)), _identity(run.overrides.get(columns)))
              for run in data.runs}  # fmt: skip
     row_count = len({row for row, _ in pairs})

@@ -6,12 +6,38 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from trainlab.errors import StudyError
 from trainlab.experiments import study as s
 from trainlab.experiments.store import Store
+
+# Means that agree to this many significant digits are tied: float noise never picks the best.
+RANK_DIGITS = 12
+
+
+def ranking_mean(values: Sequence[float]) -> float:
+    """The one mean every ranking of configurations uses (the report's results table and best
+    configuration, ``trainlab compare``, ``trainlab best``, the end of a sweep): exact and
+    correctly rounded (``statistics.mean``), so it does not depend on the order of the runs."""
+    return statistics.mean(values)
+
+
+def best_first(means: Sequence[float | None], direction: str) -> list[int]:
+    """Positions of ``means`` best first: the highest (``maximize``) or lowest (``minimize``)
+    mean, compared at ``RANK_DIGITS`` significant digits. Tied means keep their order, so the
+    configuration that ran first wins a tie; missing (None) or non-finite means come last."""
+    sign = -1.0 if direction == "maximize" else 1.0
+
+    def key(index: int) -> tuple[int, float]:
+        mean = means[index]
+        if mean is None or not math.isfinite(mean):
+            return (1, 0.0)
+        return (0, sign * float(f"{mean:.{RANK_DIGITS}g}"))
+
+    return sorted(range(len(means)), key=key)
 
 
 @dataclass
@@ -151,7 +177,7 @@ class ConfigResult:
 
     @property
     def mean(self) -> float:
-        return statistics.fmean(self.values)
+        return ranking_mean(self.values)
 
     @property
     def std(self) -> float | None:
@@ -160,7 +186,7 @@ class ConfigResult:
 
     def test_mean(self, metric: str) -> float | None:
         values = self.test.get(metric) or []
-        return statistics.fmean(values) if values else None
+        return ranking_mean(values) if values else None
 
     def test_std(self, metric: str) -> float | None:
         values = self.test.get(metric) or []
@@ -197,7 +223,8 @@ def rank_rows(spec: s.StudySpec, rows: list[RunRow]) -> list[ConfigResult]:
                 group.test.setdefault(metric, []).append(float(value))
     for key, group in groups.items():
         group.planned = planned[key]
-    return sorted(groups.values(), key=lambda g: g.mean, reverse=spec.direction == "maximize")
+    found = list(groups.values())  # in trial order of their first completed run
+    return [found[i] for i in best_first([g.mean for g in found], spec.direction)]
 
 
 def best_run(store: Store, name: str) -> RunRow:
