@@ -16,16 +16,19 @@ from trainlab.errors import TrainlabError
 
 
 def resolve_model(model: Path | None, study: str | None, storage: str | None,
-                  runs_dir: Path) -> Path:  # fmt: skip
-    """The folder or file to serve: MODEL as given, or the best run of STUDY."""
+                  runs_dir: Path, dataset: str | None = None) -> Path:  # fmt: skip
+    """The folder or file to serve: MODEL as given, or the best run of STUDY (on DATASET, for a
+    study over several data sets)."""
     if (model is None) == (study is None):
         raise TrainlabError("give a run/checkpoint folder or .onnx file, or --study NAME "
                             "(one of them)")  # fmt: skip
+    if dataset is not None and study is None:
+        raise TrainlabError("--dataset picks the data set of a --study; a run folder has one")
     if study is not None:
         from trainlab.experiments import best_run, open_store, resolve_storage_url
 
         store = open_store(resolve_storage_url(storage, runs_dir), create=False)
-        row = best_run(store, study)
+        row = best_run(store, study, dataset)
         model = Path(row.run_dir or "")
         console.print(f"best run of {study}: trial {row.number}, value {row.value:.4g}, {model}",
                       highlight=False, markup=False, soft_wrap=True)  # fmt: skip
@@ -55,6 +58,9 @@ def serve(
         Path | None, typer.Argument(help="run folder, checkpoint folder or exported .onnx file")
     ] = None,
     study: Annotated[str | None, typer.Option(help="serve the best run of this study")] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="with --study over several data sets: whose best to serve")
+    ] = None,
     storage: StorageOption = None,
     runs_dir: RunsDirOption = Path("runs"),
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
@@ -96,7 +102,9 @@ def serve(
     from trainlab.serve.app import ServeSettings, create_app
     from trainlab.serve.model import ServedModel
 
-    served = ServedModel.load(resolve_model(model, study, storage, runs_dir), device=device)
+    served = ServedModel.load(
+        resolve_model(model, study, storage, runs_dir, dataset), device=device
+    )
     settings = ServeSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                              max_files=max_files,
                              max_request_bytes=int(max_request_mb * 1024 * 1024),

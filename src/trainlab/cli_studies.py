@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from trainlab.cli import app, console, err_console, flag_overrides, print_columns, user_errors
 from trainlab.cli_options import RunsDirOption, StorageOption
@@ -139,11 +140,26 @@ def print_ranking(report: Any, top: int) -> None:
 
 
 def print_best(report: Any) -> None:
+    from trainlab.experiments.results import best_per_dataset
+
     best = report.best
-    metric = report.info.metric
     if best is None:
         console.print(f"no completed runs in {report.name} yet")
         return
+    per_dataset = best_per_dataset(report.ranked)
+    if not per_dataset:
+        print_one_best(report, best, f"best of {report.name}")
+        return
+    console.print(f"{report.name} compares {len(per_dataset)} data sets; validation accuracies "
+                  "of different data sets are not comparable, so each has its best:",
+                  highlight=False)  # fmt: skip
+    for dataset, group in per_dataset.items():
+        console.print()
+        print_one_best(report, group, f"best on {dataset}")
+
+
+def print_one_best(report: Any, best: Any, title: str) -> None:
+    metric = report.info.metric
     test_metric = metric.split(".", 1)[1]
     configuration = " ".join(f"{k}={fmt_param(v)}" for k, v in best.overrides.items())
     test = mean_std(best.test_mean(test_metric), best.test_std(test_metric),
@@ -155,7 +171,7 @@ def print_best(report: Any) -> None:
         *(("run folder", run_dir) for run_dir in best.run_dirs),
     ]
     width = max(len(label) for label, _ in rows)
-    console.print(f"[bold]best of {report.name}[/] by mean {metric} over its repeats:")
+    console.print(f"[bold]{escape(title)}[/] by mean {metric} over its repeats:")
     for label, value in rows:  # long values (paths, configurations) stay on one line
         console.print(f"  {label:<{width}}  {value}", highlight=False, markup=False, soft_wrap=True)
 

@@ -76,3 +76,40 @@ def test_trainlab_serve_study_serves_that_run(study):
         process.terminate()
         output = process.communicate(timeout=30)[0]
     assert f"trial {expected.number}" in output
+
+
+def test_a_study_over_several_data_sets_has_a_best_per_data_set(tmp_path):
+    """The optimizer study's shape: accuracies of different data sets are not comparable, so
+    `best` shows each one's best and `serve --study` asks which to serve."""
+    import numpy as np
+
+    from trainlab.data import load_dataset
+
+    digits = load_dataset("mnist-5k")
+    other = tmp_path / "other.npz"  # inverted digits: another data set, another validation set
+    np.savez(other, x_train=255 - digits.train.images[::10, 0].numpy(),
+             y_train=digits.train.labels[::10].numpy(), x_test=255 - digits.test.images[::10, 0].numpy(),
+             y_test=digits.test.labels[::10].numpy())  # fmt: skip
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    base = {"data": {"train_size": 300, "val_size": 100, "batch_size": 50},
+            "model": {"name": "mlp", "options": {"hidden": [16]}}, "epochs": 1,
+            "monitor": "val.accuracy"}  # fmt: skip
+    sweep("two", base, grid={"data.dataset": ["mnist-5k", str(other)], "optim.lr": [3e-3, 1e-5]},
+          storage=url, runs_dir=tmp_path / "runs", echo=lambda line: None)  # fmt: skip
+    store = open_store(url, create=False)
+    with pytest.raises(
+        TrainlabError, match=r"compares data sets \(.*mnist-5k\), each with its own best: pick one"
+    ):
+        best_run(store, "two")
+    rows = [r for r in study_runs(store, "two") if r.state == "COMPLETE"]
+    for dataset in ("mnist-5k", str(other)):
+        mine = [r for r in rows if r.overrides["data.dataset"] == dataset]
+        assert best_run(store, "two", dataset).number == max(mine, key=lambda r: r.value).number
+    with pytest.raises(TrainlabError, match="its data sets are"):
+        best_run(store, "two", "fashion-mnist")
+    with pytest.raises(TrainlabError, match="picks the data set of a --study"):
+        resolve_model(tmp_path, None, url, tmp_path, dataset="mnist-5k")
+    result = CliRunner().invoke(app, ["best", "two", "--storage", url], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "compares 2 data sets" in result.output
+    assert "best on mnist-5k" in result.output and f"best on {other}" in result.output

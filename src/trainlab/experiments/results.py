@@ -227,14 +227,44 @@ def rank_rows(spec: s.StudySpec, rows: list[RunRow]) -> list[ConfigResult]:
     return [found[i] for i in best_first([g.mean for g in found], spec.direction)]
 
 
-def best_run(store: Store, name: str) -> RunRow:
+DATASET_KEY = "data.dataset"
+
+
+def best_per_dataset(ranked: list[ConfigResult]) -> dict[str, ConfigResult]:
+    """The best configuration of each data set when a study varies ``data.dataset`` (empty when
+    it does not): accuracies on different validation sets are not comparable, so a study over
+    several data sets has a best per data set, not one."""
+    datasets = {str(g.overrides.get(DATASET_KEY)) for g in ranked if DATASET_KEY in g.overrides}
+    if len(datasets) < 2:
+        return {}
+    best: dict[str, ConfigResult] = {}
+    for group in ranked:  # best first: the first of each data set is its best
+        best.setdefault(str(group.overrides[DATASET_KEY]), group)
+    return best
+
+
+def best_run(store: Store, name: str, dataset: str | None = None) -> RunRow:
     """The run to serve from a study: of the best configuration (by mean validation metric over
-    its repeats), the repeat with the best validation metric. Test metrics play no part."""
+    its repeats), the repeat with the best validation metric. Test metrics play no part. A study
+    over several data sets needs ``dataset``: which one's best."""
     study, spec = s.open_study(store, name)
     rows = rows_of(study)
     ranked = rank_rows(spec, rows)
     if not ranked:
         raise StudyError(f"study {name!r} has no completed run yet; see `trainlab runs {name}`")
+    per_dataset = best_per_dataset(ranked)
+    if per_dataset and dataset is None:
+        raise StudyError(f"study {name!r} compares data sets ({', '.join(per_dataset)}), each "
+                         "with its own best: pick one with --dataset NAME")  # fmt: skip
+    if dataset is not None:
+        if dataset not in per_dataset:
+            varied = (
+                f"its data sets are {', '.join(per_dataset)}"
+                if per_dataset
+                else ("it does not vary data.dataset: leave --dataset out")
+            )
+            raise StudyError(f"--dataset {dataset}: {varied}")
+        ranked = [per_dataset[dataset]]
     numbers = set(ranked[0].numbers)
     candidates = [row for row in rows if row.number in numbers and row.run_dir]
     if not candidates:
