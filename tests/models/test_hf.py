@@ -201,6 +201,40 @@ def test_other_pools(tiny_folder: Path, pool: str) -> None:
     assert model.forward_features(torch.randn(2, 1, 28, 28)).shape == (2, 32)
 
 
+def test_mean_pooling_leaves_out_every_token_that_is_not_a_patch(tmp_path: Path) -> None:
+    """DeiT adds a distillation token and DINOv2 register tokens after the class token."""
+    cases = {
+        "deit": (transformers.DeiTConfig, {}, 2),
+        "dinov2_with_registers": (
+            transformers.Dinov2WithRegistersConfig,
+            {"num_register_tokens": 4},
+            5,
+        ),
+    }
+    for name, (config_class, extra, leading) in cases.items():
+        config = config_class(**{**TINY, "image_size": 28, "patch_size": 7}, **extra)
+        config.save_pretrained(tmp_path / name)
+        model = create_model(f"hf:{tmp_path / name}", **SHAPE, pretrained=False,
+                             pool="mean").eval()  # fmt: skip
+        x = torch.randn(2, 1, 28, 28)
+        with torch.no_grad():
+            hidden = model.backbone(pixel_values=model.pixel_values(x)).last_hidden_state
+            assert hidden.shape[1] == leading + 16, name
+            expected = hidden[:, leading:].mean(dim=1)
+            torch.testing.assert_close(model.forward_features(x), expected)
+
+
+def test_a_convolutional_backbone_has_no_class_token(tmp_path: Path) -> None:
+    transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
+                              num_channels=3).save_pretrained(tmp_path / "resnet")  # fmt: skip
+    with pytest.raises(ModelError, match="'cls' but model type 'resnet' has no class token"):
+        create_model(f"hf:{tmp_path / 'resnet'}", **SHAPE, pretrained=False, pool="cls",
+                     input_size=32)  # fmt: skip
+    model = create_model(f"hf:{tmp_path / 'resnet'}", **SHAPE, pretrained=False, pool="mean",
+                         input_size=32).eval()  # fmt: skip
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
 def test_channels_last_and_bfloat16_autocast(tiny_folder: Path) -> None:
     model = create_model(f"hf:{tiny_folder}", **SHAPE).eval()
     model = model.to(memory_format=torch.channels_last)

@@ -114,3 +114,28 @@ def test_a_model_onnx_cannot_express_is_a_clear_error_and_leaves_no_file(exporte
     with pytest.raises(TrainlabError, match=r"cannot be exported to ONNX .*bicubic.*torchscript"):
         export_onnx(run_dir, tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []  # no half-written file
+
+
+@pytest.mark.integration
+def test_a_vit_with_a_class_token_exports_for_any_batch_size(tmp_path):
+    """The class token is expanded to the batch from its traced shape: one image, seven, 33."""
+    import warnings
+
+    import trainlab
+    from trainlab.data import load_dataset
+
+    trainlab.train({"data": {"dataset": "mnist-5k", "train_size": 200, "val_size": 100},
+                    "model": {"name": "vit", "options": {"dim": 32, "depth": 1, "heads": 2,
+                                                         "pool": "cls"}},
+                    "epochs": 1, "progress": False, "out": str(tmp_path / "run")})  # fmt: skip
+    original = ServedModel.load(tmp_path / "run", device="cpu")
+    onnx = ServedModel.load(export_onnx(tmp_path / "run", tmp_path / "vit.onnx"))
+    path = export_model(tmp_path / "run", "torchscript", tmp_path / "vit.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.load(str(path))  # our own file, in a test
+    images = load_dataset("mnist-5k").test.images[:33]
+    for count in (1, 7, 33):
+        expected = original.probabilities(images[:count])
+        assert torch.allclose(onnx.probabilities(images[:count]), expected, atol=1e-5), count
+        assert torch.allclose(scripted(images[:count])[0].softmax(1), expected, atol=1e-5), count

@@ -493,6 +493,15 @@ def _model_class(transformers: ModuleType, config: Any) -> type:
     return model_class
 
 
+def _leading_tokens(config: Any) -> int:
+    """Tokens before the patch tokens, left out of ``pool=mean``: the class token, DeiT's
+    distillation token, DINOv2's register tokens."""
+    if config.model_type not in CLS_TOKEN_TYPES:
+        return 0
+    distillation = 1 if config.model_type == "deit" else 0
+    return 1 + distillation + int(getattr(config, "num_register_tokens", 0) or 0)
+
+
 def _embedding_dim(config: Any, pool: str) -> int:
     width = getattr(config, "pooler_output_size", None) if pool == "pooler" else None
     width = width or getattr(config, "hidden_size", None)
@@ -570,8 +579,9 @@ def build(
     - ``dropout``: dropout probability before the new head.
     - ``input_size``: side (or [height, width]) images are resized to; null = the model's own
       (224 for ViT-B/16); a smaller size is much faster (ViT interpolates its position embeddings).
-    - ``pool``: image embedding: "cls" token, "mean" of the tokens, the model's "pooler"
-      output, or "auto" (cls for ViT, DeiT, DINOv2; pooler for the others).
+    - ``pool``: image embedding: "cls" token, "mean" of the patch tokens (without class,
+      distillation or register tokens; of the feature map for convolutional models), the
+      model's "pooler" output, or "auto" (cls for ViT, DeiT, DINOv2; pooler for the others).
     - ``interpolation``: resize filter: bilinear, bicubic, nearest, or "auto" (the processor's).
     - ``image_mean``, ``image_std``: normalisation the model was trained with, per channel in
       [0, 1] units; null = its preprocessor_config.json (ViT's 0.5 when it has none).
@@ -615,6 +625,10 @@ def build(
         size = (sides[0], sides[-1])
     if pool == "auto":
         pool = "cls" if hf_config.model_type in CLS_TOKEN_TYPES else "pooler"
+    if pool == "cls" and not getattr(hf_config, "hidden_size", None):
+        # A convolutional backbone's last_hidden_state is a feature map [B, D, h, w]: no tokens.
+        raise ModelError(f"option 'pool' is 'cls' but model type {hf_config.model_type!r} has no "
+                         "class token (a convolutional feature map); use mean or pooler")  # fmt: skip
     mean = processor.mean if image_mean is None else _floats(image_mean, "image_mean", channels)
     std = (
         processor.std
@@ -655,7 +669,7 @@ def build(
         image_mean=mean,
         image_std=std,
         pool=pool,
-        skip_tokens=1 if hf_config.model_type in CLS_TOKEN_TYPES else 0,
+        skip_tokens=_leading_tokens(hf_config),
         dropout=dropout,
         freeze=freeze,
         forward_kwargs=forward_kwargs,

@@ -134,7 +134,9 @@ class VisionTransformer(Classifier):
             x = F.pad(x, self.padding)
         x = self.patch_embed(x).flatten(2).transpose(1, 2)  # [B, N, dim]
         if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], dim=1)
+            # x.shape[0], not len(x): tracing (ONNX, TorchScript, the server) keeps the batch
+            # size symbolic only through the shape; len() would fix it to the example batch's.
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = self.blocks(self.pos_drop(x + self.pos_embed))
         x = x[:, 0] if self.cls_token is not None else x.mean(dim=1)
         return self.norm(x)
