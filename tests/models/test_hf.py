@@ -292,6 +292,46 @@ def test_training_images_reach_the_model_as_the_hf_processor_makes_them(
     assert within_one_level(ours, expected, IMAGENET["image_std"])
 
 
+@pytest.mark.parametrize(
+    ("processor_type", "settings"),
+    [
+        (
+            "DeiTImageProcessor",
+            {
+                "size": {"height": 36, "width": 36},
+                "do_center_crop": True,
+                "crop_size": {"height": 32, "width": 32},
+            },
+        ),
+        ("ConvNextImageProcessor", {"size": {"shortest_edge": 32}, "crop_pct": 0.875}),
+    ],
+    ids=["deit-resize-then-crop", "convnext-crop-pct"],
+)
+def test_processors_that_crop_the_centre_are_followed(
+    tiny_copy: Path, processor_type: str, settings: dict
+) -> None:
+    """Resize to 36 (32 / 0.875), then keep the centre 32×32, at the model's own size."""
+    config = {"image_processor_type": processor_type, **IMAGENET, "resample": 2, **settings}
+    (tiny_copy / "preprocessor_config.json").write_text(json.dumps(config))
+    images = digits()
+    mean, std = channel_stats(images)
+    model = create_model(f"hf:{tiny_copy}", **SHAPE)  # its own size: 32 (TINY's image_size)
+    assert model.trainlab_spec["options"]["resize_size"] == [36, 36]
+    model.set_input_normalization(mean, std)
+    ours = model.pixel_values(normalize_uint8(images, mean, std))
+    from PIL import Image
+
+    processor_class = getattr(transformers, f"{processor_type}Pil",
+                              getattr(transformers, processor_type))  # fmt: skip
+    processor = processor_class.from_pretrained(tiny_copy)
+    pictures = [Image.fromarray(image[0].numpy(), "L").convert("RGB") for image in images]
+    expected = processor(images=pictures, return_tensors="pt")["pixel_values"]
+    assert expected.shape == (len(images), 3, 32, 32)
+    assert within_one_level(ours, expected, IMAGENET["image_std"])
+    # An explicit input_size resizes straight to it, without a crop.
+    assert create_model(f"hf:{tiny_copy}", **SHAPE, input_size=48).resize_size is None
+
+
 def test_without_preprocessor_config_the_vit_defaults_apply(tiny_folder: Path) -> None:
     images = digits(4)
     model = create_model(f"hf:{tiny_folder}", **SHAPE, input_size=224)

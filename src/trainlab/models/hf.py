@@ -210,7 +210,10 @@ class Processor:
     mean: tuple[float, ...]  # per channel, in [0, 1] pixel units
     std: tuple[float, ...]
     interpolation: str  # torch mode: bilinear, bicubic or nearest
-    size: tuple[int, int] | None  # (height, width) it resizes to, if it says
+    size: tuple[int, int] | None  # (height, width) of the images it makes, if it says
+    # (height, width) it resizes to before cropping the centre to ``size`` (DeiT: 256 -> 224,
+    # ConvNeXt/ResNet: shortest edge 224 / crop_pct 0.875); None: no crop
+    resize: tuple[int, int] | None = None
 
 
 def _pair(value: Any) -> tuple[int, int] | None:
@@ -265,13 +268,31 @@ def read_processor(folder: Path | None, channels: int) -> Processor:
             raise ModelError(f"{path}: {len(values)} image_mean/std values for {channels} channels")
         return tuple(v / scale for v in values * (channels if len(values) == 1 else 1))
 
-    size = _pair(settings.get("crop_size")) if settings.get("do_center_crop") else None
+    resize, crop = _resize_and_crop(settings)
     return Processor(
         mean=per_channel(mean),
         std=per_channel(std),
         interpolation=_interpolation(settings.get("resample", 2)),
-        size=size or _pair(settings.get("size")),
+        size=crop or resize,
+        resize=resize if crop is not None and resize not in (None, crop) else None,
     )
+
+
+def _resize_and_crop(settings: Mapping[str, Any]) -> tuple[tuple[int, int] | None, ...]:
+    """(resize, centre crop) of a processor config, for trainlab's square-or-not images."""
+    size = settings.get("size")
+    resize = _pair(size)
+    crop_pct = settings.get("crop_pct")
+    if isinstance(size, Mapping) and "shortest_edge" in size and crop_pct:
+        # ConvNeXt's processor (ResNet's too): below 384 px, the shortest edge is resized to
+        # shortest_edge / crop_pct and the centre shortest_edge × shortest_edge is kept.
+        edge = int(size["shortest_edge"])
+        if edge < 384:
+            return _pair(int(edge / float(crop_pct))), (edge, edge)
+        return (edge, edge), None
+    if settings.get("do_center_crop") and settings.get("crop_size") is not None:
+        return resize, _pair(settings.get("crop_size"))
+    return resize, None
 
 
 # --------------------------------------------------------------------------- the model
@@ -302,10 +323,12 @@ class HFClassifier(Classifier):
         dropout: float,
         freeze: str,
         forward_kwargs: dict[str, Any],
+        resize_size: tuple[int, int] | None = None,
     ):
         super().__init__()
         self.backbone = backbone
         self.input_size = input_size
+        self.resize_size = resize_size  # resized to, then the centre cropped to input_size
         self.interpolation = interpolation
         self.pool = pool
         self.skip_tokens = skip_tokens  # leading special tokens left out of pool="mean"
@@ -364,30 +387,35 @@ class HFClassifier(Classifier):
 
     def pixel_values(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W]`` trainlab images -> the ``pixel_values`` the backbone expects."""
-        if tuple(x.shape[-2:]) != self.input_size:
-            x = self._resize(x)
+        if self.resize_size is not None:  # as the processor: resize, then crop the centre
+            x = self._resize(x, self.resize_size)
+            x = _centre_crop(x, self.input_size)
+        elif tuple(x.shape[-2:]) != self.input_size:
+            x = self._resize(x, self.input_size)
         # p = x · input_std + input_mean; pixel_values = (p - image_mean) / image_std. A grey
         # image ([B, 1, ...]) broadcasts to every channel of the model, as convert("RGB") does.
         scale = self.input_std / self.image_std
         shift = (self.input_mean - self.image_mean) / self.image_std
         return x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
 
-    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+    def _resize(self, x: torch.Tensor, target: tuple[int, int]) -> torch.Tensor:
         """Resize as PIL does (HF processors resize with PIL): anti-aliased when shrinking."""
+        if tuple(x.shape[-2:]) == tuple(target):
+            return x
         if self.interpolation == "nearest":
-            return F.interpolate(x, size=self.input_size, mode="nearest-exact")
+            return F.interpolate(x, size=target, mode="nearest-exact")
         if self.interpolation == "bilinear":  # weights in [0, 1]: no overshoot, one pass
             # Enlarging, anti-aliasing changes nothing (to float rounding); without it the
             # model exports to ONNX, which has no anti-aliased resize at trainlab's opset.
-            shrinks = self.input_size[0] < x.shape[-2] or self.input_size[1] < x.shape[-1]
+            shrinks = target[0] < x.shape[-2] or target[1] < x.shape[-1]
             return F.interpolate(
-                x, size=self.input_size, mode="bilinear", antialias=shrinks, align_corners=False
+                x, size=target, mode="bilinear", antialias=shrinks, align_corners=False
             )
         # Bicubic overshoots at edges; PIL resizes the rows, then the columns, and saturates
         # each pass to [0, 255]. The same here (within one uint8 level on MNIST digits).
         low = (-self.input_mean / self.input_std).view(1, -1, 1, 1)  # pixel 0, normalised
         high = ((1 - self.input_mean) / self.input_std).view(1, -1, 1, 1)  # pixel 1
-        height, width = self.input_size
+        height, width = target
         for size in ((x.shape[-2], width), (height, width)):
             if tuple(x.shape[-2:]) != size:
                 x = F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
@@ -406,6 +434,13 @@ class HFClassifier(Classifier):
         if hidden.ndim == 4:  # a convolutional feature map [B, D, h, w]
             return hidden.mean(dim=(2, 3))
         return hidden[:, self.skip_tokens :].mean(dim=1)
+
+
+def _centre_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The centre ``size`` of ``x`` (HF's center_crop: the top-left offset rounds down)."""
+    top = (x.shape[-2] - size[0]) // 2
+    left = (x.shape[-1] - size[1]) // 2
+    return x[..., top : top + size[0], left : left + size[1]]
 
 
 def saved_weight_names(backbone: nn.Module) -> dict[str, str]:
@@ -565,6 +600,7 @@ def build(
     freeze: str = "none",
     dropout: float = 0.0,
     input_size: int | tuple[int, int] | None = None,
+    resize_size: int | tuple[int, int] | str | None = "auto",
     pool: str = "auto",
     interpolation: str = "auto",
     image_mean: float | tuple[float, ...] | None = None,
@@ -579,6 +615,9 @@ def build(
     - ``dropout``: dropout probability before the new head.
     - ``input_size``: side (or [height, width]) images are resized to; null = the model's own
       (224 for ViT-B/16); a smaller size is much faster (ViT interpolates its position embeddings).
+    - ``resize_size``: side (or [height, width]) images are resized to before their centre
+      ``input_size`` is cropped, as processors that crop do (DeiT: 256, then 224); "auto" = the
+      processor's when the model runs at its own size, null = no crop.
     - ``pool``: image embedding: "cls" token, "mean" of the patch tokens (without class,
       distillation or register tokens; of the feature map for convolutional models), the
       model's "pooler" output, or "auto" (cls for ViT, DeiT, DINOv2; pooler for the others).
@@ -623,6 +662,19 @@ def build(
                 f"option 'input_size' must be a side or [height, width]; got {input_size!r}"
             )
         size = (sides[0], sides[-1])
+    if resize_size == "auto":
+        own_size = input_size is None and size == processor.size
+        resize = processor.resize if own_size else None
+    elif resize_size is None:
+        resize = None
+    else:
+        sides = check_ints(resize_size, "resize_size")
+        if len(sides) not in (1, 2) or sides[0] < size[0] or sides[-1] < size[1]:
+            raise ModelError(f"option 'resize_size' must be a side or [height, width] at least "
+                             f"input_size {list(size)}; got {resize_size!r}")  # fmt: skip
+        resize = (sides[0], sides[-1])
+    if resize == size:
+        resize = None
     if pool == "auto":
         pool = "cls" if hf_config.model_type in CLS_TOKEN_TYPES else "pooler"
     if pool == "cls" and not getattr(hf_config, "hidden_size", None):
@@ -673,11 +725,13 @@ def build(
         dropout=dropout,
         freeze=freeze,
         forward_kwargs=forward_kwargs,
+        resize_size=resize,
     )
     # What rebuilding needs without the source: see the module docstring.
     model.trainlab_spec_options = {
         "pretrained": False,
         "input_size": list(size),
+        "resize_size": list(resize) if resize else None,
         "pool": pool,
         "interpolation": interpolation,
         "image_mean": list(mean),
