@@ -34,6 +34,12 @@ def background_of(images: torch.Tensor, sample: int = 1000) -> str:
     picked = images[: max(1, sample)]
     border = torch.cat([picked[..., 0, :].flatten(), picked[..., -1, :].flatten(),
                         picked[..., :, 0].flatten(), picked[..., :, -1].flatten()])  # fmt: skip
+    return background_of_border(border)
+
+
+def background_of_border(border: torch.Tensor) -> str:
+    """``"dark"`` or ``"light"`` from an image's (or images') border pixels: the one rule that
+    training records a checkpoint's background with and the server judges an upload by."""
     return "dark" if float(border.float().median()) < 128 else "light"
 
 

@@ -74,20 +74,34 @@ class ArrayDataset:
     @classmethod
     def load_cache(cls, path: Path, fingerprint: str) -> ArrayDataset | None:
         """Read a cache written by :meth:`save`; None if absent, stale or unreadable."""
-        if not path.is_file():
+        arrays = _read_cache(path, fingerprint, (*NPZ_KEYS, "class_names"))
+        if arrays is None:
             return None
-        try:
-            with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
-                if str(data["fingerprint"]) != f"{_CACHE_VERSION}:{fingerprint}":
-                    return None
-                arrays = [data[key] for key in (*NPZ_KEYS, "class_names")]
-        # TypeError: an .npy at that name (an array is no context manager).
-        except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile, zlib.error):
-            return None  # a damaged (even empty) cache is rebuilt from the verified source files
         if not all(isinstance(array, np.ndarray) for array in arrays):
             return None
         *splits, names = arrays
         return cls(*splits, [str(name) for name in names])
+
+
+def cache_is_current(path: Path, fingerprint: str) -> bool:
+    """Whether ``path`` is a readable cache of files with this fingerprint; reads only the
+    fingerprint entry (an .npz is read member by member: the image arrays stay on disk)."""
+    return _read_cache(path, fingerprint, ()) is not None
+
+
+def _read_cache(path: Path, fingerprint: str, keys: tuple[str, ...]) -> list[Any] | None:
+    """The entries ``keys`` of a cache written for ``fingerprint``; None if absent, stale or
+    unreadable (a damaged, even empty, cache is rebuilt from the verified source files)."""
+    if not path.is_file():
+        return None
+    try:
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
+            if str(data["fingerprint"]) != f"{_CACHE_VERSION}:{fingerprint}":
+                return None
+            return [data[key] for key in keys]
+    # TypeError: an .npy at that name (an array is no context manager).
+    except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile, zlib.error):
+        return None
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import re
-import zipfile
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +20,11 @@ import numpy as np
 
 from trainlab._io import remove_stale_parts
 from trainlab.data.formats import (
-    _CACHE_VERSION,
     CIFAR10_LAYOUT,
     CIFAR100_LAYOUT,
     ArrayDataset,
     CifarLayout,
+    cache_is_current,
     read_cifar_archive,
     read_classmap,
     read_idx,
@@ -91,12 +89,16 @@ class DatasetInfo:
     train_size: int
     test_size: int
     kind: DataKind
-    available: bool  # loadable without the network (bundled, or files already in the cache)
     aliases: tuple[str, ...] = ()
     # What the cache holds, checked without reading the big files (see _cache_state):
     # "bundled" (ships with a package), "ready" (verified and decoded: loads offline at once),
     # "unverified" (files present, checked against their MD5s on first load), "no".
     cache: CacheState = "no"
+
+    @property
+    def available(self) -> bool:
+        """Loadable without the network (bundled, or files already in the cache)."""
+        return self.cache != "no"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,24 +362,20 @@ def get_spec(name: str) -> DatasetSpec:
 def list_datasets(root: str | Path | None = None) -> list[DatasetInfo]:
     """Every registered dataset with its published sizes and what the cache holds of it
     (``root`` overrides the cache folder, as in :func:`load_dataset`)."""
-    infos = []
-    for spec in sorted(_REGISTRY.values(), key=lambda spec: spec.name):
-        state = _cache_state(spec, root)
-        infos.append(
-            DatasetInfo(
-                name=spec.name,
-                description=spec.description,
-                num_classes=spec.num_classes,
-                image_shape=spec.image_shape,
-                train_size=spec.train_size,
-                test_size=spec.test_size,
-                kind=spec.kind,
-                available=state != "no",
-                aliases=spec.aliases,
-                cache=state,
-            )
+    return [
+        DatasetInfo(
+            name=spec.name,
+            description=spec.description,
+            num_classes=spec.num_classes,
+            image_shape=spec.image_shape,
+            train_size=spec.train_size,
+            test_size=spec.test_size,
+            kind=spec.kind,
+            aliases=spec.aliases,
+            cache=_cache_state(spec, root),
         )
-    return infos
+        for spec in sorted(_REGISTRY.values(), key=lambda spec: spec.name)
+    ]
 
 
 def is_registered(name_or_path: str) -> bool:
@@ -524,21 +522,9 @@ def _cache_state(spec: DatasetSpec, root: str | Path | None) -> CacheState:
     if spec.bundled is not None:
         return "bundled" if _bundled_path(spec) is not None else "no"
     folder = dataset_dir(spec.name, root)
-    if _decoded_is_current(folder / DECODED_NAME, spec):
+    if cache_is_current(folder / DECODED_NAME, spec.fingerprint()):
         return "ready"
     return "no" if missing_files(folder, spec.files) else "unverified"
-
-
-def _decoded_is_current(cache: Path, spec: DatasetSpec) -> bool:
-    """Whether ``cache`` is a decoded cache of this spec's files; reads only its fingerprint."""
-    if not cache.is_file():
-        return False
-    try:  # an .npz is read member by member: the image arrays stay on disk
-        with open(cache, "rb") as handle, np.load(handle, allow_pickle=False) as data:
-            stamp = str(data["fingerprint"])
-    except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile, zlib.error):
-        return False  # damaged or not ours: the next load rebuilds it
-    return stamp == f"{_CACHE_VERSION}:{spec.fingerprint()}"
 
 
 def _load_registered(spec: DatasetSpec, root: str | Path | None, download: bool) -> DatasetBundle:

@@ -2,10 +2,10 @@
 
 Uploads arrive as PNG/JPEG/WebP (or GIF, BMP, TIFF) of any size and bit depth, colour or grey,
 with or without alpha, in any EXIF orientation, and are decoded as training decodes image
-folders (``data.pictures``; transparency becomes white paper). They become a uint8 ``[C, H, W]`` tensor with
-the checkpoint's channels and size, which then goes through ``data.batches.normalize_uint8``
-with the checkpoint's mean/std — the very function training and evaluation use, so a training
-image sent to the server is classified exactly as in-process.
+folders (``data.pictures``; transparency becomes white paper). They become a uint8
+``[C, H, W]`` tensor with the checkpoint's channels and size, which then goes through
+``data.batches.normalize_uint8`` with the checkpoint's mean/std — the very function training
+and evaluation use, so a training image sent to the server is classified exactly as in-process.
 
 Handwriting (``kind`` digits or characters, like MNIST/KMNIST/K49) is normalised the way those
 datasets were made: light ink on a dark background (a drawing in dark ink is inverted), cropped
@@ -26,6 +26,7 @@ import torch
 from PIL import Image, ImageOps
 
 # decode, its limits and its error are shared with training's image folders (data.pictures)
+from trainlab.data.batches import background_of_border
 from trainlab.data.pictures import MAX_PIXELS, MAX_SIDE, InputError, decode, flatten_alpha
 
 __all__ = [
@@ -130,8 +131,8 @@ def _border(grey: np.ndarray) -> np.ndarray:
 
 
 def _dark_background(grey: np.ndarray) -> bool:
-    """The border decides: a drawing's background touches the edges, its ink mostly not."""
-    return float(np.median(_border(grey))) < 128
+    """The border decides, by the rule training recorded the checkpoint's background with."""
+    return background_of_border(torch.from_numpy(_border(grey))) == "dark"
 
 
 def _centre_by_mass(glyph: np.ndarray, height: int, width: int) -> np.ndarray:
