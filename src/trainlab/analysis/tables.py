@@ -30,13 +30,12 @@ from trainlab.analysis.stats import (
     summarize,
 )
 from trainlab.errors import StudyError
-from trainlab.experiments.results import best_first, ranking_mean
+from trainlab.experiments.results import DATASET_KEY, best_first, ranking_mean
 from trainlab.experiments.space import format_param
 
 # Test classes this much rarer than the commonest make plain accuracy flattering.
 IMBALANCE_RATIO = 1.5
-# The key that changes the validation set itself: configurations are compared within its values.
-DATASET_KEY = "data.dataset"
+# DATASET_KEY (results) changes the validation set itself: configurations are compared within it.
 WITHIN_DATASET = (
     f"`{DATASET_KEY}` varies, and accuracies on different validation sets are not comparable: "
     "each configuration is ranked and tested only against the best configuration on the same "

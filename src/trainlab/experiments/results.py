@@ -227,7 +227,7 @@ def rank_rows(spec: s.StudySpec, rows: list[RunRow]) -> list[ConfigResult]:
     return [found[i] for i in best_first([g.mean for g in found], spec.direction)]
 
 
-DATASET_KEY = "data.dataset"
+DATASET_KEY = "data.dataset"  # the key that changes the validation set itself
 
 
 def best_per_dataset(ranked: list[ConfigResult]) -> dict[str, ConfigResult]:
