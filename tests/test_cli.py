@@ -211,6 +211,23 @@ def test_augment_preview_writes_a_png(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_augment_preview_shows_what_training_with_a_data_kind_uses(tmp_path):
+    import numpy as np
+
+    images = np.full((20, 12, 12), 250, np.uint8)  # dark ink on white paper, no kind recorded
+    images[:, 4:8, 5:7] = 10
+    np.savez(tmp_path / "scans.npz", x_train=images, y_train=np.arange(20) % 2,
+             x_test=images[:4], y_test=np.arange(4) % 2)  # fmt: skip
+    arguments = ["augment-preview", "--dataset", str(tmp_path / "scans.npz"),
+                 "--out", str(tmp_path / "p.png")]  # fmt: skip
+    as_digits = invoke(*arguments, "--data-kind", "digits")
+    assert as_digits.exit_code == 0, as_digits.output
+    assert "rotate=10.0" in as_digits.output and "fill=edge" in as_digits.output
+    assert "rotate" not in invoke(*arguments).output  # unknown data: a small shift only
+    wrong = invoke(*arguments, "--data-kind", "letters")
+    assert wrong.exit_code == 2 and "data.kind" in wrong.output
+
+
 def test_flag_helpers():
     assert early_stopping_overrides("off") == ["early_stopping.enabled=false"]
     assert early_stopping_overrides("patience=3,monitor=val.accuracy") == [

@@ -337,10 +337,14 @@ def test_the_checkpoint_records_the_ink_polarity_the_server_must_draw(tiny_confi
     np.savez(scans, x_train=255 - digits.train.images[::8, 0].numpy(),
              y_train=digits.train.labels[::8].numpy(), x_test=255 - digits.test.images[::10, 0].numpy(),
              y_test=digits.test.labels[::10].numpy(), kind="digits")  # fmt: skip
-    mnist = load_checkpoint(trainlab.train(tiny_config()).run_dir).preprocessing
+    mnist_run = trainlab.train(tiny_config())
+    mnist = load_checkpoint(mnist_run.run_dir).preprocessing
     inverted = trainlab.train(tiny_config(data__dataset=str(scans), out=str(tmp_path / "s")))
     preprocessing = load_checkpoint(inverted.run_dir).preprocessing
     assert mnist["background"] == "dark" and preprocessing["background"] == "light"
+    # Augmentation fills what it rotates in with the background, not black corners on white.
+    assert mnist_run.config.data.augment.fill == "zero"
+    assert inverted.config.data.augment.fill == "edge"
     scan = 255 - digits.test.images[0, 0].numpy()  # a training-format image passes unchanged
     buffer = io.BytesIO()
     Image.fromarray(scan).save(buffer, format="PNG")

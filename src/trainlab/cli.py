@@ -481,11 +481,16 @@ def augment_preview(
     variants: Annotated[int, typer.Option(min=1, help="columns: augmented versions of each")] = 8,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     data_root: Annotated[str | None, typer.Option(help="data cache folder")] = None,
+    data_kind: Annotated[
+        str | None,
+        typer.Option(help="what the images are, as `trainlab train --data-kind` (picks auto)"),
+    ] = None,
 ) -> None:
     """Write a grid of training images (first column) and augmented versions of them.
 
     Example: `trainlab augment-preview --dataset kmnist --augment rotate=30 --out grid.png`
     """
+    from trainlab.config import build_config
     from trainlab.data import (
         augment_preview_counts,
         load_dataset,
@@ -493,12 +498,15 @@ def augment_preview(
         resolve_augment,
         save_augment_preview,
     )
+    from trainlab.data.batches import background_of
 
     if out.suffix.lower() != ".png":
         raise TrainlabError(f"--out {out}: the preview is a PNG image; end the name in .png")
     check_writable(out)
+    kind = build_config({"data": {"kind": data_kind}}).data.kind if data_kind else None
     bundle = load_dataset(dataset, root=data_root)
-    config = resolve_augment(parse_augment(augment), bundle.kind, bundle.image_shape)
+    config = resolve_augment(parse_augment(augment), kind or bundle.kind, bundle.image_shape,
+                             background_of(bundle.train.images))  # fmt: skip
     rows, columns = augment_preview_counts(bundle.train.images, samples, variants)
     path = save_augment_preview(
         out, bundle.train.images, config, samples=rows, variants=columns, seed=seed

@@ -207,6 +207,6 @@ def export(
     if not model.exists():
         raise TrainlabError(f"no such run or checkpoint folder: {model}")
     path = export_model(model, format_, out)
-    hint = (f"serve it with `trainlab serve {path}`" if format_ == "onnx" else
+    hint = (f"serve it with `trainlab serve {path}`" if path.suffix == ".onnx" else
             "load it with torch.jit.load (LibTorch in C++); trainlab serve takes the run folder")  # fmt: skip
     console.print(f"wrote {path}; {hint}", highlight=False, soft_wrap=True)

@@ -108,14 +108,19 @@ def fmt_param(value: Any) -> str:
     return "-" if value is None else format_param(value)
 
 
-def mean_std(mean: float | None, std: float | None, n: int, planned: int = 0) -> str:
-    """``0.9712 ± 0.0021 (n=3)``; ``(n=1 of 3)`` when runs of the configuration failed or are
-    not finished: a mean of the survivors must not pass for a mean of them all."""
+def mean_std(metric: str, mean: float | None, std: float | None, n: int, planned: int = 0) -> str:
+    """``97.12 ± 0.21% (n=3)`` (a share, as ``results.format_metric``), ``0.0912 ± 0.0021 (n=3)``
+    (a loss); ``(n=1 of 3)`` when runs of the configuration failed or are not finished: a mean
+    of the survivors must not pass for a mean of them all."""
+    from trainlab.experiments.results import format_metric
+
     if mean is None:
         return "-"
-    spread = f" ± {std:.4f}" if std is not None else ""
+    text = format_metric(mean, metric)
+    if std is not None:
+        text = f"{text.removesuffix('%')} ± {format_metric(std, metric)}"
     of = f" of {planned}" if planned > n else ""
-    return f"{mean:.4f}{spread} (n={n}{of})"
+    return f"{text} (n={n}{of})"
 
 
 def print_ranking(report: Any, top: int) -> None:
@@ -132,9 +137,9 @@ def print_ranking(report: Any, top: int) -> None:
     rows = []
     for index, group in enumerate(ranked, start=1):
         rows.append([str(index), *(fmt_param(group.overrides.get(k)) for k in keys),
-                     mean_std(group.mean, group.std, group.n, group.planned),
-                     mean_std(group.test_mean(test_metric), group.test_std(test_metric),
-                              len(group.test.get(test_metric, []))),
+                     mean_std(spec_metric, group.mean, group.std, group.n, group.planned),
+                     mean_std(test_metric, group.test_mean(test_metric),
+                              group.test_std(test_metric), len(group.test.get(test_metric, []))),
                      " ".join(f"#{n}" for n in group.numbers)])  # fmt: skip
     print_columns(headers, rows)
 
@@ -162,11 +167,11 @@ def print_one_best(report: Any, best: Any, title: str) -> None:
     metric = report.info.metric
     test_metric = metric.split(".", 1)[1]
     configuration = " ".join(f"{k}={fmt_param(v)}" for k, v in best.overrides.items())
-    test = mean_std(best.test_mean(test_metric), best.test_std(test_metric),
+    test = mean_std(test_metric, best.test_mean(test_metric), best.test_std(test_metric),
                     len(best.test.get(test_metric, [])))  # fmt: skip
     rows = [
         ("configuration", configuration or "base config"),
-        (metric, mean_std(best.mean, best.std, best.n, best.planned)),
+        (metric, mean_std(metric, best.mean, best.std, best.n, best.planned)),
         (f"test.{test_metric}", f"{test}  (reported, never used to choose)"),
         *(("run folder", run_dir) for run_dir in best.run_dirs),
     ]

@@ -212,7 +212,8 @@ def resolve_config(config: TrainConfig, prepared: PreparedData) -> TrainConfig:
     """Fill in what ``auto`` and defaults mean for this data, so config.yaml says it all."""
     bundle = prepared.bundle
     resolved = config.model_copy(deep=True)
-    resolved.data.augment = resolve_augment(config.data.augment, bundle.kind, bundle.image_shape)
+    resolved.data.augment = resolve_augment(config.data.augment, bundle.kind, bundle.image_shape,
+                                            background_of(prepared.train.images))  # fmt: skip
     resolved.model.options = {**model_options(config.model.name), **config.model.options}
     resolved.data.kind = bundle.kind
     if config.epochs == "auto":

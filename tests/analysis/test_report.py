@@ -31,7 +31,8 @@ def test_the_study_table(study):
     assert "test macro F1" in headers and headers[-1] == "vs. best"
     rows = table.rows()
     assert rows[0][-1] == "best" and rows[0][1] == "2"
-    assert re.fullmatch(r"0\.\d{4} ± 0\.\d{4} \(n=2\) \[-?\d\.\d{4}, \d\.\d{4}\]", rows[0][2])
+    interval = r"\[-?\d+\.\d\d%, \d+\.\d\d%\]"  # the metric is a share: in percent
+    assert re.fullmatch(rf"\d+\.\d\d ± \d+\.\d\d% \(n=2\) {interval}", rows[0][2])
     assert rows[1][-1].startswith(("worse", "not distinguishable"))
     best = table.main[0]
     values = table.groups[0].main_values()

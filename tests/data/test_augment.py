@@ -105,6 +105,12 @@ def test_default_augment_digits_never_flip() -> None:
         assert not config.hflip and config.rotate > 0 and config.translate > 0
 
 
+def test_default_augment_fills_with_the_background_of_the_images() -> None:
+    for kind in ("digits", "characters", "other"):
+        assert default_augment(kind, (1, 28, 28)).fill == "zero"  # MNIST: black background
+        assert default_augment(kind, (1, 28, 28), background="light").fill == "edge"  # scans
+
+
 def test_default_augment_natural_is_crop_and_flip() -> None:
     assert default_augment("natural", (3, 32, 32)) == AugmentConfig(
         crop=4, hflip=True, fill="reflect"
@@ -453,3 +459,54 @@ def test_config_kind_names_match_the_data_kinds() -> None:
     from trainlab.config import DataKindName
 
     assert get_args(DataKindName) == get_args(DataKind)
+
+
+class _BlockingCopies(torch.overrides.TorchFunctionMode):
+    """Records host→device copies that would make the host wait: on CUDA a copy without
+    ``non_blocking`` synchronises the stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocking: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        source = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        if (func is torch.Tensor.to and source is not None and source.device.type == "cpu"
+                and isinstance(out, torch.Tensor) and out.device.type != "cpu"
+                and not kwargs.get("non_blocking", False)):  # fmt: skip
+            self.blocking.append(f"{tuple(source.shape)} {source.dtype}")
+        return out
+
+
+def test_random_parameters_reach_the_device_without_stalling_the_host():
+    # The meta device stands in for a GPU (no GPU here): every random parameter is drawn on
+    # the CPU generator and must travel non-blocking, or each batch waits for the last step.
+    config = AugmentConfig(rotate=10, translate=0.1, crop=2, hflip=True, cutout=8, erasing=0.9,
+                           mixup=0.2, cutmix=1.0)  # fmt: skip
+    augmenter = BatchAugmenter(config, 10, mean=[0.5, 0.5, 0.5])
+    x = torch.empty(16, 3, 32, 32, device="meta")
+    y = torch.zeros(16, dtype=torch.long, device="meta")
+    generator = gen()
+    with _BlockingCopies() as copies:
+        for _ in range(4):  # mixup and cutmix alternate at random
+            augmenter(x, y, generator)
+    assert copies.blocking == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_augmentation_on_cuda_never_synchronises():
+    config = AugmentConfig(rotate=10, translate=0.1, crop=2, hflip=True, cutout=8, erasing=0.9,
+                           mixup=0.2, cutmix=1.0)  # fmt: skip
+    augmenter = BatchAugmenter(config, 10, mean=[0.5, 0.5, 0.5])
+    x = torch.rand(16, 3, 32, 32, device="cuda")
+    y = torch.zeros(16, dtype=torch.long, device="cuda")
+    generator = gen()
+    augmenter(x, y, generator)  # the first call builds the cached fill
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(4):
+            augmenter(x, y, generator)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -49,5 +49,19 @@ def test_a_configuration_shows_how_many_of_its_runs_completed():
     best, other = rank_rows(spec, rows)
     assert (best.overrides, best.n, best.planned) == ({"optim.lr": 0.1}, 1, 3)
     assert (other.n, other.planned) == (2, 2)
-    assert mean_std(best.mean, best.std, best.n, best.planned) == "0.9500 (n=1 of 3)"
-    assert mean_std(other.mean, other.std, other.n, other.planned) == "0.9100 ± 0.0141 (n=2)"
+    assert mean_std("val.accuracy", best.mean, best.std, best.n, best.planned) == (
+        "95.00% (n=1 of 3)"
+    )
+    assert mean_std("val.accuracy", other.mean, other.std, other.n, other.planned) == (
+        "91.00 ± 1.41% (n=2)"
+    )
+    assert mean_std("val.loss", other.mean, other.std, other.n) == "0.9100 ± 0.0141 (n=2)"
+
+
+def test_shares_print_in_percent_and_losses_in_four_decimals():
+    from trainlab.experiments.results import format_metric, is_fraction
+
+    assert [is_fraction(m) for m in ["val.accuracy", "test.macro_f1", "val.balanced_accuracy",
+                                     "top5_accuracy", "val.loss"]] == [True] * 4 + [False]  # fmt: skip
+    assert format_metric(0.971234, "val.accuracy") == "97.12%"
+    assert format_metric(0.0912345, "val.loss") == "0.0912"

@@ -61,6 +61,9 @@ def test_export_cli_and_bad_files(exported, tmp_path):
     run_dir, _ = exported
     result = CliRunner().invoke(app, ["export", str(run_dir), "--out", str(tmp_path / "m.onnx")])
     assert result.exit_code == 0 and (tmp_path / "m.onnx").is_file()
+    capitals = CliRunner().invoke(app, ["export", str(run_dir), "--format", "TorchScript",
+                                        "--out", str(tmp_path / "m.pt")])  # fmt: skip
+    assert capitals.exit_code == 0 and "torch.jit.load" in capitals.output
     bad = CliRunner().invoke(app, ["export", str(run_dir), "--format", "tflite"])
     assert bad.exit_code == 2 and "unknown export format" in bad.output
     (tmp_path / "junk.onnx").write_bytes(b"not a model")

@@ -40,6 +40,7 @@ from trainlab.analysis.tables import (
     default_pivot,
     format_param,
 )
+from trainlab.experiments.results import format_metric
 
 MAX_CURVES = 12  # configurations drawn in the learning-curve grids (the best ones)
 GALLERY_SIZE = 24
@@ -279,7 +280,7 @@ def _best_of(doc: Document, data: StudyData, group: ConfigGroup, figures: Path,
         "" if data.kind == "run" else f"**{group.label()}** — its best seed is run #{run.number} "
     )
     doc.add(Heading(title),
-            Paragraph(f"{lead}(`{data.metric}` = {run.value:.4f}, test accuracy "
+            Paragraph(f"{lead}(`{data.metric}` = {format_metric(run.value, data.metric)}, test accuracy "
                       f"{_pct(run.test.get('accuracy'))})."))  # fmt: skip
     local = next((r for r in ranked if r.summary() is not None), None)
     if local is None:

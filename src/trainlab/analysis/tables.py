@@ -30,7 +30,13 @@ from trainlab.analysis.stats import (
     summarize,
 )
 from trainlab.errors import StudyError
-from trainlab.experiments.results import DATASET_KEY, best_first, ranking_mean
+from trainlab.experiments.results import (
+    DATASET_KEY,
+    best_first,
+    format_metric,
+    is_fraction,
+    ranking_mean,
+)
 from trainlab.experiments.space import format_param
 
 # Test classes this much rarer than the commonest make plain accuracy flattering.
@@ -79,6 +85,11 @@ class ConfigGroup:
 
     def label(self) -> str:
         return " ".join(f"{k}={format_param(v)}" for k, v in self.overrides.items()) or "base"
+
+
+def _metric_format(metric: str) -> tuple[int, bool]:
+    """Digits and percent for ``Summary.format`` of ``metric``, as ``results.format_metric``."""
+    return (2, True) if is_fraction(metric) else (4, False)
 
 
 def _finite(value: Any) -> float | None:
@@ -168,9 +179,10 @@ class ResultTable:
     def rows(self) -> list[list[str]]:
         rows = []
         for group, main, comparison in zip(self.groups, self.main, self.comparisons, strict=True):
-            main_text = main.format(4)
-            if main.ci_low is not None:
-                main_text += f" [{main.ci_low:.4f}, {main.ci_high:.4f}]"
+            main_text = main.format(*_metric_format(self.metric))
+            if main.ci_low is not None and main.ci_high is not None:
+                main_text += (f" [{format_metric(main.ci_low, self.metric)}, "
+                              f"{format_metric(main.ci_high, self.metric)}]")  # fmt: skip
             cells = [group.summary(c).format(c.digits, percent=c.percent) for c in self.columns]
             rows.append([*(format_param(group.overrides.get(k)) for k in self.keys),
                          self.count(group), main_text, *cells, comparison.verdict])  # fmt: skip
@@ -386,7 +398,8 @@ def parse_pivot(text: str) -> tuple[str, str]:
 
 def pivot_columns(data: StudyData) -> dict[str, Column]:
     """What a pivot's cells can show: the study metric, or a column of the results table."""
-    chosen = Column(data.metric, lambda r: r.value)
+    digits, percent = _metric_format(data.metric)
+    chosen = Column(data.metric, lambda r: r.value, percent=percent, digits=digits)
     return {data.metric: chosen,
             **{c.title: c for c in [*BASE_COLUMNS, BALANCED_COLUMN, *TAIL_COLUMNS]}}  # fmt: skip
 

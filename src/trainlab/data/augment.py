@@ -94,17 +94,23 @@ def parse_augment(text: str) -> AugmentConfig | Literal["auto"]:
         raise ConfigError(f"augment: {reasons}") from None
 
 
-def default_augment(kind: DataKind, image_shape: Sequence[int]) -> AugmentConfig:
-    """Augmentation that fits the data; ``image_shape`` is ``(C, H, W)``.
+def default_augment(
+    kind: DataKind, image_shape: Sequence[int], background: str = "dark"
+) -> AugmentConfig:
+    """Augmentation that fits the data; ``image_shape`` is ``(C, H, W)``, ``background`` the
+    training images' ``"dark"`` or ``"light"`` (``batches.background_of``).
 
     - digits / characters: small rotation, shift and zoom; never flips (a mirrored 2 or a
-      mirrored kana is a different or an invalid symbol). Zero fill: the background is black.
+      mirrored kana is a different or an invalid symbol). Zero fill on a dark background (black
+      is the background, and a stroke touching the edge is not smeared outwards); edge fill on
+      a light one (dark ink on white paper), where zero fill would draw black corners and bars.
     - natural (CIFAR-like): the classic recipe, random crop after reflect-padding by 1/8 of the
       side (4 px at 32 px) plus horizontal flips (a mirrored cat is still a cat).
     - other: known content that is neither, e.g. Fashion-MNIST. Flips keep the label for
       clothes and most objects, so we flip; a small integer shift (crop by ~1/14 of the side,
-      2 px at 28 px) instead of rotation keeps the images sharp. Zero fill for grey images (an
-      object on a black background), reflect fill for colour images (photos have no black border).
+      2 px at 28 px) instead of rotation keeps the images sharp. For grey images the fill of
+      digits (an object on a black background, or on white), reflect fill for colour images
+      (photos have no black border).
     - unknown: user data that does not say what it is (see :data:`DataKind`). Only what is safe
       for any content: the same small integer shift, and nothing else. No flips (the images may
       be digits, text or arrows, where a mirror changes the label), no rotation or zoom (they
@@ -116,22 +122,26 @@ def default_augment(kind: DataKind, image_shape: Sequence[int]) -> AugmentConfig
     channels, height, width = (int(v) for v in image_shape[-3:])
     side = min(height, width)
     colour = channels == 3
+    ink_fill = "edge" if background == "light" else "zero"
     if kind in ("digits", "characters"):
-        return AugmentConfig(rotate=10, translate=0.1, scale=0.1, fill="zero")
+        return AugmentConfig(rotate=10, translate=0.1, scale=0.1, fill=ink_fill)
     if kind == "natural":
         return AugmentConfig(crop=min(16, max(1, round(side / 8))), hflip=True, fill="reflect")
     shift = min(16, max(1, side // 14))  # pixels: 2 at 28-32 px, 4 at 64 px
     if kind == "other":
-        return AugmentConfig(crop=shift, hflip=True, fill="reflect" if colour else "zero")
+        return AugmentConfig(crop=shift, hflip=True, fill="reflect" if colour else ink_fill)
     # "unknown", and any kind this function does not know: the defaults safe for any content.
     return AugmentConfig(crop=shift, fill="reflect" if colour else "edge")
 
 
 def resolve_augment(
-    value: AugmentConfig | Literal["auto"], kind: DataKind, image_shape: Sequence[int]
+    value: AugmentConfig | Literal["auto"],
+    kind: DataKind,
+    image_shape: Sequence[int],
+    background: str = "dark",
 ) -> AugmentConfig:
     """``"auto"`` -> :func:`default_augment` for the data; an explicit config is kept as is."""
-    return default_augment(kind, image_shape) if value == "auto" else value
+    return default_augment(kind, image_shape, background) if value == "auto" else value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,7 +188,7 @@ def affine_matrices(
 
 def warp(x: torch.Tensor, theta: torch.Tensor, fill: FillMode = "zero") -> torch.Tensor:
     """Resample ``x`` ``[B, C, H, W]`` through ``theta`` ``[B, 2, 3]`` with bilinear interpolation."""
-    theta = theta.to(device=x.device, dtype=x.dtype)
+    theta = to_device(theta, x.device).to(x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(
         x, grid, mode="bilinear", padding_mode=_PADDING_MODE[fill], align_corners=False
@@ -219,6 +229,18 @@ def _sample_beta(alpha: float, generator: torch.Generator | None) -> float:
     return float(np.random.default_rng(seed).beta(alpha, alpha))
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` (random parameters drawn on the CPU generator) on the data's ``device``
+    without making the host wait: a plain CPU→CUDA copy synchronises the stream, so the host
+    would wait for the previous step to finish on every batch. From pinned memory the copy is
+    queued like a kernel (the caching host allocator keeps the buffer until it is done)."""
+    if tensor.device == device or tensor.device.type != "cpu":
+        return tensor.to(device)
+    if device.type == "cuda":
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
 def _gen_device(generator: torch.Generator | None) -> torch.device:
     return generator.device if generator is not None else torch.device("cpu")
 
@@ -252,6 +274,7 @@ class BatchAugmenter:
         self.uses_affine = bool(c.rotate or c.translate or c.scale or c.shear)
         self.soft_targets = bool(c.mixup or c.cutmix)
         self.is_identity = c.is_identity()
+        self._fills: dict[tuple[torch.device, torch.dtype, int], torch.Tensor] = {}
 
     def __repr__(self) -> str:
         return f"BatchAugmenter({self.config!r}, num_classes={self.num_classes})"
@@ -305,7 +328,8 @@ class BatchAugmenter:
         batch, channels, height, width = x.shape
         shifts = torch.randint(
             0, 2 * pad + 1, (batch, 2), generator=generator, device=_gen_device(generator)
-        ).to(x.device)
+        )
+        shifts = to_device(shifts, x.device)
         rows = torch.arange(height, device=x.device)[None, :] + shifts[:, :1] - pad  # [B, H]
         cols = torch.arange(width, device=x.device)[None, :] + shifts[:, 1:] - pad  # [B, W]
         rows, rows_inside = _source_index(rows, height, self.config.fill)
@@ -323,7 +347,7 @@ class BatchAugmenter:
     def hflip(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Mirror left-right a random half (each sample with probability 0.5)."""
         flip = torch.rand(x.shape[0], generator=generator, device=_gen_device(generator)) < 0.5
-        return torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
+        return torch.where(to_device(flip, x.device)[:, None, None, None], x.flip(3), x)
 
     # -- occlusion ------------------------------------------------------------------------------
 
@@ -332,7 +356,8 @@ class BatchAugmenter:
         border, as in DeVries & Taylor 2017) with the mean colour (black without ``mean``)."""
         side = self.config.cutout
         batch, _channels, height, width = x.shape
-        u = torch.rand(batch, 2, generator=generator, device=_gen_device(generator)).to(x.device)
+        u = to_device(torch.rand(batch, 2, generator=generator, device=_gen_device(generator)),
+                      x.device)  # fmt: skip
         centre_y = (u[:, 0] * height).long()
         centre_x = (u[:, 1] * width).long()
         top, left = centre_y - side // 2, centre_x - side // 2
@@ -355,24 +380,27 @@ class BatchAugmenter:
         box_w = torch.sqrt(area / ratio).round().clamp(1, width).long()
         top = (u[:, 2] * (height - box_h + 1)).long()
         left = (u[:, 3] * (width - box_w + 1)).long()
-        # Chosen on the generator's device (a CPU generator means no GPU sync here).
+        # Chosen on the generator's device: with a CPU generator, no GPU sync here.
         chosen = torch.nonzero(u[:, 4] < self.config.erasing).flatten()
         if len(chosen) == 0:
             return x
         # Noise (one value per pixel: the costly part) only for the chosen samples.
         shape = (len(chosen), *x.shape[1:])
-        noise = torch.rand(shape, generator=generator, device=device).to(x.device, x.dtype)
-        params = torch.stack([top, left, top + box_h, left + box_w])[:, chosen].to(x.device)
+        noise = to_device(torch.rand(shape, generator=generator, device=device), x.device)
+        params = to_device(torch.stack([top, left, top + box_h, left + box_w])[:, chosen], x.device)
         mask = _box_mask(*params, height, width)
-        index = chosen.to(x.device)
-        erased = torch.where(mask, noise, x.index_select(0, index))
+        index = to_device(chosen, x.device)
+        erased = torch.where(mask, noise.to(x.dtype), x.index_select(0, index))
         return x.index_copy(0, index, erased)
 
     def _fill_value(self, x: torch.Tensor) -> torch.Tensor | float:
         if self.mean is None:
             return 0.0
-        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype)
-        return mean.expand(x.shape[1]).reshape(1, -1, 1, 1)
+        key = (x.device, x.dtype, x.shape[1])
+        if key not in self._fills:  # made once: building it from a list each batch is a copy
+            mean = to_device(torch.tensor(self.mean, dtype=x.dtype), x.device)
+            self._fills[key] = mean.expand(x.shape[1]).reshape(1, -1, 1, 1)
+        return self._fills[key]
 
     # -- mixing ---------------------------------------------------------------------------------
 
@@ -389,7 +417,8 @@ class BatchAugmenter:
         use_cutmix = bool(c.cutmix) and (
             not c.mixup or bool(torch.rand(1, generator=generator, device=device) < 0.5)
         )
-        partner = torch.randperm(x.shape[0], generator=generator, device=device).to(x.device)
+        partner = to_device(torch.randperm(x.shape[0], generator=generator, device=device),
+                            x.device)  # fmt: skip
         if use_cutmix:
             x, lam = self._cutmix(x, partner, generator)
         else:

@@ -35,6 +35,7 @@ from trainlab._io import write_json_atomic
 from trainlab.engine.callbacks import Callback
 from trainlab.errors import StudyError, TrainlabError
 from trainlab.experiments import study as s
+from trainlab.experiments.results import format_metric
 from trainlab.experiments.store import Store
 
 HEARTBEAT_SECONDS = 10.0
@@ -706,10 +707,11 @@ def summary_line(spec: s.StudySpec, outcome: TrialOutcome) -> str:
         return f"{outcome.status} ({outcome.reason}){where}"
     test_key = "test." + spec.metric.split(".", 1)[1]
     parts = [
-        f"{outcome.status}, {spec.metric} {outcome.value:.4f} (epoch {attrs.get(s.BEST_EPOCH)})"
+        f"{outcome.status}, {spec.metric} {format_metric(outcome.value, spec.metric)} "
+        f"(epoch {attrs.get(s.BEST_EPOCH)})"
     ]
     if test_key in attrs:
-        parts.append(f"{test_key} {attrs[test_key]:.4f}")
+        parts.append(f"{test_key} {format_metric(attrs[test_key], test_key)}")
     if attrs.get(s.SECONDS) is not None:
         parts.append(f"{attrs[s.SECONDS]:.1f} s")
     if attrs.get(s.RESUMED_FROM):

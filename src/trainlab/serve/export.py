@@ -68,6 +68,7 @@ def _prepare(model_dir: str | Path) -> tuple[_Exported, torch.Tensor, str]:
 def export_model(model_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None) -> Path:
     """Export a run or checkpoint folder as ``fmt`` (onnx, torchscript) to ``out`` (default: a
     ``model.onnx``/``model.pt`` beside the checkpoint); returns the written path."""
+    fmt = fmt.lower()  # `--format ONNX` is what people type
     if fmt not in FORMATS:
         raise TrainlabError(f"unknown export format {fmt!r}; available: {', '.join(FORMATS)}")
     _refuse_exported(model_dir)
