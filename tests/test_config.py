@@ -116,6 +116,15 @@ def test_invalid_values_name_the_key(overrides, where):
     assert where in str(error.value)
 
 
+def test_a_fill_alone_is_refused_instead_of_turning_augmentation_off():
+    # Over the default `auto`, this used to build an augmentation with every operation off.
+    with pytest.raises(ConfigError) as error:
+        load_config(overrides=["data.augment.fill=reflect"])
+    message = str(error.value)
+    assert "name the operations too" in message and "Input should be" not in message
+    assert load_config(overrides=["data.augment.rotate=10", "data.augment.fill=reflect"])
+
+
 def test_missing_or_broken_files(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")

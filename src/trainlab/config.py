@@ -45,9 +45,24 @@ class AugmentConfig(_Strict):
     cutmix: float = Field(0.0, ge=0, description="cutmix Beta(alpha, alpha); 0 = off")
     fill: FillMode = Field("zero", description="how pixels outside the image are filled")
 
-    def is_identity(self) -> bool:
-        return self == AugmentConfig(fill=self.fill)
+    @model_validator(mode="after")
+    def _fill_needs_an_operation(self) -> AugmentConfig:
+        # `--set data.augment.fill=reflect` over the default `auto` builds this: it would train
+        # with no augmentation at all, silently. Setting any field of augment replaces auto.
+        if self.fill != "zero" and self.is_identity():
+            raise ValueError(
+                f"fill={self.fill} with no operation on augments nothing (setting a field of "
+                "augment replaces `auto`): name the operations too, e.g. --augment "
+                f"rotate=10,translate=0.1,fill={self.fill} (`trainlab augment-preview` prints "
+                "what auto picks for your data)"
+            )
+        return self
 
+    def is_identity(self) -> bool:
+        return self.model_dump(exclude={"fill"}) == _NO_AUGMENTATION
+
+
+_NO_AUGMENTATION = AugmentConfig().model_dump(exclude={"fill"})
 
 # What the images are (mirrors trainlab.data.types.DataKind, kept here so config stays torch-free).
 DataKindName = Literal["digits", "characters", "natural", "other", "unknown"]
@@ -443,6 +458,13 @@ def _field_path(location: tuple[Any, ...]) -> str:
 _TYPE_TAGS = {"int", "float", "bool", "str", "dict", "list", "tuple", "none"}
 
 
+def _most_specific(messages: list[str]) -> list[str]:
+    """A union's type mismatches ("Input should be 'auto'") beside a check of the member the
+    value did match (a dict that is a wrong AugmentConfig) only hide the real problem."""
+    checks = [m for m in messages if not m.startswith("Input should be")]
+    return checks or messages
+
+
 def build_config(tree: dict[str, Any]) -> TrainConfig:
     """Validate a plain dict into a :class:`TrainConfig`: one line per wrong field."""
     try:
@@ -459,7 +481,8 @@ def build_config(tree: dict[str, Any]) -> TrainConfig:
         specific = {
             w: m for w, m in problems.items() if not any(o.startswith(w + ".") for o in problems)
         }
-        lines = [f"  {where}: {' — or: '.join(messages)}" for where, messages in specific.items()]
+        lines = [f"  {where}: {' — or: '.join(_most_specific(messages))}"
+                 for where, messages in specific.items()]  # fmt: skip
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
 
 

@@ -173,7 +173,7 @@ def test_identity_returns_input_and_draws_nothing() -> None:
     x, y = torch.rand(4, 1, 8, 8), torch.arange(4)
     generator = gen(3)
     state = generator.get_state()
-    out, targets = BatchAugmenter(AugmentConfig(fill="reflect"), 10)(x, y, generator)
+    out, targets = BatchAugmenter(AugmentConfig(), 10)(x, y, generator)
     assert out is x and targets is y
     assert torch.equal(generator.get_state(), state)
 
