@@ -98,7 +98,8 @@ class ServedModel:
         summary = read_summary(folder.parent)  # None beside a bare checkpoint folder
         run: dict[str, Any] = {}
         if summary is not None:
-            run = {"run_dir": str(folder.parent.resolve()), "best_epoch": summary.get("best_epoch"),
+            # The folder's name, not its path: /model is public, the server's file system is not.
+            run = {"name": folder.parent.resolve().name, "best_epoch": summary.get("best_epoch"),
                    "val": summary.get("val"),
                    "test": {k: v for k, v in (summary.get("test") or {}).items()
                             if isinstance(v, (int, float))}}  # fmt: skip
