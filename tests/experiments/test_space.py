@@ -53,6 +53,7 @@ def test_distribution_forms(spec, expected):
         ({"type": "float", "low": 1}, "expected {type"),
         ([], "at least one value"),
         ([1, 1], "repeat"),
+        ([16, 16.0], "repeat"),  # one value, typed twice: one configuration, not two
     ],
 )
 def test_bad_distributions_say_what_is_wrong(spec, message):
@@ -103,6 +104,9 @@ def test_space_file_flat_and_nested(tmp_path):
     assert set(axes) == {"optim.lr", "optim.name", "model.options.dropout"}
     with pytest.raises(ConfigError, match="not found"):
         load_space(tmp_path / "missing.yaml")
+    (tmp_path / "twice.yaml").write_text("optim.lr: [0.001, 0.003]\noptim:\n  lr: [0.1]\n")
+    with pytest.raises(ConfigError, match=r"optim\.lr is given twice"):
+        load_space(tmp_path / "twice.yaml")  # one copy used to vanish silently
     (tmp_path / "bad.yaml").write_text("- just a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_space(tmp_path / "bad.yaml")

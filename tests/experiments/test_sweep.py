@@ -297,6 +297,76 @@ def test_cross_validation_runs_every_fold_and_averages_over_them(tmp_path, study
         run_sweep(url, tmp_path, study_base, grid={"optim.lr": [1e-3]}, cv=3)
 
 
+def test_cross_validation_refuses_a_validation_size_it_would_ignore(tmp_path, study_base):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    base = {**study_base, "data": {**study_base["data"], "val_size": None}}
+    with pytest.raises(StudyError, match=r"drop data\.val_fraction"):
+        run_sweep(url, tmp_path, base, grid={"data.val_fraction": [0.1, 0.3]}, cv=2)
+    chosen = {**base, "data": {**base["data"], "val_fraction": 0.2}}  # an 80/20 split file
+    with pytest.raises(StudyError, match=r"drop data\.val_fraction"):
+        run_sweep(url, tmp_path, chosen, grid={"optim.lr": [1e-3]}, cv=2)
+    saved = {**base, "data": {**base["data"], "val_fraction": 0.1}}  # as config.yaml holds it
+    from trainlab.experiments.sweep import plan_sweep
+
+    assert plan_sweep("grid", saved, grid={"optim.lr": [1e-3]}, cv=2)[1].cv == 2
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_axis_over_the_whole_data_section_keeps_the_folds(tmp_path, study_base):
+    from trainlab.experiments.sweep import plan_sweep
+
+    base = {**study_base, "data": {**study_base["data"], "val_size": None}}
+    sections = [{**base["data"], "batch_size": size} for size in (25, 50)]
+    _, spec = plan_sweep("grid", base, grid={"data": sections}, cv=3)
+    for entry in s.sweep_plan(spec):
+        config = spec.trial_config(entry.overrides, entry.seed, fold=entry.fold)
+        assert (config.data.folds, config.data.fold) == (3, entry.fold)
+
+
+def test_an_axis_inside_another_axis_is_refused(tmp_path, study_base):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    grid = {"model.options.hidden": [[16], [64]],
+            "model.options": [{"dropout": 0.0}, {"dropout": 0.5}]}  # fmt: skip
+    with pytest.raises(StudyError, match=r"model\.options\.hidden is varied inside model\.options"):
+        run_sweep(url, tmp_path, study_base, grid=grid)
+    with pytest.raises(StudyError, match="give a list of values"):
+        run_sweep(url, tmp_path, study_base, grid={"optim.name": "sgd"})  # not s, g, d
+    with pytest.raises(StudyError, match="give a list of values"):
+        run_sweep(url, tmp_path, study_base, grid={"data.batch_size": 64})
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_dataset_path_is_kept_absolute_for_workers_started_elsewhere(tmp_path, monkeypatch):
+    import numpy as np
+
+    from trainlab.experiments.sweep import plan_sweep
+
+    images = np.random.default_rng(0).integers(0, 255, (40, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "tiny.npz", x_train=images, y_train=np.arange(40) % 2,
+             x_test=images[:10], y_test=np.arange(10) % 2)  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    _, spec = plan_sweep("grid", {"data": {"dataset": "tiny.npz"}}, grid={"optim.lr": [1e-3]})
+    assert spec.base["data"]["dataset"] == str(tmp_path.resolve() / "tiny.npz")
+    _, named = plan_sweep("grid", {"data": {"dataset": "mnist-5k"}}, grid={"optim.lr": [1e-3]})
+    assert named.base["data"]["dataset"] == "mnist-5k"
+
+
+def test_the_advice_to_run_again_comes_only_when_runs_are_left(tmp_path, study_base, monkeypatch):
+    import importlib
+
+    sweep_module = importlib.import_module("trainlab.experiments.sweep")  # not the function
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    run_sweep(url, tmp_path, study_base, grid={"optim.lr": [1e-3]})  # done: nothing left
+    monkeypatch.setattr(sweep_module, "run_workers", lambda *args, **kwargs: [-9])
+    lines: list[str] = []
+    run_sweep(url, tmp_path, study_base, lines, grid={"optim.lr": [1e-3]})
+    assert not any("run the same command again" in line for line in lines)
+    lines.clear()
+    sweep("left", study_base, grid={"optim.lr": [1e-3, 2e-3]}, storage=url,
+          runs_dir=tmp_path / "runs", echo=lines.append)  # fmt: skip  # both wait
+    assert any("2 run(s) of left left unfinished" in line for line in lines)
+
+
 def test_the_report_says_the_mean_is_over_folds(tmp_path, study_base):
     from trainlab.analysis.collect import collect_study
     from trainlab.analysis.report import write_report

@@ -134,8 +134,7 @@ def _report_exits(codes: list[int], echo: Callable[[str], None]) -> None:
     failed = [(index, code) for index, code in enumerate(codes) if code != 0]
     for index, code in failed:
         how = f"signal {-code}" if code < 0 else f"exit code {code}"
-        echo(f"worker w{index + 1} ended with {how}; a run it left unfinished is resumed by the "
-             "next worker that looks (run the same command again)")  # fmt: skip
+        echo(f"worker w{index + 1} ended with {how}")
     if failed and len(failed) == len(codes):
         raise StudyError(
             "every worker failed (see above); started from a script? `workers > 1` needs "

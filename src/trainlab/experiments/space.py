@@ -76,9 +76,17 @@ def categorical(key: str, choices: list[Any]) -> Axis:
         raise ConfigError(f"{key}: give at least one value")
     encoded = not all(isinstance(choice, SCALARS) for choice in choices)
     params = [json.dumps(c) if encoded else c for c in choices]
-    if len(set(map(repr, params))) != len(params):
+    if len({_same_value(c) for c in choices}) != len(choices):  # 16 and 16.0 are one value
         raise ConfigError(f"{key}: values repeat in {choices}")
     return Axis(key, CategoricalDistribution(params), encoded)
+
+
+def _same_value(value: Any) -> str:
+    """What makes two values one configuration: numbers by value (``16`` = ``16.0``; a bool is
+    not a number here), anything else by its JSON text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(float(value))
+    return json.dumps(value, sort_keys=True)
 
 
 def _number(text: str, key: str) -> float:
@@ -170,13 +178,17 @@ def parse_samples(items: list[str]) -> list[Axis]:
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": x}}`` -> ``{"optim.lr": x}``; a key given both flat and nested
+    (``optim.lr:`` and ``optim: {lr:}``) is refused, not one copy silently dropped."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and "type" not in value:
-            flat.update(_flatten(value, dotted + "."))
-        else:
-            flat[dotted] = value
+        found = (_flatten(value, dotted + ".") if isinstance(value, dict) and "type" not in value
+                 else {dotted: value})  # fmt: skip
+        for name, leaf in found.items():
+            if name in flat:
+                raise ConfigError(f"{name} is given twice (flat and nested?); give it once")
+            flat[name] = leaf
     return flat
 
 

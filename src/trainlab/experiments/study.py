@@ -13,6 +13,7 @@ import itertools
 import json
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -175,7 +176,8 @@ class StudySpec:
         runtime keys); the monitor is the study metric, so the epoch kept, the value recorded
         and the objective all mean the same "best"."""
         tree = json.loads(json.dumps(self.base))
-        fold_key = {} if fold is None else {"data.fold": fold}
+        # The folds again after the values: an axis over the whole data section drops them.
+        fold_key = {} if fold is None else {"data.folds": self.cv, "data.fold": fold}
         for key, value in {**overrides, **fold_key, **(runtime or {})}.items():
             set_dotted(tree, key, value)
         drop_alternatives(tree, set(overrides))  # a train_fraction axis over a base's train_size
@@ -184,7 +186,15 @@ class StudySpec:
 
 
 def base_tree(config: TrainConfig) -> dict[str, Any]:
-    return _strip_runtime(config.model_dump(mode="json"))
+    """The base config as the study keeps it: without this machine's runtime keys, and with a
+    data set given as a path made absolute, so workers started from any folder find it."""
+    from trainlab.data.registry import is_registered  # torch: only where a study is planned
+
+    tree = _strip_runtime(config.model_dump(mode="json"))
+    dataset = config.data.dataset
+    if not is_registered(dataset):
+        tree["data"]["dataset"] = str(Path(dataset).expanduser().resolve())
+    return tree
 
 
 # -- the sweep plan --------------------------------------------------------------------------

@@ -60,14 +60,44 @@ def check_axis_keys(axes: Sequence[Axis]) -> None:
         if axis.key in seen:
             raise StudyError(f"{axis.key} is varied twice (in --grid and --sample?); give it once")
         seen.add(axis.key)
+    for inner in seen:  # one axis sets a whole section, another a key in it: one of them is lost
+        outer = next((key for key in seen if inner.startswith(key + ".")), None)
+        if outer is not None:
+            raise StudyError(f"{inner} is varied inside {outer}, which another axis sets as a "
+                             f"whole: vary {outer}'s keys one by one, or give {inner} in its "
+                             "values")  # fmt: skip
+
+
+def check_cv_fits(base: TrainConfig, axes: Sequence[Axis]) -> None:
+    """``--cv K`` validates on each fold in turn (a K-th of the training data): a validation
+    size or share, set in the base or varied, would be ignored."""
+    data = base.data
+    default_fraction = type(data).model_fields["val_fraction"].default
+    chosen = []
+    if data.val_size is not None:
+        chosen.append("data.val_size")
+    if "val_fraction" in data.model_fields_set and data.val_fraction != default_fraction:
+        chosen.append("data.val_fraction")  # a saved config.yaml holds the default: that is fine
+    varied = [axis.key for axis in axes if axis.key in ("data.val_size", "data.val_fraction")]
+    if chosen or varied:
+        raise StudyError(f"--cv K validates on each fold in turn (1/K of the training data): "
+                         f"drop {' and '.join(dict.fromkeys([*varied, *chosen]))}")  # fmt: skip
 
 
 def grid_axes(grid: Mapping[str, Sequence[Any]] | Sequence[Axis] | None) -> list[Axis]:
     if grid is None:
         return []
     if isinstance(grid, Mapping):
-        return [categorical(key, list(values)) for key, values in grid.items()]
+        return [categorical(key, _value_list(key, values)) for key, values in grid.items()]
     return list(grid)
+
+
+def _value_list(key: str, values: Any) -> list[Any]:
+    """A grid axis's values: a list or tuple (a string would become its letters)."""
+    if not isinstance(values, (list, tuple)):
+        raise StudyError(f"grid {key}: give a list of values, e.g. {{{key!r}: [{values!r}]}}, "
+                         f"not {type(values).__name__} {values!r}")  # fmt: skip
+    return list(values)
 
 
 def sample_axes(sample: Mapping[str, Any] | Sequence[Axis] | None) -> list[Axis]:
@@ -105,8 +135,14 @@ def launch(store: Store, spec: s.StudySpec, base: TrainConfig, *, runs_dir: str 
     """Run this machine's workers on a created study until it is done; its report."""
     options = LaunchOptions(workers=workers, threads=threads, runs_dir=Path(runs_dir),
                             runtime=base_runtime(base, runtime))  # fmt: skip
-    run_workers(store.url, spec.name, options, echo)
-    return report(store, spec.name)
+    codes = run_workers(store.url, spec.name, options, echo)
+    result = report(store, spec.name)
+    counts = result.info.counts
+    left = counts["interrupted"] + counts["running"] + counts["waiting"]
+    if any(codes) and left:  # the other workers took over what they could; this is what is not
+        echo(f"{left} run(s) of {spec.name} left unfinished by the worker(s) that ended: run the "
+             "same command again to resume them")  # fmt: skip
+    return result
 
 
 def plan_sweep(
@@ -131,8 +167,7 @@ def plan_sweep(
     if cv:
         if cv < 2:
             raise StudyError("--cv K needs K >= 2 folds (0 = a single validation split)")
-        if base.data.val_size is not None:
-            raise StudyError("--cv K validates on each fold in turn; drop data.val_size")
+        check_cv_fits(base, [*axes, *sampled])
         base = base.model_copy(update={"data": base.data.model_copy(update={"folds": cv})})
     spec = s.StudySpec(
         name=check_study_name(study),

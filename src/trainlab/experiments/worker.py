@@ -472,7 +472,7 @@ def execute(trial: Any, spec: s.StudySpec, options: WorkerOptions,
         # still propose different points, and a single worker stays reproducible.
         trial.study.sampler = s.make_sampler(spec, stream=trial.number)
     overrides = suggest(trial, spec)
-    seed = int(trial.user_attrs.get(s.SEED, spec.base.get("seed", 0)))
+    seed = int(trial.user_attrs.get(s.SEED, default_seed(spec, trial.number)))
     fold = trial.user_attrs.get(s.FOLD)
     name = trial.user_attrs.get(s.RUN_NAME) or run_name(trial.number)
     trial.set_user_attr(s.OVERRIDES, overrides)
@@ -512,6 +512,14 @@ def _clear(run_dir: Path) -> None:
     import shutil
 
     shutil.rmtree(run_dir)
+
+
+def default_seed(spec: s.StudySpec, number: int) -> int:
+    """The training seed of a run the plan gave none (a search's trials): the base seed plus the
+    trial number, so a point the sampler proposes twice is a second seed of it, a real repeat,
+    and not a copy that would pass for one (n=2, std 0) in the ranking and the report's tests."""
+    base = int(spec.base.get("seed", 0))
+    return base + number if spec.kind == "tune" else base
 
 
 def suggest(trial: Any, spec: s.StudySpec) -> dict[str, Any]:
