@@ -92,6 +92,61 @@ def test_a_checkpoint_folder_writes_into_its_run_folder(run_dir, tmp_path):
     assert not list((copy / "checkpoint").glob("embeddings*"))  # the served artifact stays as is
 
 
+def test_a_bare_checkpoint_has_no_run_splits_and_gets_its_files_beside_it(run_dir, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(run_dir / "checkpoint", bare)
+    refused = invoke("embed", bare, "--dataset", "mnist-5k", "--split", "val")
+    assert refused.exit_code == 2 and "the run's val split cannot be rebuilt" in refused.output
+    result = invoke("embed", bare, "--dataset", "mnist-5k", "--no-plot", "--limit", "50")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "embeddings-mnist-5k-test.npz").is_file()
+    assert not list(bare.glob("embeddings*"))  # the served artifact stays as is
+
+
+def test_a_split_of_data_that_changed_since_training_is_refused(tmp_path):
+    import trainlab
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (60, 8, 8), dtype=np.uint8)
+    data = tmp_path / "mine.npz"
+    np.savez(data, x_train=images, y_train=np.arange(60) % 2, x_test=images[:10],
+             y_test=np.arange(10) % 2)  # fmt: skip
+    trainlab.train({"data": {"dataset": str(data), "val_size": 12}, "model": {"name": "mlp"},
+                    "epochs": 1, "progress": False, "out": str(tmp_path / "run")})  # fmt: skip
+    assert invoke("embed", tmp_path / "run", "--split", "val", "--no-plot").exit_code == 0
+    more = np.concatenate([images, images[:6]])  # images added: the same seed picks others
+    np.savez(data, x_train=more, y_train=np.arange(66) % 2, x_test=images[:10],
+             y_test=np.arange(10) % 2)  # fmt: skip
+    for split in ("val", "train"):
+        result = invoke("embed", tmp_path / "run", "--split", split, "--no-plot")
+        assert result.exit_code == 2 and "training data changed since the run" in result.output
+    assert invoke("embed", tmp_path / "run", "--no-plot").exit_code == 0  # test: the data's own
+
+
+def test_a_diverged_model_is_refused_not_plotted(tmp_path):
+    import trainlab
+
+    run = tmp_path / "run"
+    result = trainlab.train({"data": {"dataset": "mnist-5k", "train_size": 200, "val_size": 50},
+                             "model": {"name": "mlp", "options": {"hidden": [16]}},
+                             "optim": {"name": "sgd", "lr": 1e30}, "epochs": 2,
+                             "progress": False, "out": str(run)})  # fmt: skip
+    assert result.status == "diverged"
+    for command in ("embed", "decode"):
+        result = invoke(command, run, "--limit", "50")
+        assert result.exit_code == 2 and "features are not finite" in result.output
+    assert not list(run.glob("embeddings*")) and not (run / "decode").exists()
+
+
+def test_default_outputs_are_checked_before_the_work(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("embeddings*", "decode"))
+    (copy / "embeddings-test.png").mkdir()  # the default figure's name is taken by a folder
+    result = invoke("embed", copy, "--limit", "50")
+    assert result.exit_code == 2 and "embeddings-test.png" in result.output
+    assert not (copy / "embeddings-test.npz").exists()  # not written, then failed after
+
+
 def test_a_large_split_is_refused_for_tsne_before_the_forward_pass(run_dir, monkeypatch):
     from trainlab.analysis import embeddings
 

@@ -88,17 +88,21 @@ def embed(
         raise TrainlabError("--plot and --no-plot disagree; give one")
     default_plot = out.with_suffix(".png") if out is not None and plot is None else None
     check_outputs(out, None if no_plot else (plot or default_plot))
+    chosen: dict[str, Path] = {}
 
     def check_split(data: Any) -> None:  # before the forward pass: refusing is cheap there
         if not no_plot and projection == "tsne":
             check_tsne_count(len(data.labels), split)
+        # The default names need the data set's name: checked here, before any file is written.
+        npz = out if out is not None else output_folder(run) / (
+            f"embeddings-{split}.npz" if dataset is None
+            else f"embeddings-{data.dataset}-{split}.npz")  # fmt: skip
+        check_outputs(npz, None if no_plot else (plot or npz.with_suffix(".png")))
+        chosen["npz"] = npz
 
     embeddings, data = embed_run(run, split=split, dataset=dataset, root=data_root, limit=limit,
                                  device=device, batch_size=batch_size, check=check_split)  # fmt: skip
-    if out is None:  # another dataset than the run's gets its own name
-        out = output_folder(run) / (f"embeddings-{split}.npz" if dataset is None
-                                    else f"embeddings-{data.dataset}-{split}.npz")  # fmt: skip
-        check_outputs(out, None)
+    out = chosen["npz"]
     embeddings.save(out)
     accuracy = embeddings.accuracy
     shown = f", accuracy {accuracy:.1%}" if accuracy is not None else ""

@@ -43,6 +43,7 @@ from trainlab.data import (
     subsample,
 )
 from trainlab.data.registry import is_registered
+from trainlab.data.splits import labels_fingerprint
 from trainlab.engine.callbacks import Callback, EarlyStopping
 from trainlab.engine.loop import Trainer
 from trainlab.engine.optim import build_optimizer
@@ -381,6 +382,7 @@ def _summary(
             "train_size": len(prepared.train),
             "val_size": len(prepared.val),
             "test_size": len(prepared.test),
+            "train_labels_sha256": labels_fingerprint(bundle.train.labels),
         },
         "model": {"name": config.model.name, "parameters": count_parameters(trainer.eval_model)},
         "runtime": runtime,

@@ -42,6 +42,7 @@ from trainlab.analysis.embeddings import (
     load_model,
     load_run_dataset,
     output_folder,
+    run_folder,
     show_image,
     stratified_limit,
 )
@@ -489,7 +490,7 @@ def decode_run(
         [names[int(test.labels[i])] for i in shown], folder / "reconstructions.png",
         f"{heading}: test images and their decoded embeddings")  # fmt: skip
 
-    run_dir = served.run.get("run_dir") or str(Path(run).resolve())
+    run_dir = str((run_folder(run) or Path(run)).resolve())
     metadata = {
         "source": {"run_dir": run_dir, "dataset": bundle.name, "model": served.name},
         "training": {"images": len(chosen), "split": "train (all of the dataset's training data)"

@@ -33,7 +33,7 @@ import torch
 
 import trainlab
 from trainlab._io import atomic_path
-from trainlab.analysis.plots import new_figure, save_png
+from trainlab.analysis.plots import new_figure, save_png, shorten_middle
 from trainlab.config import DataConfig, TrainConfig
 from trainlab.data.types import DatasetBundle
 from trainlab.errors import DataError, RunError, TrainlabError
@@ -68,6 +68,7 @@ __all__ = [
     "pca",
     "project",
     "run_config",
+    "run_folder",
     "show_image",
     "split_indices",
     "stratified_limit",
@@ -110,7 +111,7 @@ def load_model(run: str | Path, device: str = "auto") -> ServedModel:
     return ServedModel.load(run, device=str(resolve_device(device)))
 
 
-def _run_folder(run: str | Path) -> Path | None:
+def run_folder(run: str | Path) -> Path | None:
     """The run folder of ``run`` (a run folder or its checkpoint/ folder); None for a bare
     checkpoint."""
     from trainlab.runs.record import CONFIG_FILE
@@ -123,14 +124,21 @@ def run_config(run: str | Path) -> TrainConfig | None:
     """The config of the run that saved the checkpoint in ``run``, or None for a bare checkpoint."""
     from trainlab.runs.record import read_run_config
 
-    folder = _run_folder(run)
+    folder = run_folder(run)
     return read_run_config(folder) if folder is not None else None
 
 
 def output_folder(run: str | Path) -> Path:
     """Where a command's files go by default: the run folder, also when it was given the run's
-    checkpoint/ folder (a checkpoint folder is the served artifact: nothing else goes in it)."""
-    return _run_folder(run) or Path(run)
+    checkpoint/ folder; beside a bare checkpoint folder, not in it (a checkpoint folder is the
+    served artifact: nothing else goes in it)."""
+    from trainlab.runs.checkpoint import META_FILE
+
+    run = Path(run)
+    found = run_folder(run)
+    if found is not None:
+        return found
+    return run.resolve().parent if (run / META_FILE).is_file() else run
 
 
 def split_indices(labels: torch.Tensor, data: DataConfig, split: Split) -> torch.Tensor:
@@ -244,6 +252,31 @@ def load_run_dataset(
     return load_dataset(name, root=root, download=False), data
 
 
+def _check_split_unchanged(
+    run: str | Path, split: str, labels: torch.Tensor, count: int, dataset: str
+) -> None:
+    """Refuse to rebuild ``split`` from training data (``labels``) that changed since the run:
+    the same seed would pick other images, and "val" would mix in images the model trained on.
+    Judged by the fingerprint of the labels the run recorded (by the split's size for runs
+    older than it)."""
+    from trainlab.data.splits import labels_fingerprint
+    from trainlab.runs.record import read_summary
+
+    folder = run_folder(run)
+    summary = read_summary(folder) if folder is not None else None
+    record = (summary or {}).get("dataset") or {}
+    fingerprint, size = record.get("train_labels_sha256"), record.get(f"{split}_size")
+    if fingerprint is not None:
+        changed = fingerprint != labels_fingerprint(labels)
+    else:
+        changed = isinstance(size, int) and size != count
+    if changed:
+        raise DataError(f"{dataset}'s training data changed since the run (its labels differ "
+                        f"from the run's record): the same seed picks other images now, so "
+                        f"this would not be the run's {split} split; use --split test, or "
+                        "restore the data")  # fmt: skip
+
+
 def stratified_limit(labels: torch.Tensor, limit: int | None, seed: int) -> torch.Tensor:
     """Positions of a stratified subset of ``limit`` labels (all of them when ``limit`` is None
     or not smaller), sorted ascending; the same subset on every call with the same seed."""
@@ -278,8 +311,14 @@ def load_run_split(
         source = bundle.test
         indices = torch.arange(len(source), dtype=torch.int64)
     else:
+        if run_config(run) is None:
+            raise RunError(f"{run} is a checkpoint without its run's config.yaml: the run's "
+                           f"{split} split cannot be rebuilt; use --split test, or give the run "
+                           "folder")  # fmt: skip
         source = bundle.train
         indices = split_indices(source.labels, data, split)  # type: ignore[arg-type]
+        if dataset is None or dataset == data.dataset:
+            _check_split_unchanged(run, split, source.labels, len(indices), bundle.name)
     indices = indices[stratified_limit(source.labels[indices], limit, data.split_seed)]
     return RunSplit(source.images[indices], source.labels[indices], indices,
                     list(bundle.class_names), bundle.name, split)  # fmt: skip
@@ -303,6 +342,10 @@ def compute_embeddings(
     features, predictions = [], []
     for start in range(0, len(images), batch_size):
         batch = served.embeddings(images[start : start + batch_size])
+        if not bool(torch.isfinite(batch).all()):
+            raise RunError("the model's features are not finite (NaN or inf): its weights are "
+                           "broken, most likely by a run that diverged (see the status in its "
+                           "summary.json); embed a run that trained")  # fmt: skip
         logits = served.model.classifier(batch.to(served.device))
         features.append(batch)
         predictions.append(logits.argmax(dim=1).cpu())
@@ -425,7 +468,7 @@ def embed_run(
     if check is not None:
         check(data)
     features, predictions = compute_embeddings(served, data.images, batch_size)
-    run_dir = served.run.get("run_dir") or str(Path(run).resolve())
+    run_dir = str((run_folder(run) or Path(run)).resolve())
     metadata = {"run_dir": run_dir, "dataset": data.dataset, "split": data.split,
                 "model": served.name, "device": str(served.device), "limit": limit,
                 "count": len(features),
@@ -719,10 +762,6 @@ def show_image(ax: Axes, image: np.ndarray | torch.Tensor) -> None:
     ax.set_yticks([])
 
 
-def _short(name: str, limit: int = 10) -> str:
-    return name if len(name) <= limit else name[: limit - 1] + "…"
-
-
 MISTAKE_COLOR = "#D55E00"  # Okabe-Ito vermilion
 
 
@@ -735,11 +774,11 @@ def _draw_scatter(ax: Axes, projection: Projection, embeddings: Embeddings) -> N
         chosen = labels == cls
         name = names[cls] if 0 <= cls < len(names) else str(cls)
         ax.scatter(coordinates[chosen, 0], coordinates[chosen, 1], s=size, alpha=0.7,
-                   color=colors[cls % len(colors)], label=_short(name, 16), linewidths=0,
+                   color=colors[cls % len(colors)], label=shorten_middle(name, 16), linewidths=0,
                    rasterized=True)  # fmt: skip
         if len(names) <= 20:  # the class name at the median of its points
             x, y = np.median(coordinates[chosen], axis=0)
-            ax.text(x, y, _short(name, 12), fontsize=8, weight="bold", ha="center",
+            ax.text(x, y, shorten_middle(name, 12), fontsize=8, weight="bold", ha="center",
                     va="center", bbox={"boxstyle": "round,pad=0.15", "fc": "white",
                                        "ec": "none", "alpha": 0.7})  # fmt: skip
     if len(names) <= 20:
@@ -802,9 +841,10 @@ def draw_embeddings(
 
     def caption(index: int, extra: str = "") -> tuple[str, bool]:
         wrong = comparable and predictions[index] != labels[index]
-        text = _short(names[labels[index]], 8)
+        # Both ends kept: class names often share their start (a_long_name_00, _01, ...).
+        text = shorten_middle(names[labels[index]], 9)
         if wrong:
-            text += "→" + _short(model_names[predictions[index]], 8)
+            text += "→" + shorten_middle(model_names[predictions[index]], 9)
         return text + extra, bool(wrong)
 
     for row, (query, neighbours, similarities) in enumerate(

@@ -58,6 +58,7 @@ __all__ = [
     "panel_titles",
     "param_effect",
     "save_png",
+    "shorten_middle",
 ]
 
 History = Sequence[Mapping[str, Any]]
@@ -405,7 +406,7 @@ def _shorten(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _shorten_middle(text: str, limit: int) -> str:
+def shorten_middle(text: str, limit: int) -> str:
     """Both ends kept (``/data/…/imb.npz``): names differ at their start as often as their end."""
     if len(text) <= limit:
         return text
@@ -418,7 +419,7 @@ def _title_value(value: str, full: bool) -> str:
     ``full``: the whole value, only shortened in the middle."""
     if not full and ("/" in value or "\\" in value):
         value = PurePath(value.replace("\\", "/").rstrip("/")).name or value
-    return _shorten_middle(value, TITLE_LINE if full else TITLE_VALUE)
+    return shorten_middle(value, TITLE_LINE if full else TITLE_VALUE)
 
 
 def panel_titles(configurations: Sequence[Mapping[str, str]]) -> list[str]:
@@ -543,7 +544,7 @@ def learning_curves_figure(
         _draw_band(ax, curves.band("train", metric), TRAIN_COLOR, "train", "--")
         _draw_band(ax, curves.band("val", metric), VAL_COLOR, "validation", "-")
         _mark_epochs(ax, curves)
-        lines = [_shorten_middle(line, TITLE_LINE + 8) for line in name.splitlines() or [""]]
+        lines = [shorten_middle(line, TITLE_LINE + 8) for line in name.splitlines() or [""]]
         ax.set_title("\n".join(lines) + f" (n={curves.n_runs})", fontsize=9)
         ax.grid(alpha=0.3)
     if not curves_by_config:

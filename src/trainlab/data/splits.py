@@ -46,6 +46,16 @@ def stratified_indices(
     return grouped[take].sort().values, grouped[~take].sort().values
 
 
+def labels_fingerprint(labels: torch.Tensor) -> str:
+    """SHA-256 of a training split's labels (as int64, in order). The validation split, the
+    k-fold partition and the subsample are functions of these labels and the seeds only, so a
+    run records it and whoever rebuilds those splits later can tell whether the data changed."""
+    import hashlib
+
+    data = labels.detach().to("cpu", torch.int64).contiguous().numpy().tobytes()
+    return hashlib.sha256(data).hexdigest()
+
+
 def carve_validation(
     split: ImageSplit, *, fraction: float, size: int | None = None, seed: int
 ) -> tuple[ImageSplit, ImageSplit]:
