@@ -131,10 +131,10 @@ def test_a_diverged_model_is_refused_not_plotted(tmp_path):
                              "model": {"name": "mlp", "options": {"hidden": [16]}},
                              "optim": {"name": "sgd", "lr": 1e30}, "epochs": 2,
                              "progress": False, "out": str(run)})  # fmt: skip
-    assert result.status == "diverged"
-    for command in ("embed", "decode"):
-        result = invoke(command, run, "--limit", "50")
-        assert result.exit_code == 2 and "features are not finite" in result.output
+    assert result.status == "diverged" and result.summary["best_epoch"] is None
+    for command in ("embed", "decode", "export"):
+        result = invoke(command, run, *(["--limit", "50"] if command != "export" else []))
+        assert result.exit_code == 2 and "holds no validated epoch" in result.output
     assert not list(run.glob("embeddings*")) and not (run / "decode").exists()
 
 

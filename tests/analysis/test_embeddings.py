@@ -285,6 +285,16 @@ def test_compute_embeddings_in_batches_equals_one_pass(tmp_path):
     assert torch.equal(features, served.embeddings(images))
 
 
+def test_non_finite_features_are_refused(tmp_path):
+    from trainlab.errors import RunError
+
+    served, images = served_mlp(tmp_path / "ckpt")
+    with torch.no_grad():
+        next(served.model.parameters()).fill_(float("inf"))  # weights blown up, yet loadable
+    with pytest.raises(RunError, match="features are not finite"):
+        compute_embeddings(served, images, batch_size=5)
+
+
 def test_embeddings_come_from_the_model_in_eval_mode(tmp_path):
     # Dropout 0.5 and batch norm: in train mode two passes would differ, and batch statistics
     # would make an image's features depend on its batch.

@@ -93,6 +93,12 @@ class ServedModel:
                                 "or an .onnx file (`trainlab export RUN --format onnx`)")  # fmt: skip
         folder = path / "checkpoint" if (path / "checkpoint").is_dir() else path
         checkpoint = load_checkpoint(folder)
+        if "epoch" in checkpoint.metadata and checkpoint.metadata["epoch"] is None:
+            # A run that diverged (or ran out of budget) before its first validation keeps its
+            # last weights for inspection; they would answer NaN or noise to every request.
+            raise TrainlabError(f"{folder} holds no validated epoch: its run ended before one "
+                                "(diverged, or a budget too short for an epoch; see its "
+                                "summary.json), so there is no model to use; train again")  # fmt: skip
         target = _select_device(device)
         model = checkpoint.build_model(target).eval()
         summary = read_summary(folder.parent)  # None beside a bare checkpoint folder
