@@ -106,6 +106,7 @@ def test_deep_merge_replaces_model_options_whole():
         (["epochs=0"], "epochs"),
         (["data.batch_size=0"], "data.batch_size"),
         (["device=tpu"], "device"),
+        (["optim.name=nesterov", "optim.momentum=0"], "nesterov needs a momentum"),
         (["typo=1"], "typo"),
         (["data.train_fraction=0.5", "data.train_size=100"], "train_fraction or train_size"),
     ],

@@ -357,3 +357,17 @@ def test_a_last_batch_of_one_image_never_reaches_batch_norm(tiny_config):
                          model__options={"hidden": [16], "batch_norm": True})  # fmt: skip
     result = trainlab.train(config)
     assert result.status == "completed" and result.summary["steps"] == 2
+
+
+def test_mixed_precision_on_a_gpu_without_native_bf16_is_fp16(monkeypatch):
+    """A T4 or V100 reports bf16 'supported' by emulation, which is slow: fp16 there."""
+    from trainlab.training import resolve_amp
+
+    def supported(including_emulation: bool = True) -> bool:
+        return including_emulation  # as torch answers on compute capability 7.x
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
+    config = trainlab.TrainConfig()
+    assert resolve_amp(config, torch.device("cuda")) == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert resolve_amp(config, torch.device("cuda")) == torch.bfloat16

@@ -132,6 +132,12 @@ class OptimConfig(_Strict):
     eps: float = Field(1e-8, gt=0)
     grad_clip: float | None = Field(None, gt=0, description="max global gradient norm")
 
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> OptimConfig:
+        if self.name == "nesterov" and self.momentum == 0:
+            raise ValueError("nesterov needs a momentum above 0 (with 0 it is plain sgd)")
+        return self
+
 
 ScheduleName = Literal["constant", "step", "exponential", "cosine", "onecycle", "plateau"]
 

@@ -154,7 +154,9 @@ def resolve_amp(config: TrainConfig, device: torch.device) -> torch.dtype | None
     wanted = device.type == "cuda" if config.amp == "auto" else config.amp
     if not wanted:
         return None
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    # Native bf16 only (compute capability 8+): older GPUs (T4, V100) would emulate it, slowly;
+    # they get fp16 with loss scaling instead.
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
         return torch.float16
     return torch.bfloat16
 

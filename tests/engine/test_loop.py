@@ -152,6 +152,58 @@ def test_under_a_budget_the_schedule_anneals_before_the_final_validation(monkeyp
     assert trainer.state.step > (state.epoch - 1) * first_epoch_steps  # last epoch not a sliver
 
 
+def costly_forward(trainer, clock, *, train: float, evaluate: float) -> None:
+    """Each forward pass of the model advances the fake clock: ``train`` seconds in training
+    mode, ``evaluate`` in eval mode (validation, and the loop's estimate of it)."""
+
+    def advance(module, inputs, output):
+        clock.now += train if module.training else evaluate
+
+    trainer.model.register_forward_hook(advance)
+
+
+def test_a_budgets_first_epoch_leaves_room_for_its_validation(monkeypatch):
+    """One epoch costs more than the budget and its validation 30% of it: without an estimate
+    before the first validation, the run overran its budget by that validation, its LR cut."""
+    clock = SteppingClock(1e-6)
+    monkeypatch.setattr(loop, "time", clock)
+    trainer = make_trainer(epochs=1, budget=1.0, schedule="cosine")
+    trainer.train_loader = batches(60)  # 60 steps of 0.02 s: 1.2 s; validation 2 × 0.15 s
+    costly_forward(trainer, clock, train=0.02, evaluate=0.15)
+    state = trainer.fit()
+    assert state.elapsed <= 1.0 + 0.02 and state.epoch == 1  # at most one step over
+    assert state.history[-1]["lr"] < 0.1 * 0.02  # annealed by the time the steps stop
+
+
+def test_budget_timings_survive_a_resume(monkeypatch):
+    clock = SteppingClock(1e-6)
+    monkeypatch.setattr(loop, "time", clock)
+    trainer = make_trainer(epochs=1, budget=10.0, schedule="cosine")
+    costly_forward(trainer, clock, train=0.1, evaluate=0.5)
+    trainer.fit()
+    saved = trainer.state_dict()
+    assert saved["fit"]["validation_seconds"] == pytest.approx(1.0, abs=0.01)
+    resumed = make_trainer(epochs=1, budget=10.0, schedule="cosine")
+    resumed.load_state_dict(saved)
+    assert resumed.state.validation_seconds == trainer.state.validation_seconds
+    assert resumed.state.epoch_train_seconds == trainer.state.epoch_train_seconds
+    old = {key: value for key, value in saved["fit"].items() if "seconds" not in key}
+    assert loop.FitState.from_dict(old).validation_seconds == 0.0  # a state from before
+
+
+def test_the_class_weighted_train_loss_is_the_epochs_weighted_mean():
+    weights = torch.tensor([1.0, 4.0])
+    trainer = make_trainer(lr=1e-12, epochs=1, class_weights=weights)  # weights barely move
+    sizes = (32, 32, 5, 32, 9, 32)
+    trainer.train_loader = [(x[:n], y[:n]) for (x, y), n in zip(batches(), sizes, strict=True)]
+    record = trainer.fit().history[0]
+    images = torch.cat([x for x, _ in trainer.train_loader])
+    labels = torch.cat([y for _, y in trainer.train_loader])
+    with torch.no_grad():
+        expected = nn.functional.cross_entropy(trainer.model(images), labels, weight=weights)
+    assert record["train_loss"] == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_ema_is_what_gets_evaluated():
     trainer = make_trainer(ema_decay=0.5)
     trainer.fit()

@@ -52,6 +52,38 @@ def test_warmup_scales_linearly_for_any_schedule():
     assert s.multiplier(0, 2.0) == pytest.approx(1.0)
 
 
+def lrs_by_epoch(s: LRSchedule, epochs: int, steps: int = 10) -> list[float]:
+    """The multiplier at every step of a run of ``epochs`` epochs (progress by steps)."""
+    total = epochs * steps
+    return [s.multiplier(i / total, i / steps) for i in range(total + 1)]
+
+
+def test_the_decay_starts_after_the_warmup_and_reaches_the_peak_first():
+    # As torch's SequentialLR(LinearLR, CosineAnnealingLR): warmup multiplied into the decay
+    # never reached the configured lr (max 0.905 of it with one warmup epoch of five).
+    values = lrs_by_epoch(schedule(name="cosine", warmup_epochs=1, min_lr_ratio=0.1), 5)
+    assert max(values) == pytest.approx(1.0) and values[10] == pytest.approx(1.0)
+    assert values[-1] == pytest.approx(0.1)
+    assert values[30] == pytest.approx(0.55)  # halfway through the four decay epochs
+    step = schedule(name="step", warmup_epochs=2, step_size=3, gamma=0.5)
+    assert [step.multiplier(0, e) for e in (2, 4.9, 5, 8)] == pytest.approx([1, 1, 0.5, 0.25])
+
+
+def test_onecycle_with_a_warmup_rises_once():
+    values = lrs_by_epoch(schedule(name="onecycle", warmup_epochs=1, start_ratio=0.04), 4)
+    assert values[5] == pytest.approx(0.5)  # the warmup's ramp, not 0.04 × 0.5 of two ramps
+    assert max(values) == pytest.approx(1.0) and values[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_where_the_warmup_ended_survives_a_resume():
+    s = schedule(name="cosine", warmup_epochs=1)
+    s.multiplier(0.3, 1.2)  # the budget's clock: 30% of the time by the end of epoch one
+    restored = schedule(name="cosine", warmup_epochs=1)
+    restored.load_state_dict(s.state_dict())
+    assert restored.multiplier(0.65, 2.0) == pytest.approx(s.multiplier(0.65, 2.0))
+    assert restored.multiplier(0.65, 2.0) == pytest.approx(0.5)  # halfway from 0.3 to 1.0
+
+
 def test_plateau_decays_after_patience_and_round_trips_state():
     s = schedule(name="plateau", plateau_patience=1, gamma=0.5)
     for value in (1.0, 0.9, 0.95, 0.96):  # improves, improves, then two bad epochs

@@ -12,7 +12,7 @@ import copy
 import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 import torch
@@ -44,28 +44,35 @@ class FitState:
     best_value: float | None = None
     status: Status = "running"
     stop_reason: str | None = None
+    # Timings a budget plans with: the final validation must fit, and an epoch that could run
+    # only a sliver of its steps is not started. Kept across a resume like the rest.
+    validation_seconds: float = 0.0  # the last validation pass (before the first: an estimate)
+    epoch_train_seconds: float = 0.0  # the last epoch's training steps
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FitState:
-        return cls(**data)
+        known = {f.name for f in fields(cls)}  # a state saved before a field existed loads too
+        return cls(**{key: value for key, value in data.items() if key in known})
 
 
 @dataclass
 class BatchStats:
     """Running sums for the current epoch, kept on the device to avoid a sync per step."""
 
-    loss_sum: torch.Tensor
+    loss_sum: torch.Tensor  # batch losses × their weight: the epoch's mean is loss_sum / weight
     correct: torch.Tensor
+    weight: torch.Tensor  # images, or with class weights the sum of their classes' weights
     seen: int = 0
     last_loss: float = float("nan")  # read back every SYNC_EVERY steps
     last_accuracy: float = float("nan")  # running training accuracy of the epoch, same cadence
 
     @classmethod
     def zeros(cls, device: torch.device) -> BatchStats:
-        return cls(torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long))
+        return cls(torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long),
+                   torch.zeros((), device=device))  # fmt: skip
 
 
 def hard_labels(targets: torch.Tensor) -> torch.Tensor:
@@ -149,8 +156,6 @@ class Trainer:
         self._stop_requested = False
         self._fit_started_at = 0.0
         self._elapsed_at_start = 0.0
-        self._validation_seconds = 0.0  # the last validation pass: the final one must fit too
-        self._epoch_train_seconds = 0.0  # the last epoch's training steps
 
     # -- public API ------------------------------------------------------------------------
 
@@ -189,12 +194,14 @@ class Trainer:
     def _training_horizon(self) -> float:
         """Seconds of the budget left for training steps: the budget less a validation pass."""
         assert self.budget is not None
-        return max(self.budget - self._validation_seconds, 1e-9)
+        return max(self.budget - self.state.validation_seconds, 1e-9)
 
     def fit(self) -> FitState:
         self._fit_started_at = time.perf_counter()
         self._elapsed_at_start = self.state.elapsed
         self._stop_requested = self.state.status != "running"
+        if self.budget is not None and self.state.validation_seconds == 0.0:
+            self.state.validation_seconds = self._estimate_validation_seconds()
         self._emit("on_fit_start")
         try:
             while not self._stop_requested and self._more_epochs():
@@ -208,6 +215,25 @@ class Trainer:
         self.restore_best()
         self._emit("on_fit_end")
         return self.state
+
+    @torch.no_grad()
+    def _estimate_validation_seconds(self) -> float:
+        """What a validation pass will cost, before the first one: a budget's first epoch must
+        leave room for it. Times up to two batches (the second without first-call warm-up)
+        and scales by the number of batches."""
+        model = self.eval_model
+        was_training = model.training
+        model.eval()
+        seconds, batches = 0.0, len(self.val_loader)  # type: ignore[arg-type]
+        for index, (images, _labels) in enumerate(self.val_loader):
+            started = time.perf_counter()
+            with self._autocast():
+                model(images).float().sum().item()  # .item(): waits for the device
+            seconds = time.perf_counter() - started
+            if index == 1:
+                break
+        model.train(was_training)
+        return seconds * batches
 
     def restore_best(self) -> None:
         """Load the best epoch's weights into the evaluated model (and the trained one)."""
@@ -299,7 +325,7 @@ class Trainer:
             # An epoch that could run only a sliver of its steps before the final validation
             # would still pay a whole validation pass (and overrun the budget): not started.
             remaining = self._training_horizon() - self.elapsed()
-            return remaining > MIN_LAST_EPOCH_SHARE * self._epoch_train_seconds
+            return remaining > MIN_LAST_EPOCH_SHARE * self.state.epoch_train_seconds
         return self.state.epoch < self.epochs
 
     def _budget_nearly_spent(self) -> bool:
@@ -323,7 +349,7 @@ class Trainer:
             if self._stop_requested or self._budget_nearly_spent():
                 break
         self.state.epoch += 1
-        self._epoch_train_seconds = time.perf_counter() - epoch_started
+        self.state.epoch_train_seconds = time.perf_counter() - epoch_started
         if self.state.status == "diverged":
             # Recorded (with NaN validation) so history.csv shows the epoch that blew up.
             record = self._epoch_record(epoch_started, {})
@@ -332,7 +358,7 @@ class Trainer:
             return
         validation_started = time.perf_counter()
         val_metrics = self.evaluate(self.val_loader)
-        self._validation_seconds = time.perf_counter() - validation_started
+        self.state.validation_seconds = time.perf_counter() - validation_started
         record = self._epoch_record(epoch_started, val_metrics)
         self._track_best(record)
         self.schedule.end_epoch(record[self.monitor_key], self.mode)
@@ -358,7 +384,12 @@ class Trainer:
             self.ema.update(self.model)
         self.state.step += 1
         stats = self.stats
-        stats.loss_sum += loss.detach() * len(images)
+        # A class-weighted mean divides by the batch's weight, not its size: summed that way,
+        # the epoch's loss is the same weighted mean over all its images.
+        weight = (self.class_weights[targets].sum() if self.class_weights is not None
+                  and targets.ndim == 1 else len(images))  # fmt: skip
+        stats.loss_sum += loss.detach() * weight
+        stats.weight += weight
         stats.correct += (logits.detach().argmax(dim=1) == hard_labels(targets)).sum()
         stats.seen += len(images)
         if self.state.step % SYNC_EVERY == 0 or batch_index == self.steps_per_epoch - 1:
@@ -374,7 +405,7 @@ class Trainer:
         seen = max(self.stats.seen, 1)
         record = {
             "epoch": self.state.epoch,
-            "train_loss": self.stats.loss_sum.item() / seen,
+            "train_loss": self.stats.loss_sum.item() / max(self.stats.weight.item(), 1e-12),
             "train_accuracy": self.stats.correct.item() / seen,
             "val_loss": float(val.get("loss", math.nan)),
             "val_accuracy": float(val.get("accuracy", math.nan)),

@@ -221,8 +221,10 @@ class MetricAccumulator:
             hits = _top_k_hits(logits, labels, self.top_k)
             self._hits = hits if self._hits is None else self._hits + hits
         if loss_sum is not None:
-            # float64 on device: summing thousands of float32 batch losses drifts otherwise.
-            value = torch.as_tensor(loss_sum, device=cm.device).detach().to(torch.float64)
+            # float64: summing thousands of float32 batch losses drifts otherwise. On the device
+            # (no sync per batch), except on MPS, which has no float64.
+            where = cm.device if cm.device.type != "mps" else torch.device("cpu")
+            value = torch.as_tensor(loss_sum).detach().to(where, torch.float64)
             self._loss_sum = value if self._loss_sum is None else self._loss_sum + value
             self._loss_batches += 1
         self._batches += 1

@@ -4,7 +4,7 @@ A schedule maps progress to a multiplier of the peak learning rate. Progress is 
 ``fraction`` in [0, 1] of the whole run (steps done / total steps, or seconds spent / budget when
 training to a time budget) and ``epoch`` (a float, epochs done so far). Writing schedules this
 way lets ``--budget`` fit the schedule to wall-clock time instead of cutting it off, and makes
-the state to save for an exact resume tiny (only reduce-on-plateau keeps any).
+the state to save for an exact resume tiny (reduce-on-plateau's, and where a warmup ended).
 """
 
 from __future__ import annotations
@@ -34,9 +34,30 @@ class LRSchedule:
         self.plateau_factor = 1.0  # reduce-on-plateau's accumulated decay
         self._plateau_best: float | None = None
         self._plateau_bad_epochs = 0
+        self._warmup_end: float | None = None  # the fraction of training where warmup ended
 
     def multiplier(self, fraction: float, epoch: float) -> float:
-        """The learning rate as a multiple of the peak, at this point of training."""
+        """The learning rate as a multiple of the peak, at this point of training.
+
+        A warmup ramps linearly to the peak over ``warmup_epochs``; the decay starts after it,
+        as torch's ``SequentialLR(LinearLR, ...)`` does (cosine over the rest of training, step
+        and exponential counted from its end), so the peak is reached and the decay complete.
+        For onecycle the warmup replaces its own rise (``pct_start``): one ramp, not two.
+        """
+        config = self.config
+        warmup = config.warmup_epochs
+        if warmup > 0:
+            if epoch < warmup:
+                ramp = max(epoch / warmup, 1e-3)
+                return ramp * (self.plateau_factor if config.name == "plateau" else 1.0)
+            if self._warmup_end is None:
+                self._warmup_end = min(fraction, 1.0 - 1e-9)
+            start = self._warmup_end
+            fraction = (fraction - start) / (1.0 - start)
+            epoch -= warmup
+        return self._decay(fraction, epoch)
+
+    def _decay(self, fraction: float, epoch: float) -> float:
         config = self.config
         name = config.name
         if name == "constant":
@@ -48,15 +69,15 @@ class LRSchedule:
         elif name == "cosine":
             shape = _cosine(fraction, 1.0, config.min_lr_ratio)
         elif name == "onecycle":
-            if fraction < config.pct_start:
+            if config.warmup_epochs > 0:  # the warmup is its rise: only its decay is left
+                shape = _cosine(fraction, 1.0, config.min_lr_ratio)
+            elif fraction < config.pct_start:
                 shape = _cosine(fraction / config.pct_start, config.start_ratio, 1.0)
             else:
                 rest = (fraction - config.pct_start) / (1.0 - config.pct_start)
                 shape = _cosine(rest, 1.0, config.min_lr_ratio)
         else:  # plateau
             shape = self.plateau_factor
-        if config.warmup_epochs > 0 and epoch < config.warmup_epochs:
-            shape *= max(epoch / config.warmup_epochs, 1e-3)
         return shape
 
     def update(self, fraction: float, epoch: float) -> float:
@@ -83,9 +104,11 @@ class LRSchedule:
             "plateau_factor": self.plateau_factor,
             "plateau_best": self._plateau_best,
             "plateau_bad_epochs": self._plateau_bad_epochs,
+            "warmup_end": self._warmup_end,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.plateau_factor = float(state["plateau_factor"])
         self._plateau_best = state["plateau_best"]
         self._plateau_bad_epochs = int(state["plateau_bad_epochs"])
+        self._warmup_end = state.get("warmup_end")
