@@ -123,7 +123,11 @@ def test_a_fill_alone_is_refused_instead_of_turning_augmentation_off():
         load_config(overrides=["data.augment.fill=reflect"])
     message = str(error.value)
     assert "name the operations too" in message and "Input should be" not in message
+    with pytest.raises(ConfigError, match="name the operations too"):
+        load_config(overrides=["data.augment.fill=zero"])  # the default fill, alone: the same
     assert load_config(overrides=["data.augment.rotate=10", "data.augment.fill=reflect"])
+    saved = yaml.safe_load(config_to_yaml(load_config(overrides=["data.augment={}"])))
+    assert build_config(saved).data.augment.is_identity()  # a saved "none" sets every field
 
 
 def test_missing_or_broken_files(tmp_path):

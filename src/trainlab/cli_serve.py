@@ -30,7 +30,12 @@ def resolve_model(model: Path | None, study: str | None, storage: str | None,
         store = open_store(resolve_storage_url(storage, runs_dir), create=False)
         row = best_run(store, study, dataset)
         model = Path(row.run_dir or "")
-        console.print(f"best run of {study}: trial {row.number}, value {row.value:.4g}, {model}",
+        from trainlab.cli_studies import fmt_metric
+        from trainlab.experiments.study import open_study
+
+        metric = open_study(store, study)[1].metric
+        console.print(f"best run of {study}: trial {row.number}, {metric} "
+                      f"{fmt_metric(row.value, metric)}, {model}",
                       highlight=False, markup=False, soft_wrap=True)  # fmt: skip
         if not model.exists():
             raise TrainlabError(f"the best run's folder {model} is not on this machine "

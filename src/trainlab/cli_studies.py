@@ -102,6 +102,15 @@ def fmt_value(value: Any) -> str:
     return str(value)
 
 
+def fmt_metric(value: Any, metric: str) -> str:
+    """A metric's value as every study table prints it (``results.format_metric``)."""
+    from trainlab.experiments.results import format_metric
+
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return fmt_value(value)
+    return format_metric(float(value), metric)
+
+
 def fmt_param(value: Any) -> str:
     from trainlab.experiments.space import format_param  # numpy: not at CLI start-up
 
@@ -451,7 +460,7 @@ def studies(storage: StorageOption = None, runs_dir: RunsDirOption = Path("runs"
         rows.append([info.name, info.kind, f"{c['completed']}/{info.planned or '?'}",
                      str(c["pruned"]), str(c["running"]), str(c["waiting"]),
                      str(c["interrupted"]), str(c["failed"]), info.metric,
-                     fmt_value(info.best_value)])  # fmt: skip
+                     fmt_metric(info.best_value, info.metric)])  # fmt: skip
     print_columns(["study", "kind", "completed", "pruned", "running", "waiting", "interrupted",
                    "failed", "metric", "best run"], rows)  # fmt: skip
     console.print(f"[dim]store {store.display_url}[/]", highlight=False, soft_wrap=True)
@@ -493,7 +502,8 @@ def runs(
         lines.append([str(row.number), status, *(fmt_param(row.overrides.get(k)) for k in keys),
                       fmt_value(row.seed), *(fmt_value(row.fold) for _ in folds),
                       fmt_value(row.best_epoch),
-                      fmt_value(row.val.get(metric)), fmt_value(row.test.get(metric)),
+                      fmt_metric(row.val.get(metric), metric),
+                      fmt_metric(row.test.get(metric), metric),
                       seconds, where])  # fmt: skip
     print_columns(headers, lines)
 

@@ -49,7 +49,8 @@ class AugmentConfig(_Strict):
     def _fill_needs_an_operation(self) -> AugmentConfig:
         # `--set data.augment.fill=reflect` over the default `auto` builds this: it would train
         # with no augmentation at all, silently. Setting any field of augment replaces auto.
-        if self.fill != "zero" and self.is_identity():
+        # (A saved config.yaml sets every field: only a fill given alone is refused.)
+        if self.model_fields_set == {"fill"}:
             raise ValueError(
                 f"fill={self.fill} with no operation on augments nothing (setting a field of "
                 "augment replaces `auto`): name the operations too, e.g. --augment "

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -87,11 +87,15 @@ def parse_augment(text: str) -> AugmentConfig | Literal["auto"]:
     try:
         return AugmentConfig(**values)
     except ValidationError as error:
-        reasons = "; ".join(
-            f"{'.'.join(str(part) for part in problem['loc']) or 'augment'}: {problem['msg']}"
-            for problem in error.errors()
-        )
+        reasons = "; ".join(_reason(problem) for problem in error.errors())
         raise ConfigError(f"augment: {reasons}") from None
+
+
+def _reason(problem: Any) -> str:
+    """``rotate: Input should be ...``; a check of the whole config has no field to name."""
+    where = ".".join(str(part) for part in problem["loc"])
+    message = str(problem["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
 def default_augment(
