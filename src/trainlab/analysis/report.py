@@ -109,9 +109,17 @@ def _unfinished_table(data: StudyData) -> Table | None:
 
 # Below this many runs per configuration, the vs. best test can hardly separate anything.
 LOW_POWER_N = 3
+# How to get them: a search has no repeats of its own (its trials are the sampler's points).
+MORE_RUNS = {
+    "sweep": "Run more seeds (--repeats 5) or folds (--cv 5) before ranking.",
+    "tune": "Before trusting the ranking, sweep the leading configurations with seeds: "
+    "`trainlab sweep --grid ... --repeats 5` (or --cv 5) with their values.",
+}
 
 
-def results_section(doc: Document, table: ResultTable, folder: Path, cv: int = 0) -> Path:
+def results_section(
+    doc: Document, table: ResultTable, folder: Path, cv: int = 0, kind: str = "sweep"
+) -> Path:
     doc.add(Heading("Results"), Table(table.headers(), table.rows(), table.numeric()))
     headers, rows = table.csv()
     csv_path = folder / RESULTS_CSV
@@ -135,8 +143,8 @@ def results_section(doc: Document, table: ResultTable, folder: Path, cv: int = 0
             f"Some configurations have only {smallest} completed run(s): a t-test on {smallest} "
             f"value(s) has {max(smallest - 1, 0)} degree(s) of freedom, so only very large "
             "differences can show as distinguishable, and \"not distinguishable\" here means "
-            "\"not enough runs to tell\". Run more seeds (--repeats 5) or folds (--cv 5) before "
-            "ranking.", "info"))  # fmt: skip
+            f"\"not enough runs to tell\". {MORE_RUNS.get(kind, MORE_RUNS['sweep'])}",
+            "info"))  # fmt: skip
     return csv_path
 
 
@@ -440,7 +448,7 @@ def build_report(
     csv_path = None
     table = build_table(data, balanced=balanced)
     if table.groups:
-        csv_path = results_section(doc, table, folder, data.cv)
+        csv_path = results_section(doc, table, folder, data.cv, data.kind)
         if pivot_table is not None:
             pivot_section(doc, pivot_table, folder)
     else:
