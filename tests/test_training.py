@@ -9,7 +9,7 @@ from PIL import Image
 
 import trainlab
 from trainlab.engine.callbacks import Callback
-from trainlab.errors import RunError
+from trainlab.errors import RunError, TrainlabError
 from trainlab.runs.checkpoint import load_checkpoint
 
 SUMMARY_KEYS = {"status", "best_epoch", "epochs_run", "train_seconds", "val", "test"}
@@ -91,6 +91,26 @@ def test_resume_continues_a_killed_run_exactly(tiny_config, tmp_path):
     assert resumed.test == straight.test
     with pytest.raises(RunError, match="already finished"):
         trainlab.train(resume=tmp_path / "b")
+
+
+def test_resume_refuses_a_config_that_is_not_the_one_the_run_started_with(tiny_config, tmp_path):
+    from trainlab.runs.record import RESUME_STATE
+
+    run = tmp_path / "b"
+    with pytest.raises(KeyboardInterrupt):
+        trainlab.train(tiny_config(out=str(run), epochs=4), callbacks=[StopAfter(2)])
+    original = (run / "config.yaml").read_text()
+    for damaged in (original.replace("epochs: 4", "epochs: 13"), "", original[:200]):
+        (run / "config.yaml").write_text(damaged)
+        with pytest.raises(TrainlabError, match="config"):
+            trainlab.train(resume=run)  # was: 13 epochs, or the default recipe, silently
+    (run / "config.yaml").write_text(original)
+    state = (run / (RESUME_STATE + ".json")).read_text()
+    (run / (RESUME_STATE + ".json")).write_text(state.replace('"optimizer"', '"optimiser"'))
+    with pytest.raises(RunError, match="resume state does not fit this run"):
+        trainlab.train(resume=run)
+    (run / (RESUME_STATE + ".json")).write_text(state)
+    assert trainlab.train(resume=run, runtime_overrides=["device=cpu"]).summary["epochs_run"] == 4
 
 
 def test_early_stopping_stops_and_keeps_the_best_epoch(tiny_config):

@@ -54,8 +54,10 @@ from trainlab.models import count_parameters, create_model, model_options
 from trainlab.runs.environment import collect_environment
 from trainlab.runs.record import (
     CHECKPOINT_DIR,
+    CONFIG_DIGEST_KEY,
     ENVIRONMENT_FILE,
     RunRecorder,
+    config_fingerprint,
     has_resume_state,
     load_resume_state,
     prepare_run_dir,
@@ -305,7 +307,7 @@ class RunInterrupted(KeyboardInterrupt):
 class RunStart:
     config: TrainConfig
     run_dir: Path | None
-    resume_state: bool  # continue from saved training state (False: start from epoch 0)
+    state: dict[str, Any] | None = None  # saved training state to continue (None: epoch 0)
 
 
 # What may change when a run is resumed: where and how it runs, never what it computes.
@@ -315,6 +317,13 @@ RESUMABLE_KEYS = ("device", "progress", "data.root", "data.download")
 def _start_from_folder(run_dir: Path, runtime_overrides: list[str]) -> RunStart:
     """A run folder to continue: from its last completed epoch, or afresh if it has none."""
     config = read_run_config(run_dir)
+    state = load_resume_state(run_dir) if has_resume_state(run_dir) else None
+    started_with = (state or {}).get(CONFIG_DIGEST_KEY)
+    if started_with is not None and started_with != config_fingerprint(config, RESUMABLE_KEYS):
+        raise RunError(f"{run_dir / 'config.yaml'} is not the config this run started with "
+                       "(edited or damaged): a resume continues the same run, so restore it; "
+                       f"to train with the new config, start a run from it (`trainlab train "
+                       f"--config {run_dir / 'config.yaml'} --out NEW_FOLDER`)")  # fmt: skip
     for override in runtime_overrides:
         if override.partition("=")[0] not in RESUMABLE_KEYS:
             raise ConfigError(
@@ -328,7 +337,7 @@ def _start_from_folder(run_dir: Path, runtime_overrides: list[str]) -> RunStart:
             f"{run_dir} already finished with status {summary['status']!r}; nothing to resume"
         )
     prepare_run_dir(run_dir, resume=True)
-    return RunStart(config, run_dir, resume_state=has_resume_state(run_dir))
+    return RunStart(config, run_dir, state)
 
 
 def _record_config(config: TrainConfig) -> TrainConfig:
@@ -411,7 +420,7 @@ def train(
     start = (
         _start_from_folder(Path(resume), runtime_overrides or [])
         if resume is not None
-        else RunStart(_as_config(config), None, False)
+        else RunStart(_as_config(config), None)
     )
     config, run_dir = start.config, start.run_dir
 
@@ -441,7 +450,8 @@ def train(
     bundle = prepared.bundle
     all_callbacks = _callbacks(config, callbacks)
     if run_dir is not None:
-        write_config(run_dir, _record_config(config))
+        recorded = _record_config(config)
+        write_config(run_dir, recorded)
         if not (run_dir / ENVIRONMENT_FILE).exists():  # a resume keeps the original record
             write_json_atomic(run_dir / ENVIRONMENT_FILE, collect_environment(device))
         preprocessing = {
@@ -454,7 +464,12 @@ def train(
             "background": background_of(prepared.train.images),
         }
         all_callbacks.append(
-            RunRecorder(run_dir, preprocessing=preprocessing, class_names=bundle.class_names)
+            RunRecorder(
+                run_dir,
+                preprocessing=preprocessing,
+                class_names=bundle.class_names,
+                config_sha256=config_fingerprint(recorded, RESUMABLE_KEYS),
+            )
         )
 
     class_weights = None
@@ -479,8 +494,13 @@ def train(
         generator=generator,
         callbacks=all_callbacks,
     )
-    if start.resume_state:
-        trainer.load_state_dict(load_resume_state(run_dir))
+    if start.state is not None:
+        try:
+            trainer.load_state_dict(start.state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:  # edited, or damaged
+            raise RunError(f"{run_dir}'s resume state does not fit this run "
+                           f"({type(error).__name__}: {str(error)[:200]}); restore the run "
+                           "folder from a copy, or start a new run") from None  # fmt: skip
     try:
         trainer.fit()
     except KeyboardInterrupt:

@@ -15,9 +15,11 @@ Every file is written atomically, so a run killed at any moment leaves readable 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -163,6 +165,24 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     write_json_atomic(run_dir / SUMMARY_FILE, finite_or_none(summary))
 
 
+# The resume state's fingerprint of the run's config (what it computes, not where it runs).
+CONFIG_DIGEST_KEY = "config_sha256"
+
+
+def config_fingerprint(config: TrainConfig, runtime_keys: Sequence[str]) -> str:
+    """SHA-256 of ``config`` without ``out`` and ``runtime_keys`` (device, data root, ...: what
+    a resume may change): a resume compares it with the config it started with."""
+    tree = config.model_dump(mode="json")
+    tree.pop("out", None)
+    for dotted in runtime_keys:
+        *parents, leaf = dotted.split(".")
+        node = tree
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(leaf, None)
+    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()
+
+
 def has_resume_state(run_dir: Path) -> bool:
     """False for a run killed before its first epoch ended: it has nothing to continue from."""
     return (run_dir / (RESUME_STATE + ".json")).is_file()
@@ -183,16 +203,19 @@ class RunRecorder(Callback):
     Put it last among the callbacks, so the saved state includes what the others did this epoch.
     """
 
-    def __init__(self, run_dir: Path, *, preprocessing: dict[str, Any], class_names: list[str]):
+    def __init__(self, run_dir: Path, *, preprocessing: dict[str, Any], class_names: list[str],
+                 config_sha256: str | None = None) -> None:  # fmt: skip
         self.run_dir = run_dir
         self.preprocessing = preprocessing
         self.class_names = class_names
+        self.config_sha256 = config_sha256  # saved with the state: a resume checks config.yaml
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, float]) -> None:
         write_text_atomic(self.run_dir / HISTORY_FILE, history_to_csv(trainer.state.history))
         if trainer.state.best_epoch == trainer.state.epoch:
             self.save_best(trainer)
-        save_state(self.run_dir / RESUME_STATE, trainer.state_dict())
+        save_state(self.run_dir / RESUME_STATE,
+                   {**trainer.state_dict(), CONFIG_DIGEST_KEY: self.config_sha256})  # fmt: skip
 
     def save_best(self, trainer: Trainer) -> None:
         best_row = next(
