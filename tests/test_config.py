@@ -130,6 +130,20 @@ def test_a_fill_alone_is_refused_instead_of_turning_augmentation_off():
     assert build_config(saved).data.augment.is_identity()  # a saved "none" sets every field
 
 
+def test_a_config_whose_aliases_expand_to_billions_of_values_is_refused(tmp_path):
+    from trainlab.models.layers import shown
+
+    lines = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    for level in range(1, 9):  # 10⁹ values in a few hundred bytes
+        lines.append(f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 10) + "]")
+    (tmp_path / "laughs.yaml").write_text("\n".join(lines) + "\nmodel: {options: {dropout: *a8}}\n")
+    with pytest.raises(ConfigError, match="expands to more than 100,000 values"):
+        load_config(tmp_path / "laughs.yaml")
+    (tmp_path / "anchors.yaml").write_text("optim: &o {lr: 0.01}\nschedule: {name: cosine}\n")
+    assert load_config(tmp_path / "anchors.yaml").optim.lr == 0.01  # a few aliases are fine
+    assert len(shown(list(range(10**6)))) < 100  # an error message shows a bounded value
+
+
 def test_missing_or_broken_files(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")

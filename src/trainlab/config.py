@@ -275,9 +275,33 @@ _YamlLoader.add_implicit_resolver(
 )
 
 
+# Values a config may expand to. Aliases (``*name``) share, not copy, what they name, so nine
+# nested ones in a few hundred bytes ("billion laughs") stand for 10⁹ values: cheap to load,
+# gigabytes once anything (validation, an error message) walks them.
+MAX_YAML_VALUES = 100_000
+
+
 def load_yaml(text: str) -> Any:
-    """Parse YAML safely (no arbitrary objects), with ``1e-3`` read as a float."""
-    return yaml.load(text, Loader=_YamlLoader)
+    """Parse YAML safely (no arbitrary objects), with ``1e-3`` read as a float; a document
+    whose aliases expand it past ``MAX_YAML_VALUES`` values is refused."""
+    data = yaml.load(text, Loader=_YamlLoader)
+    if _expanded_size(data, {}) > MAX_YAML_VALUES:
+        raise yaml.YAMLError(f"the document expands to more than {MAX_YAML_VALUES:,} values "
+                             "through its aliases (*name): write the values out")  # fmt: skip
+    return data
+
+
+def _expanded_size(value: Any, seen: dict[int, int]) -> int:
+    """How many values ``value`` stands for with every alias expanded (memoised by identity,
+    so the walk itself stays as small as the document)."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    key = id(value)
+    if key not in seen:
+        seen[key] = 0  # a cycle (an alias inside what it names) counts once
+        children = value.values() if isinstance(value, dict) else value
+        seen[key] = 1 + sum(_expanded_size(child, seen) for child in children)
+    return seen[key]
 
 
 def parse_value(text: str) -> Any:

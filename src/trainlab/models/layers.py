@@ -12,6 +12,7 @@ that names the option and the fix. ``create_model`` prefixes the model name.
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,6 +77,18 @@ class Classifier(nn.Module):
         return int(self.classifier.in_features)
 
 
+_SHOWN = reprlib.Repr()  # keyword arguments only from Python 3.12
+_SHOWN.maxlist = _SHOWN.maxtuple = _SHOWN.maxdict = 8
+_SHOWN.maxstring = _SHOWN.maxother = 60
+_SHOWN.maxlevel = 3
+
+
+def shown(value: Any) -> str:
+    """A user's value in an error message, cut to a readable length (a list of a million
+    numbers, or the expansion of YAML aliases, must not become the message)."""
+    return _SHOWN.repr(value)
+
+
 def make_activation(name: str, negative_slope: float = 0.01) -> nn.Module:
     """An activation module by name (one of :data:`ACTIVATIONS`)."""
     if name == "relu":
@@ -88,7 +101,9 @@ def make_activation(name: str, negative_slope: float = 0.01) -> nn.Module:
         return nn.ELU()
     if name == "silu":
         return nn.SiLU()
-    raise ModelError(f"option 'activation' must be one of {', '.join(ACTIVATIONS)}; got {name!r}")
+    raise ModelError(
+        f"option 'activation' must be one of {', '.join(ACTIVATIONS)}; got {shown(name)}"
+    )
 
 
 def init_conv_kaiming(module: nn.Module) -> None:
@@ -132,7 +147,7 @@ def _is_int(value: Any) -> bool:
 def check_int(value: Any, name: str, minimum: int = 1) -> int:
     """An integer ``>= minimum``."""
     if not _is_int(value) or value < minimum:
-        raise ModelError(f"option '{name}' must be an integer >= {minimum}; got {value!r}")
+        raise ModelError(f"option '{name}' must be an integer >= {minimum}; got {shown(value)}")
     return int(value)
 
 
@@ -142,12 +157,12 @@ def check_ints(
     """A tuple of integers ``>= minimum``; a single integer means a 1-tuple."""
     items = (value,) if _is_int(value) else value
     if not isinstance(items, Sequence) or isinstance(items, str):
-        raise ModelError(f"option '{name}' must be a list of integers; got {value!r}")
+        raise ModelError(f"option '{name}' must be a list of integers; got {shown(value)}")
     if not items and not allow_empty:
-        raise ModelError(f"option '{name}' must list at least one integer; got {value!r}")
+        raise ModelError(f"option '{name}' must list at least one integer; got {shown(value)}")
     if not all(_is_int(item) and item >= minimum for item in items):
         raise ModelError(
-            f"option '{name}' must be a list of integers >= {minimum}; got {list(items)!r}"
+            f"option '{name}' must be a list of integers >= {minimum}; got {shown(list(items))}"
         )
     return tuple(int(item) for item in items)
 
@@ -157,7 +172,7 @@ def check_float(value: Any, name: str, minimum: float = 0.0, exclusive: bool = F
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < minimum or (exclusive and value == minimum):
         bound = f"> {minimum:g}" if exclusive else f">= {minimum:g}"
-        raise ModelError(f"option '{name}' must be a number {bound}; got {value!r}")
+        raise ModelError(f"option '{name}' must be a number {bound}; got {shown(value)}")
     return float(value)
 
 
@@ -165,20 +180,20 @@ def check_probability(value: Any, name: str) -> float:
     """A dropout-like probability in [0, 1)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or not 0.0 <= value < 1.0:
-        raise ModelError(f"option '{name}' must be a probability in [0, 1); got {value!r}")
+        raise ModelError(f"option '{name}' must be a probability in [0, 1); got {shown(value)}")
     return float(value)
 
 
 def check_bool(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
-        raise ModelError(f"option '{name}' must be true or false; got {value!r}")
+        raise ModelError(f"option '{name}' must be true or false; got {shown(value)}")
     return value
 
 
 def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
     """One of ``choices`` (case-insensitive)."""
     if not isinstance(value, str) or value.lower() not in choices:
-        raise ModelError(f"option '{name}' must be one of {', '.join(choices)}; got {value!r}")
+        raise ModelError(f"option '{name}' must be one of {', '.join(choices)}; got {shown(value)}")
     return value.lower()
 
 
@@ -186,7 +201,7 @@ def check_int_choice(value: Any, name: str, choices: Sequence[int]) -> int:
     """One of a few allowed integers (e.g. a named depth)."""
     if not _is_int(value) or value not in choices:
         names = ", ".join(map(str, choices))
-        raise ModelError(f"option '{name}' must be one of {names}; got {value!r}")
+        raise ModelError(f"option '{name}' must be one of {names}; got {shown(value)}")
     return int(value)
 
 
@@ -198,7 +213,7 @@ def per_stage(value: Any, name: str, stages: int, minimum: int = 1) -> tuple[int
     if len(items) != stages:
         raise ModelError(
             f"option '{name}' must give one value per stage ({stages}) or a single integer; "
-            f"got {list(items)!r}"
+            f"got {shown(list(items))}"
         )
     return items
 
