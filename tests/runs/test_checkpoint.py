@@ -228,6 +228,39 @@ def test_corrupt_json(saved: tuple[nn.Module, Path], text: str) -> None:
         load_checkpoint(folder)
 
 
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m.update(class_names=m["class_names"][:2]), "classes but 2 class names"),
+        (lambda m: m.update(class_names=[]), "classes but 0 class names"),
+        (lambda m: m["preprocessing"].pop("mean"), "a finite mean and std"),
+        (lambda m: m["preprocessing"].update(std=[0.0]), "std must be above 0"),
+        (lambda m: m["preprocessing"].pop("image_size"), "channels and image_size"),
+        (lambda m: m["architecture"].update(options=[1, 2]), "options must be an object"),
+        (lambda m: m["architecture"].update(image_size=[28]), "image_size must be two"),
+    ],
+)
+def test_a_damaged_model_json_is_one_clear_error(saved, edit, message) -> None:
+    _, folder = saved
+    _edit_json(folder, edit)
+    with pytest.raises(RunError, match=message):
+        load_checkpoint(folder)
+
+
+def test_an_architecture_edited_to_petabytes_is_refused_before_allocating(saved) -> None:
+    _, folder = saved
+    _edit_json(folder, lambda m: m["architecture"]["options"].update(hidden=[10**9, 10**9]))
+    with pytest.raises(RunError, match="do not fit"):
+        load_checkpoint(folder).build_model()  # was: an attempt to allocate 4 PB
+
+
+def test_a_deeply_nested_model_json_is_one_clear_error(saved) -> None:
+    _, folder = saved
+    (folder / "model.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(RunError, match="corrupt checkpoint file"):
+        load_checkpoint(folder)
+
+
 # --------------------------------------------------------------------------- atomicity
 
 

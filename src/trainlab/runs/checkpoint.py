@@ -20,6 +20,7 @@ a later, interrupted save, or damaged on the way.
 from __future__ import annotations
 
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,10 +79,31 @@ class Checkpoint:
         # (e.g. for `trainlab info`) should not pay for.
         from trainlab.models import model_from_spec
 
+        name = self.architecture.get("name", "?")
+        shell = _shapes_only(self.architecture)
+        if shell is not None:  # before any memory: an edited width could ask for petabytes
+            _check_weights_fit(shell, self.state_dict, name, self.path)
         model = model_from_spec(self.architecture)
-        _check_weights_fit(model, self.state_dict, self.architecture.get("name", "?"), self.path)
+        _check_weights_fit(model, self.state_dict, name, self.path)
         model.load_state_dict(self.state_dict, strict=True)
         return model.to(device).eval()
+
+
+def _shapes_only(architecture: dict[str, Any]) -> nn.Module | None:
+    """The architecture built on the meta device (shapes, no memory), or None for a family that
+    cannot be built there (``hf:`` reads its config and weights from files)."""
+    from trainlab.errors import ModelError
+    from trainlab.models import model_from_spec
+
+    if str(architecture.get("name", "")).startswith("hf:"):
+        return None
+    try:
+        with torch.device("meta"):
+            return model_from_spec(architecture)
+    except ModelError:
+        raise
+    except (RuntimeError, NotImplementedError):  # an operation meta tensors do not support
+        return None
 
 
 # --------------------------------------------------------------------------- save
@@ -213,8 +235,8 @@ def _read_meta(meta_path: Path) -> dict[str, Any]:
         )
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise RunError(f"corrupt checkpoint file {meta_path}: {error}") from error
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise RunError(f"corrupt checkpoint file {meta_path}: {error}") from None
     if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
         raise RunError(f"{meta_path} is not a trainlab checkpoint")
     version = meta.get("format_version")
@@ -229,7 +251,51 @@ def _read_meta(meta_path: Path) -> dict[str, Any]:
     missing = [key for key in _REQUIRED if not isinstance(meta.get(key), (dict, list))]
     if missing:
         raise RunError(f"corrupt checkpoint file {meta_path}: no valid {', '.join(missing)}")
+    problem = _contents_problem(meta)
+    if problem is not None:
+        raise RunError(f"corrupt checkpoint file {meta_path}: {problem}")
     return meta
+
+
+def _contents_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with a model.json's architecture, preprocessing and class names, if
+    anything: checked on load, so a damaged or hand-edited file is one clear error instead of
+    a traceback deep in a model, or predictions of NaN% under no class name."""
+
+    def positive_ints(value: Any, count: int) -> bool:
+        return (isinstance(value, list) and len(value) == count
+                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value))  # fmt: skip
+
+    def finite_numbers(value: Any, count: int) -> bool:
+        return (isinstance(value, list) and len(value) == count
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                        and math.isfinite(v) for v in value))  # fmt: skip
+
+    architecture, pre, names = meta["architecture"], meta["preprocessing"], meta["class_names"]
+    if not isinstance(architecture, dict) or not isinstance(pre, dict):
+        return "architecture and preprocessing must be objects"
+    classes, channels = architecture.get("num_classes"), pre.get("channels")
+    if not isinstance(architecture.get("name"), str):
+        return "the architecture has no name"
+    if not isinstance(architecture.get("options", {}), dict):
+        return "the architecture's options must be an object"
+    if not positive_ints([architecture.get("in_channels"), classes], 2):
+        return "the architecture's in_channels and num_classes must be positive integers"
+    if not positive_ints(architecture.get("image_size"), 2):
+        return "the architecture's image_size must be two positive integers"
+    if not isinstance(names, list) or len(names) != classes:
+        return f"{classes} classes but {len(names) if isinstance(names, list) else 0} class names"
+    if not all(isinstance(name, (str, int)) and not isinstance(name, bool) for name in names):
+        return "class names must be strings"
+    if not positive_ints([channels], 1) or not positive_ints(pre.get("image_size"), 2):
+        return "preprocessing needs channels and image_size (positive integers)"
+    if not finite_numbers(pre.get("mean"), channels) or not finite_numbers(
+        pre.get("std"), channels
+    ):
+        return f"preprocessing needs a finite mean and std for each of its {channels} channel(s)"
+    if any(value <= 0 for value in pre["std"]):
+        return "preprocessing std must be above 0 (it divides the pixels)"
+    return None
 
 
 def _check_weights_fit(
