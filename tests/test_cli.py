@@ -401,7 +401,7 @@ def damage(folder, name, content: bytes) -> None:
         (
             "summary.json",
             b'{"status": "comp',
-            [["report"], ["predict", "{png}"], ["embed"], ["export"], ["train", "--resume"]],
+            [["report"], ["train", "--resume"]],
         ),
         ("history.csv", b"epoch,train_loss\n1,abc\n", [["report"]]),
         ("environment.json", b'{"x": ', [["report"]]),
@@ -478,6 +478,22 @@ def test_a_model_that_cannot_be_built_leaves_no_run_folder(tmp_path):
     result = runner.invoke(app, ["train", *SMALL, "--model-options", "width=-1", "--out", str(out)])
     assert result.exit_code == 2, result.output
     assert not out.exists()
+
+
+def test_a_damaged_summary_does_not_stop_its_intact_checkpoint(small_run, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run, ignore=shutil.ignore_patterns("embeddings*", "decode"))
+    damage(run, "summary.json", b'{"status": "comp')  # a side file: the model is whole
+    Image.new("L", (28, 28)).save(tmp_path / "digit.png")
+    for args in (["predict", str(run), str(tmp_path / "digit.png")],
+                 ["export", str(run), "--out", str(tmp_path / "m.onnx")]):  # fmt: skip
+        with pytest.warns(UserWarning, match="without its run's metrics"):
+            result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
 
 
 def test_writing_onto_a_folder_names_the_users_path(small_run, tmp_path):

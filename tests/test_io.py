@@ -66,3 +66,18 @@ def test_atomic_path_cleans_only_its_own_name(tmp_path):
     with atomic_path(tmp_path / "a.txt") as tmp:
         tmp.write_text("a")
     assert other.exists() and (tmp_path / "a.txt").read_text() == "a"
+
+
+def test_a_full_disk_names_the_file_and_other_errors_pass_through(tmp_path):
+    import errno
+
+    from trainlab.errors import WriteError
+
+    target = tmp_path / "summary.json"
+    full = pytest.raises(WriteError, match=r"cannot write .*summary\.json: No space left")
+    with full, atomic_path(target):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    # A failed download is the caller's to explain.
+    with pytest.raises(ConnectionResetError), atomic_path(target):
+        raise ConnectionResetError(errno.ECONNRESET, "reset")
+    assert list(tmp_path.iterdir()) == []  # no file, no temporary left behind

@@ -113,6 +113,26 @@ def test_resume_refuses_a_config_that_is_not_the_one_the_run_started_with(tiny_c
     assert trainlab.train(resume=run, runtime_overrides=["device=cpu"]).summary["epochs_run"] == 4
 
 
+def test_ctrl_c_during_the_test_evaluation_leaves_a_run_to_resume(tiny_config, tmp_path,
+                                                                  monkeypatch):  # fmt: skip
+    from trainlab.engine.loop import Trainer
+    from trainlab.training import RunInterrupted
+
+    evaluate = Trainer.evaluate
+
+    def interrupted_test(self, loader, **kwargs):
+        if kwargs.get("full_precision"):  # the test split's evaluation
+            raise KeyboardInterrupt
+        return evaluate(self, loader, **kwargs)
+
+    monkeypatch.setattr(Trainer, "evaluate", interrupted_test)
+    with pytest.raises(RunInterrupted):
+        trainlab.train(tiny_config(out=str(tmp_path / "run")))
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+    resumed = trainlab.train(resume=tmp_path / "run")
+    assert resumed.status == "completed" and resumed.summary["epochs_run"] == 2
+
+
 def test_early_stopping_stops_and_keeps_the_best_epoch(tiny_config):
     config = tiny_config(
         epochs=10, early_stopping={"enabled": True, "patience": 2, "min_delta": 0.5}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -11,6 +12,9 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+# Errors of the file system itself (not of what the caller computes or downloads).
+_FILE_SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
 @contextlib.contextmanager
@@ -36,7 +40,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(handle)
     tmp = Path(tmp_name)
     try:
-        yield tmp  # the caller's errors (a failed download, say) pass through unchanged
+        try:
+            yield tmp  # the caller's errors (a failed download, say) pass through unchanged ...
+        except OSError as error:
+            if error.errno not in _FILE_SYSTEM_ERRNOS:
+                raise
+            # ... but a full disk while writing is about this file: say which one.
+            raise WriteError(f"cannot write {path}: {error.strerror or error}") from None
         try:
             with open(tmp, "rb+") as written:
                 os.fsync(written.fileno())

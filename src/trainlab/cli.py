@@ -270,7 +270,10 @@ def train(
     ] = None,
     ema: Annotated[float | None, typer.Option(help="EMA decay of the weights, e.g. 0.999")] = None,
     budget: Annotated[
-        float | None, typer.Option(help="wall-clock budget in seconds; the schedule fits it")
+        float | None,
+        typer.Option(
+            help="wall-clock budget in seconds (--epochs is then ignored); the schedule fits it"
+        ),
     ] = None,
     val_fraction: Annotated[
         float | None, typer.Option(help="validation share of the training data")

@@ -186,7 +186,10 @@ class TrainConfig(_Strict):
         "auto", description="epochs; auto scales with training-set size (see auto_epochs)"
     )
     budget: float | None = Field(
-        None, gt=0, description="wall-clock budget in seconds; the schedule is fitted to it"
+        None,
+        gt=0,
+        description="wall-clock budget in seconds: training runs until it is spent (epochs is "
+        "then ignored), with the schedule fitted to it",
     )
     seed: int = 0
     deterministic: bool = False

@@ -503,17 +503,17 @@ def train(
                            "folder from a copy, or start a new run") from None  # fmt: skip
     try:
         trainer.fit()
+        # The one and only use of the test split: after training, on the best epoch's weights,
+        # in float32 also after mixed-precision training, so the figures are those of the
+        # checkpoint as `predict`, `serve` and reports run it (bf16 logits flipped 1 of 1,000
+        # on a GPU). Ctrl-C here too leaves a run that `--resume` finishes.
+        test = trainer.evaluate(
+            test_loader, class_names=bundle.class_names, per_class=True, full_precision=True
+        )
+        summary = _summary(config, prepared, trainer, test, runtime)
+        if run_dir is not None:
+            write_summary(run_dir, summary)
     except KeyboardInterrupt:
         raise RunInterrupted(run_dir) from None
-
-    # The one and only use of the test split: after training, on the best epoch's weights, in
-    # float32 also after mixed-precision training, so the figures are those of the checkpoint
-    # as `predict`, `serve` and reports run it (bf16 logits flipped 1 of 1,000 on a GPU).
-    test = trainer.evaluate(
-        test_loader, class_names=bundle.class_names, per_class=True, full_precision=True
-    )
-    summary = _summary(config, prepared, trainer, test, runtime)
-    if run_dir is not None:
-        write_summary(run_dir, summary)
     return RunResult(config=config, summary=summary, history=trainer.state.history, model=trainer.eval_model,
                      run_dir=run_dir)  # fmt: skip

@@ -102,6 +102,13 @@ def test_default_export_paths_and_refusals(exported, tmp_path):
         ServedModel.load(run_dir / "model.pt")  # TorchScript archives are unpickled: never served
     with pytest.raises(TrainlabError, match="already exported"):
         export_model(onnx_path, "torchscript")
+    weights = run_dir / "checkpoint" / "model.safetensors"
+    before = weights.read_bytes()
+    with pytest.raises(TrainlabError, match=r"a torchscript export ends in \.pt"):
+        export_model(run_dir, "torchscript", weights)  # reported success, then broke the run
+    with pytest.raises(TrainlabError, match="inside the checkpoint folder"):
+        export_model(run_dir, "onnx", run_dir / "checkpoint" / "model.onnx")
+    assert weights.read_bytes() == before
 
 
 def test_a_model_onnx_cannot_express_is_a_clear_error_and_leaves_no_file(exported, tmp_path,

@@ -24,6 +24,7 @@ from torch import nn
 
 from trainlab._io import atomic_path, check_writable
 from trainlab.errors import TrainlabError
+from trainlab.runs.checkpoint import find_checkpoint
 
 METADATA_KEY = "trainlab"
 OPSET = 17
@@ -42,6 +43,9 @@ class _Exported(nn.Module):
 
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+
+
+_ARTICLE = {"onnx": "an", "torchscript": "a"}
 
 
 def _refuse_exported(model_dir: str | Path) -> None:
@@ -76,9 +80,15 @@ def export_model(model_dir: str | Path, fmt: str = "onnx", out: str | Path | Non
     other = {ext: name for name, ext in FORMATS.items() if name != fmt}
     if out.suffix in other:  # `serve model.onnx` would then fail to parse a TorchScript file
         raise TrainlabError(f"--out {out}: {out.suffix} is the {other[out.suffix]} extension; "
-                            f"a {fmt} export ends in {FORMATS[fmt]} (or pass --format "
+                            f"{_ARTICLE[fmt]} {fmt} export ends in {FORMATS[fmt]} (or pass --format "
                             f"{other[out.suffix]})")  # fmt: skip
     check_writable(out)  # before the export's work
+    if out.suffix != FORMATS[fmt]:  # e.g. model.safetensors: the checkpoint's own weights
+        raise TrainlabError(f"--out {out}: {_ARTICLE[fmt]} {fmt} export ends in {FORMATS[fmt]}")
+    checkpoint = find_checkpoint(model_dir).resolve()
+    if checkpoint in out.resolve().parents:
+        raise TrainlabError(f"--out {out}: that is inside the checkpoint folder {checkpoint}, "
+                            "which holds only the checkpoint; write the export beside it")  # fmt: skip
     return export_onnx(model_dir, out) if fmt == "onnx" else export_torchscript(model_dir, out)
 
 

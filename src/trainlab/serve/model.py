@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import torch
 
 from trainlab.data.batches import normalize_uint8
-from trainlab.errors import TrainlabError
+from trainlab.errors import RunError, TrainlabError
 from trainlab.runs.checkpoint import load_checkpoint
 from trainlab.runs.record import read_summary
 
@@ -101,7 +102,11 @@ class ServedModel:
                                 "summary.json), so there is no model to use; train again")  # fmt: skip
         target = _select_device(device)
         model = checkpoint.build_model(target).eval()
-        summary = read_summary(folder.parent)  # None beside a bare checkpoint folder
+        try:
+            summary = read_summary(folder.parent)  # None beside a bare checkpoint folder
+        except RunError as error:  # a side file: the checkpoint itself is whole
+            warnings.warn(f"{error}; the model is used without its run's metrics", stacklevel=2)
+            summary = None
         run: dict[str, Any] = {}
         if summary is not None:
             # The folder's name, not its path: /model is public, the server's file system is not.
