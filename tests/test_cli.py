@@ -405,6 +405,7 @@ def damage(folder, name, content: bytes) -> None:
         ),
         ("history.csv", b"epoch,train_loss\n1,abc\n", [["report"]]),
         ("environment.json", b'{"x": ', [["report"]]),
+        ("environment.json", b"[1, 2]", [["report"]]),  # JSON, but not the object it must be
         ("config.yaml", b"data:\n  dataset: [\n", [["train", "--resume"], ["embed"]]),
         ("config.yaml", b"\xff\xfe\x00bad", [["decode"]]),
     ],

@@ -144,6 +144,16 @@ def test_a_config_whose_aliases_expand_to_billions_of_values_is_refused(tmp_path
     assert len(shown(list(range(10**6)))) < 100  # an error message shows a bounded value
 
 
+def test_a_section_given_twice_is_refused_not_half_lost(tmp_path):
+    (tmp_path / "twice.yaml").write_text("optim:\n  lr: 0.01\nepochs: 2\noptim:\n  name: sgd\n")
+    with pytest.raises(ConfigError, match="'optim' is given twice"):
+        load_config(tmp_path / "twice.yaml")  # was: lr 0.01 silently dropped
+    (tmp_path / "merge.yaml").write_text("base: &b {lr: 0.1}\noptim: {<<: *b, lr: 0.01}\n")
+    from trainlab.config import read_yaml_file
+
+    assert read_yaml_file(tmp_path / "merge.yaml")["optim"] == {"lr": 0.01}  # merges may repeat
+
+
 def test_missing_or_broken_files(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")

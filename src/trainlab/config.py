@@ -257,11 +257,27 @@ def auto_epochs(train_size: int) -> int:
 
 
 class _YamlLoader(yaml.SafeLoader):
-    """A safe loader that reads ``1e-3`` as a float.
+    """A safe loader that reads ``1e-3`` as a float and refuses a key given twice.
 
     PyYAML follows YAML 1.1, where a float needs a dot (``1.0e-3``), so the way everybody writes
-    learning rates would arrive as the string ``"1e-3"``.
+    learning rates would arrive as the string ``"1e-3"``. And it lets a second ``optim:`` section
+    replace the first one silently, with every key of the first lost.
     """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may repeat keys
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark,
+                    f"the key {key!r} is given twice (the second would replace the first)",
+                    key_node.start_mark,
+                )  # fmt: skip
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _YamlLoader.add_implicit_resolver(

@@ -11,7 +11,7 @@ from typing import Any
 
 from trainlab.errors import RunError
 from trainlab.experiments.study import is_resumable
-from trainlab.runs.record import read_run_json
+from trainlab.runs.record import read_run_object
 
 
 @dataclass
@@ -72,7 +72,7 @@ class RunData:
         if name not in self._files:
             path = self.run_dir / name if self.run_dir else None
             exists = path is not None and path.is_file()
-            self._files[name] = read_run_json(path) if exists else None
+            self._files[name] = read_run_object(path) if exists else None
         return self._files[name]
 
 

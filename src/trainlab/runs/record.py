@@ -97,8 +97,16 @@ def read_run_json(path: str | Path) -> Any:
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise damaged(path, error) from None
+
+
+def read_run_object(path: str | Path) -> dict[str, Any]:
+    """:func:`read_run_json` of a file that must hold a JSON object (environment.json, ...)."""
+    value = read_run_json(path)
+    if not isinstance(value, dict):
+        raise damaged(Path(path), ValueError("not a JSON object"))
+    return value
 
 
 def read_history(run_dir: str | Path) -> list[dict[str, float]]:
