@@ -295,11 +295,11 @@ def test_failed_write_keeps_the_previous_checkpoint(
     load_checkpoint(folder).build_model()
 
 
-def test_interrupted_overwrite_is_detected(
+def test_a_save_killed_before_its_json_keeps_the_old_checkpoint(
     saved: tuple[nn.Module, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # New weights were renamed into place, then the process died before model.json was written.
-    _, folder = saved
+    # The new weights were written beside the old ones, then the process died.
+    old, folder = saved
 
     def die(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt
@@ -309,8 +309,31 @@ def test_interrupted_overwrite_is_detected(
         save_checkpoint(
             folder, _trained_like("mlp", 3), preprocessing=PREPROCESSING, class_names=CLASS_NAMES
         )
-    with pytest.raises(RunError, match="checksum"):
-        load_checkpoint(folder)
+    loaded = load_checkpoint(folder).build_model()
+    for key, value in old.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+
+
+def test_a_save_killed_after_its_json_is_completed_on_load(
+    saved: tuple[nn.Module, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # model.json names the new weights, and the process died before they were moved into place:
+    # it used to leave a checkpoint that no command could load until the run was resumed.
+    _, folder = saved
+    new = _trained_like("mlp", 3)
+
+    def die(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint_module, "_move_into_place", die)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(folder, new, preprocessing=PREPROCESSING, class_names=CLASS_NAMES)
+    monkeypatch.undo()
+    loaded = load_checkpoint(folder).build_model()
+    for key, value in new.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+    assert not (folder / checkpoint_module.PENDING_WEIGHTS_FILE).exists()  # moved into place
+    load_checkpoint(folder)  # and whole from now on
 
 
 # --------------------------------------------------------------------------- save arguments

@@ -19,8 +19,10 @@ a later, interrupted save, or damaged on the way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +34,7 @@ from torch import nn
 import trainlab
 from trainlab._io import write_json_atomic
 from trainlab.config import DataKindName
-from trainlab.errors import RunError
+from trainlab.errors import RunError, WriteError
 from trainlab.runs.state import load_tensors, save_tensors
 
 __all__ = [
@@ -48,6 +50,9 @@ CHECKPOINT_FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoint"
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
+# New weights wait under this name until model.json (with their checksum) is in place: a save
+# killed at any moment leaves a loadable checkpoint, the old one or the new one.
+PENDING_WEIGHTS_FILE = ".model.safetensors.pending"
 _FORMAT = "trainlab-checkpoint"
 DATA_KINDS: tuple[str, ...] = typing.get_args(DataKindName)
 _REQUIRED = ("architecture", "preprocessing", "class_names")
@@ -132,7 +137,11 @@ def save_checkpoint(
         raise ValueError(
             f"{len(class_names)} class names for a model with {architecture['num_classes']} classes"
         )
-    digest = save_tensors(folder / WEIGHTS_FILE, model.state_dict(), metadata={"format": _FORMAT})
+    # Three steps, each atomic: the new weights beside the old, the JSON naming their checksum,
+    # then the weights into place. Killed after the first, the old pair is whole; after the
+    # second, loading finds the pending weights by the JSON's checksum and completes the save.
+    pending = folder / PENDING_WEIGHTS_FILE
+    digest = save_tensors(pending, model.state_dict(), metadata={"format": _FORMAT})
     write_json_atomic(
         folder / META_FILE,
         {
@@ -146,7 +155,15 @@ def save_checkpoint(
             "weights_sha256": digest,
         },
     )
+    _move_into_place(pending, folder / WEIGHTS_FILE)
     return folder
+
+
+def _move_into_place(pending: Path, weights: Path) -> None:
+    try:
+        os.replace(pending, weights)
+    except OSError as error:
+        raise WriteError(f"cannot write {weights}: {error.strerror or error}") from None
 
 
 def _architecture_of(model: nn.Module) -> dict[str, Any]:
@@ -215,7 +232,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     """
     folder = find_checkpoint(path)
     meta = _read_meta(folder / META_FILE)
-    state_dict = load_tensors(folder / WEIGHTS_FILE, sha256=meta.get("weights_sha256"))
+    digest = meta.get("weights_sha256")
+    try:
+        state_dict = load_tensors(folder / WEIGHTS_FILE, sha256=digest)
+    except RunError:
+        state_dict = _completed_save(folder, digest)
+        if state_dict is None:
+            raise
     return Checkpoint(
         architecture=meta["architecture"],
         preprocessing=meta["preprocessing"],
@@ -225,6 +248,21 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         path=folder,
         trainlab_version=meta.get("trainlab_version"),
     )
+
+
+def _completed_save(folder: Path, digest: Any) -> dict[str, torch.Tensor] | None:
+    """The weights of a save killed between its JSON and its last rename: the pending file the
+    JSON's checksum names, moved into place when the folder allows (None: no such file)."""
+    pending = folder / PENDING_WEIGHTS_FILE
+    if not isinstance(digest, str) or not pending.is_file():
+        return None
+    try:
+        state_dict = load_tensors(pending, sha256=digest)
+    except RunError:
+        return None
+    with contextlib.suppress(OSError):  # a read-only copy still loads
+        os.replace(pending, folder / WEIGHTS_FILE)
+    return state_dict
 
 
 def _read_meta(meta_path: Path) -> dict[str, Any]:
