@@ -113,6 +113,14 @@ def test_resume_refuses_a_config_that_is_not_the_one_the_run_started_with(tiny_c
     assert trainlab.train(resume=run, runtime_overrides=["device=cpu"]).summary["epochs_run"] == 4
 
 
+def test_a_config_field_added_or_removed_by_an_upgrade_is_not_an_edit():
+    from trainlab.runs.record import changed_keys
+
+    started = {"epochs": 4, "optim.lr": 0.01, "gone": 1}
+    assert changed_keys(started, {"epochs": 4, "optim.lr": 0.01, "new.field": True}) == []
+    assert changed_keys(started, {"epochs": 13, "optim.lr": 0.01}) == ["epochs"]
+
+
 def test_ctrl_c_during_the_test_evaluation_leaves_a_run_to_resume(tiny_config, tmp_path,
                                                                   monkeypatch):  # fmt: skip
     from trainlab.engine.loop import Trainer
@@ -403,11 +411,8 @@ def test_mixed_precision_on_a_gpu_without_native_bf16_is_fp16(monkeypatch):
     """A T4 or V100 reports bf16 'supported' by emulation, which is slow: fp16 there."""
     from trainlab.training import resolve_amp
 
-    def supported(including_emulation: bool = True) -> bool:
-        return including_emulation  # as torch answers on compute capability 7.x
-
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
     config = trainlab.TrainConfig()
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))  # T4
     assert resolve_amp(config, torch.device("cuda")) == torch.float16
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))  # A100
     assert resolve_amp(config, torch.device("cuda")) == torch.bfloat16

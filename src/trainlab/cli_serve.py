@@ -202,7 +202,10 @@ def export(
     model: Annotated[Path, typer.Argument(help="run folder or checkpoint folder")],
     format_: Annotated[str, typer.Option("--format", help="onnx or torchscript")] = "onnx",
     out: Annotated[
-        Path | None, typer.Option(help="output file (default MODEL/model.onnx or model.pt)")
+        Path | None,
+        typer.Option(
+            help="output file (default: model.onnx or model.pt in the run folder, beside checkpoint/)"
+        ),
     ] = None,
 ) -> None:
     """Export a checkpoint (weights, preprocessing and class names in one file); uint8 images in,

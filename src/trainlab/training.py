@@ -6,6 +6,7 @@ together — data, models, engine, runs — and adds nothing of its own to the t
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -54,10 +55,11 @@ from trainlab.models import count_parameters, create_model, model_options
 from trainlab.runs.environment import collect_environment
 from trainlab.runs.record import (
     CHECKPOINT_DIR,
-    CONFIG_DIGEST_KEY,
     ENVIRONMENT_FILE,
+    STARTED_CONFIG_KEY,
     RunRecorder,
-    config_fingerprint,
+    changed_keys,
+    config_values,
     has_resume_state,
     load_resume_state,
     prepare_run_dir,
@@ -156,9 +158,9 @@ def resolve_amp(config: TrainConfig, device: torch.device) -> torch.dtype | None
     wanted = device.type == "cuda" if config.amp == "auto" else config.amp
     if not wanted:
         return None
-    # Native bf16 only (compute capability 8+): older GPUs (T4, V100) would emulate it, slowly;
-    # they get fp16 with loss scaling instead.
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+    # Native bf16 only (compute capability 8+, Ampere on): older GPUs (T4, V100) would emulate
+    # it, slowly; they get fp16 with loss scaling instead.
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):
         return torch.float16
     return torch.bfloat16
 
@@ -318,12 +320,14 @@ def _start_from_folder(run_dir: Path, runtime_overrides: list[str]) -> RunStart:
     """A run folder to continue: from its last completed epoch, or afresh if it has none."""
     config = read_run_config(run_dir)
     state = load_resume_state(run_dir) if has_resume_state(run_dir) else None
-    started_with = (state or {}).get(CONFIG_DIGEST_KEY)
-    if started_with is not None and started_with != config_fingerprint(config, RESUMABLE_KEYS):
+    started = json.loads((state or {}).get(STARTED_CONFIG_KEY) or "{}")
+    changed = changed_keys(started, config_values(config, RESUMABLE_KEYS))
+    if changed:
         raise RunError(f"{run_dir / 'config.yaml'} is not the config this run started with "
-                       "(edited or damaged): a resume continues the same run, so restore it; "
-                       f"to train with the new config, start a run from it (`trainlab train "
-                       f"--config {run_dir / 'config.yaml'} --out NEW_FOLDER`)")  # fmt: skip
+                       f"(edited or damaged: {', '.join(changed[:5])}): a resume continues the "
+                       "same run, so restore it; to train with the new config, start a run "
+                       f"from it (`trainlab train --config {run_dir / 'config.yaml'} --out "
+                       "NEW_FOLDER`)")  # fmt: skip
     for override in runtime_overrides:
         if override.partition("=")[0] not in RESUMABLE_KEYS:
             raise ConfigError(
@@ -468,7 +472,7 @@ def train(
                 run_dir,
                 preprocessing=preprocessing,
                 class_names=bundle.class_names,
-                config_sha256=config_fingerprint(recorded, RESUMABLE_KEYS),
+                started_config=config_values(recorded, RESUMABLE_KEYS),
             )
         )
 

@@ -175,6 +175,15 @@ def test_a_budgets_first_epoch_leaves_room_for_its_validation(monkeypatch):
     assert state.history[-1]["lr"] < 0.1 * 0.02  # annealed by the time the steps stop
 
 
+def test_a_budget_shorter_than_a_validation_still_trains(monkeypatch):
+    clock = SteppingClock(1e-6)
+    monkeypatch.setattr(loop, "time", clock)
+    trainer = make_trainer(epochs=1, budget=0.3, schedule="cosine")
+    costly_forward(trainer, clock, train=0.01, evaluate=0.5)  # validation: 1 s > the budget
+    state = trainer.fit()
+    assert state.epoch == 1 and state.step >= 1 and state.best_epoch == 1
+
+
 def test_budget_timings_survive_a_resume(monkeypatch):
     clock = SteppingClock(1e-6)
     monkeypatch.setattr(loop, "time", clock)

@@ -108,3 +108,15 @@ def test_other_schedules_ignore_plateau_feedback():
     for value in (1, 2, 3, 4):
         s.end_epoch(value, "min")
     assert s.plateau_factor == 1.0
+
+
+def test_a_run_saved_before_warmup_then_decay_resumes_its_own_schedule():
+    old = schedule(name="cosine", warmup_epochs=1)
+    state = old.state_dict()
+    del state["warmup_end"]  # as an earlier trainlab saved it: warmup multiplied the decay
+    resumed = schedule(name="cosine", warmup_epochs=1)
+    resumed.load_state_dict(state)
+    assert resumed.multiplier(0.5, 5.0) == pytest.approx(0.5)  # no restart at the peak
+    assert resumed.multiplier(0.1, 0.5) == pytest.approx(
+        0.5 * (0.5 + 0.5 * math.cos(0.1 * math.pi))
+    )

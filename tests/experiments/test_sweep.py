@@ -351,6 +351,30 @@ def test_a_dataset_path_is_kept_absolute_for_workers_started_elsewhere(tmp_path,
     assert named.base["data"]["dataset"] == "mnist-5k"
 
 
+def test_a_study_stored_with_a_relative_dataset_path_is_joined_by_its_command(tmp_path,
+                                                                             monkeypatch):  # fmt: skip
+    import copy
+
+    import numpy as np
+
+    images = np.random.default_rng(0).integers(0, 255, (60, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "tiny.npz", x_train=images, y_train=np.arange(60) % 2,
+             x_test=images[:10], y_test=np.arange(10) % 2)  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    base = {"data": {"dataset": "tiny.npz", "val_size": 12}, "model": {"name": "mlp"},
+            "epochs": 1}  # fmt: skip
+    sweep("old", base, grid={"optim.lr": [1e-3]}, storage=url, runs_dir="runs",
+          echo=lambda line: None)  # fmt: skip
+    study = optuna.load_study(study_name="old", storage=open_store(url).storage)
+    stored = copy.deepcopy(study.user_attrs[s.SPEC_ATTR])  # as trainlab stored it until now
+    stored["base"]["data"]["dataset"] = "tiny.npz"
+    study.set_user_attr(s.SPEC_ATTR, stored)
+    report = sweep("old", base, grid={"optim.lr": [1e-3]}, repeats=2, storage=url,
+                   runs_dir="runs", echo=lambda line: None)  # fmt: skip
+    assert report.info.counts["completed"] == 2  # joined (and its first run still its own)
+
+
 def test_the_advice_to_run_again_comes_only_when_runs_are_left(tmp_path, study_base, monkeypatch):
     import importlib
 

@@ -376,3 +376,27 @@ def test_tied_weights_are_saved(tmp_path: Path) -> None:
     save_checkpoint(tmp_path, model, preprocessing=PREPROCESSING, class_names=CLASS_NAMES)
     loaded = load_checkpoint(tmp_path).state_dict
     assert torch.equal(loaded["tied"], first.detach())
+
+
+def test_a_model_that_cannot_be_built_on_the_meta_device_still_loads(saved, monkeypatch) -> None:
+    import trainlab.models
+
+    model, folder = saved
+    build = trainlab.models.model_from_spec
+
+    def numpy_in_init(spec):  # as a user's model calling .numpy() in __init__ would
+        if torch.empty(0).device.type == "meta":
+            raise TypeError("can't convert meta device type tensor to numpy")
+        return build(spec)
+
+    monkeypatch.setattr(trainlab.models, "model_from_spec", numpy_in_init)
+    loaded = load_checkpoint(folder).build_model()
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_save_completed_by_a_reader_meanwhile_is_not_an_error(saved) -> None:
+    _, folder = saved
+    weights = folder / "model.safetensors"
+    # The trainer's last rename finds its pending file gone: a load finished the save first.
+    checkpoint_module._move_into_place(folder / checkpoint_module.PENDING_WEIGHTS_FILE, weights)
+    load_checkpoint(folder)

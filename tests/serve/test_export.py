@@ -98,6 +98,8 @@ def test_default_export_paths_and_refusals(exported, tmp_path):
 
     run_dir, onnx_path = exported
     assert export_model(run_dir, "torchscript") == run_dir / "model.pt"
+    # Given the checkpoint folder itself, the export lands beside it, not in it.
+    assert export_model(run_dir / "checkpoint", "torchscript") == run_dir / "model.pt"
     with pytest.raises(TrainlabError, match="not servable"):
         ServedModel.load(run_dir / "model.pt")  # TorchScript archives are unpickled: never served
     with pytest.raises(TrainlabError, match="already exported"):

@@ -238,11 +238,9 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     without making the host wait: a plain CPU→CUDA copy synchronises the stream, so the host
     would wait for the previous step to finish on every batch. From pinned memory the copy is
     queued like a kernel (the caching host allocator keeps the buffer until it is done)."""
-    if tensor.device == device or tensor.device.type != "cpu":
-        return tensor.to(device)
-    if device.type == "cuda":
-        tensor = tensor.pin_memory()
-    return tensor.to(device, non_blocking=True)
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)  # MPS: a non-blocking copy of a temporary can corrupt it
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def _gen_device(generator: torch.Generator | None) -> torch.device:

@@ -322,6 +322,8 @@ class Trainer:
 
     def _more_epochs(self) -> bool:
         if self.budget is not None:
+            if self.state.epoch == 0:  # a budget shorter than one validation still trains
+                return True
             # An epoch that could run only a sliver of its steps before the final validation
             # would still pay a whole validation pass (and overrun the budget): not started.
             remaining = self._training_horizon() - self.elapsed()

@@ -35,6 +35,7 @@ class LRSchedule:
         self._plateau_best: float | None = None
         self._plateau_bad_epochs = 0
         self._warmup_end: float | None = None  # the fraction of training where warmup ended
+        self._multiplied_warmup = False  # a run saved before the decay started after warmup
 
     def multiplier(self, fraction: float, epoch: float) -> float:
         """The learning rate as a multiple of the peak, at this point of training.
@@ -46,6 +47,8 @@ class LRSchedule:
         """
         config = self.config
         warmup = config.warmup_epochs
+        if warmup > 0 and self._multiplied_warmup:  # resumed: keep the schedule it started with
+            return self._decay(fraction, epoch) * max(min(epoch / warmup, 1.0), 1e-3)
         if warmup > 0:
             if epoch < warmup:
                 ramp = max(epoch / warmup, 1e-3)
@@ -112,3 +115,4 @@ class LRSchedule:
         self._plateau_best = state["plateau_best"]
         self._plateau_bad_epochs = int(state["plateau_bad_epochs"])
         self._warmup_end = state.get("warmup_end")
+        self._multiplied_warmup = "warmup_end" not in state  # saved by an earlier trainlab

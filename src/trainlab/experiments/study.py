@@ -188,11 +188,16 @@ class StudySpec:
 def base_tree(config: TrainConfig) -> dict[str, Any]:
     """The base config as the study keeps it: without this machine's runtime keys, and with a
     data set given as a path made absolute, so workers started from any folder find it."""
+    return with_absolute_dataset(_strip_runtime(config.model_dump(mode="json")))
+
+
+def with_absolute_dataset(tree: dict[str, Any]) -> dict[str, Any]:
+    """``tree`` (a base config) with a data set given as a relative path made absolute, from
+    this folder (also for a study stored before bases kept it absolute)."""
     from trainlab.data.registry import is_registered  # torch: only where a study is planned
 
-    tree = _strip_runtime(config.model_dump(mode="json"))
-    dataset = config.data.dataset
-    if not is_registered(dataset):
+    dataset = (tree.get("data") or {}).get("dataset")
+    if isinstance(dataset, str) and not is_registered(dataset):
         tree["data"]["dataset"] = str(Path(dataset).expanduser().resolve())
     return tree
 
@@ -360,6 +365,7 @@ def joined_spec(existing: str, spec: StudySpec) -> StudySpec:
     """The definition a stored study (``existing``, its JSON) has once ``spec`` joins it: the
     same study may ask for more seeds, samples or trials; any other difference is refused."""
     old = StudySpec.from_json(spec.name, existing)
+    old.base = with_absolute_dataset(old.base)  # stored relative by an earlier trainlab
     differs = _differences(old.identity(), spec.identity())
     if differs:
         shown = ", ".join(d.replace("base.", "") for d in differs[:6])
@@ -367,6 +373,8 @@ def joined_spec(existing: str, spec: StudySpec) -> StudySpec:
             f"study {spec.name!r} already exists with a different definition "
             f"(differs in: {shown}); re-run it with the same settings, or choose a new --study"
         )
+    # The stored base stays as it was (relative, for a study that old): it is part of every
+    # run's identity, so a run it started is still recognised as its own.
     grown = StudySpec.from_json(spec.name, existing)
     grown.repeats, grown.samples = max(old.repeats, spec.repeats), max(old.samples, spec.samples)
     grown.trials = max(old.trials, spec.trials)

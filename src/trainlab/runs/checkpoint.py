@@ -107,7 +107,9 @@ def _shapes_only(architecture: dict[str, Any]) -> nn.Module | None:
             return model_from_spec(architecture)
     except ModelError:
         raise
-    except (RuntimeError, NotImplementedError):  # an operation meta tensors do not support
+    except Exception:
+        # A model computing with real values in __init__ (.numpy(), .item(), ...) cannot be
+        # built there: its weights are checked after building instead.
         return None
 
 
@@ -162,6 +164,10 @@ def save_checkpoint(
 def _move_into_place(pending: Path, weights: Path) -> None:
     try:
         os.replace(pending, weights)
+    except FileNotFoundError:
+        if not weights.is_file():
+            raise WriteError(f"cannot write {weights}: its new weights vanished") from None
+        # A reader loading the checkpoint just now completed this save (_completed_save).
     except OSError as error:
         raise WriteError(f"cannot write {weights}: {error.strerror or error}") from None
 

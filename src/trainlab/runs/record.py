@@ -15,7 +15,6 @@ Every file is written atomically, so a run killed at any moment leaves readable 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -173,22 +172,32 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     write_json_atomic(run_dir / SUMMARY_FILE, finite_or_none(summary))
 
 
-# The resume state's fingerprint of the run's config (what it computes, not where it runs).
-CONFIG_DIGEST_KEY = "config_sha256"
+# The resume state's copy of the run's config (what it computes, not where it runs), as JSON.
+STARTED_CONFIG_KEY = "started_config"
 
 
-def config_fingerprint(config: TrainConfig, runtime_keys: Sequence[str]) -> str:
-    """SHA-256 of ``config`` without ``out`` and ``runtime_keys`` (device, data root, ...: what
-    a resume may change): a resume compares it with the config it started with."""
-    tree = config.model_dump(mode="json")
-    tree.pop("out", None)
-    for dotted in runtime_keys:
-        *parents, leaf = dotted.split(".")
-        node = tree
-        for part in parents:
-            node = node.get(part, {})
-        node.pop(leaf, None)
-    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()
+def config_values(config: TrainConfig, runtime_keys: Sequence[str]) -> dict[str, Any]:
+    """``config`` as dotted keys and JSON values, without ``out`` and ``runtime_keys`` (device,
+    data root, ...: what a resume may change)."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: dict[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict) and key != "options":  # model options: one value
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[f"{prefix}{key}"] = value
+
+    walk(config.model_dump(mode="json"), "")
+    for key in ("out", *runtime_keys):
+        flat.pop(key, None)
+    return flat
+
+
+def changed_keys(started: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Keys whose values differ between the config a run started with and ``now``. A key only
+    one side has is a field another trainlab version added or removed: not a change."""
+    return sorted(key for key in started.keys() & now.keys() if started[key] != now[key])
 
 
 def has_resume_state(run_dir: Path) -> bool:
@@ -212,18 +221,19 @@ class RunRecorder(Callback):
     """
 
     def __init__(self, run_dir: Path, *, preprocessing: dict[str, Any], class_names: list[str],
-                 config_sha256: str | None = None) -> None:  # fmt: skip
+                 started_config: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.run_dir = run_dir
         self.preprocessing = preprocessing
         self.class_names = class_names
-        self.config_sha256 = config_sha256  # saved with the state: a resume checks config.yaml
+        # Saved with the state: a resume checks config.yaml against it.
+        self.started_config = json.dumps(started_config or {}, sort_keys=True)
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, float]) -> None:
         write_text_atomic(self.run_dir / HISTORY_FILE, history_to_csv(trainer.state.history))
         if trainer.state.best_epoch == trainer.state.epoch:
             self.save_best(trainer)
         save_state(self.run_dir / RESUME_STATE,
-                   {**trainer.state_dict(), CONFIG_DIGEST_KEY: self.config_sha256})  # fmt: skip
+                   {**trainer.state_dict(), STARTED_CONFIG_KEY: self.started_config})  # fmt: skip
 
     def save_best(self, trainer: Trainer) -> None:
         best_row = next(

@@ -71,12 +71,15 @@ def _prepare(model_dir: str | Path) -> tuple[_Exported, torch.Tensor, str]:
 
 def export_model(model_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None) -> Path:
     """Export a run or checkpoint folder as ``fmt`` (onnx, torchscript) to ``out`` (default: a
-    ``model.onnx``/``model.pt`` beside the checkpoint); returns the written path."""
+    ``model.onnx``/``model.pt`` beside the checkpoint folder: in the run folder for a run);
+    returns the written path."""
     fmt = fmt.lower()  # `--format ONNX` is what people type
     if fmt not in FORMATS:
         raise TrainlabError(f"unknown export format {fmt!r}; available: {', '.join(FORMATS)}")
     _refuse_exported(model_dir)
-    out = Path(out) if out is not None else Path(model_dir) / f"model{FORMATS[fmt]}"
+    # Beside the checkpoint folder (in the run folder): the checkpoint folder holds only it.
+    default = find_checkpoint(model_dir).parent / f"model{FORMATS[fmt]}"
+    out = Path(out) if out is not None else default
     other = {ext: name for name, ext in FORMATS.items() if name != fmt}
     if out.suffix in other:  # `serve model.onnx` would then fail to parse a TorchScript file
         raise TrainlabError(f"--out {out}: {out.suffix} is the {other[out.suffix]} extension; "
