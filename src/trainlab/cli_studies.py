@@ -427,6 +427,7 @@ def work(
     from trainlab.experiments import open_store, resolve_storage_url
     from trainlab.experiments.launch import LaunchOptions, run_workers
     from trainlab.experiments.study import open_study
+    from trainlab.experiments.sweep import advise_rerun
     from trainlab.experiments.sweep import report as study_report
 
     store = open_store(resolve_storage_url(storage, runs_dir), create=False)
@@ -434,10 +435,12 @@ def work(
     options = LaunchOptions(workers=workers, threads=threads, runs_dir=runs_dir,
                             runtime=runtime_options(device, data_root, offline))  # fmt: skip
     try:
-        run_workers(store.url, study, options, echo)
+        codes = run_workers(store.url, study, options, echo)
     except KeyboardInterrupt:
         raise interrupted(study) from None
-    print_study_end(study_report(store, study))
+    result = study_report(store, study)
+    advise_rerun(codes, result, echo)
+    print_study_end(result)
 
 
 @app.command()

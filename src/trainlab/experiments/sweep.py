@@ -137,12 +137,18 @@ def launch(store: Store, spec: s.StudySpec, base: TrainConfig, *, runs_dir: str 
                             runtime=base_runtime(base, runtime))  # fmt: skip
     codes = run_workers(store.url, spec.name, options, echo)
     result = report(store, spec.name)
+    advise_rerun(codes, result, echo)
+    return result
+
+
+def advise_rerun(codes: Sequence[int], result: StudyReport, echo: Callable[[str], None]) -> None:
+    """After workers that ended abnormally: what they left unfinished, if anything (the other
+    workers take over what they can)."""
     counts = result.info.counts
     left = counts["interrupted"] + counts["running"] + counts["waiting"]
-    if any(codes) and left:  # the other workers took over what they could; this is what is not
-        echo(f"{left} run(s) of {spec.name} left unfinished by the worker(s) that ended: run the "
-             "same command again to resume them")  # fmt: skip
-    return result
+    if any(codes) and left:
+        echo(f"{left} run(s) of {result.name} left unfinished by the worker(s) that ended: run "
+             "the same command again to resume them")  # fmt: skip
 
 
 def plan_sweep(
