@@ -104,7 +104,7 @@ def fmt_value(value: Any) -> str:
 
 def fmt_metric(value: Any, metric: str) -> str:
     """A metric's value as every study table prints it (``results.format_metric``)."""
-    from trainlab.experiments.results import format_metric
+    from trainlab.units import format_metric
 
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         return fmt_value(value)
@@ -121,7 +121,7 @@ def mean_std(metric: str, mean: float | None, std: float | None, n: int, planned
     """``97.12 ± 0.21% (n=3)`` (a share, as ``results.format_metric``), ``0.0912 ± 0.0021 (n=3)``
     (a loss); ``(n=1 of 3)`` when runs of the configuration failed or are not finished: a mean
     of the survivors must not pass for a mean of them all."""
-    from trainlab.experiments.results import format_metric
+    from trainlab.units import format_metric
 
     if mean is None:
         return "-"

@@ -260,3 +260,16 @@ def test_learning_curve_panels_have_whole_epoch_ticks_and_full_titles():
     for ax in panels:
         ticks = [t for t in ax.get_xticks() if 1 <= t <= 3]
         assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_accuracy_axes_are_in_percent_as_the_tables_and_losses_are_not():
+    from matplotlib.ticker import PercentFormatter
+
+    curves = learning_curves([RUN_A, RUN_B], [None, 2])
+    accuracy = plots.learning_curves_figure({"a": curves}, "accuracy")
+    loss = plots.learning_curves_figure({"a": curves}, "loss")
+    assert isinstance(accuracy.axes[0].yaxis.get_major_formatter(), PercentFormatter)
+    assert not isinstance(loss.axes[0].yaxis.get_major_formatter(), PercentFormatter)
+    accuracy.canvas.draw()
+    labels = [t.get_text() for t in accuracy.axes[0].get_yticklabels() if t.get_text()]
+    assert labels and all(label.endswith("%") for label in labels)

@@ -49,7 +49,7 @@ def test_markdown_report_with_figures_csv_and_the_failed_runs(study, tmp_path):
                     "## How the diagnostics are decided"):  # fmt: skip
         assert heading in text, heading
     assert "2 run(s) failed" in text and "diverged" in text
-    assert "only 2 completed run(s): a t-test on 2 value(s) has 1 degree(s) of freedom" in text
+    assert "only 2 completed runs: a t-test on 2 values has 1 degree(s) of freedom" in text
     assert "Welch" in text and "Holm" in text
     assert re.search(r"ρ = -?\d\.\d{3}", text)
     for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", text):
@@ -89,6 +89,9 @@ def test_a_search_report_has_history_and_importances(tmp_path, study_base):
     files = write_report(collect_study(open_store(url), "search"), tmp_path / "out")
     names = {p.name for p in files.figures}
     assert {"history.png", "importances.png"} <= names
+    text = files.main.read_text()  # one run per trial: nothing tested, and how to test it
+    assert "a single completed run: no test can compare them" in text
+    assert "sweep the leading configurations with seeds" in text
 
 
 def test_a_single_run_folder_report(tmp_path, tiny_config):

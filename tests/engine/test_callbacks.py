@@ -47,7 +47,7 @@ def test_the_stop_reason_names_the_kept_epoch_and_its_value():
     """With min_delta, epoch 3 (0.94) is kept although it beat epoch 1 by less than 0.1."""
     trainer, callback = FakeTrainer(), EarlyStopping(patience=2, min_delta=0.1)
     feed(callback, trainer, [1.0, 0.95, 0.94])
-    assert trainer.stopped[1].endswith("(best 0.94 at epoch 3)")
+    assert trainer.stopped[1].endswith("(best 0.9400 at epoch 3)")  # a loss: four decimals
 
 
 def test_early_stopping_improvement_resets_the_wait_and_state_round_trips():
@@ -107,7 +107,10 @@ def test_epoch_line_format():
         "seconds": 1.25,
     }
     line = format_epoch_line(record, 12)
-    assert line.startswith("epoch   3/12  train loss 0.4123 acc 0.8700 | val loss 0.3000")
+    assert line.startswith(
+        "epoch   3/12  train loss 0.4123 acc 87.00% | val loss 0.3000 "
+        "acc 91.00% bal 90.00% f1 90.50%"
+    )  # shares as every table shows them
     assert line.endswith("| lr 1.00e-03 | 1.2s")
 
 

@@ -28,10 +28,11 @@ from typing import Any, Literal
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from trainlab._io import atomic_path
 from trainlab.analysis.stats import Correlation, spearman, summarize
+from trainlab.units import is_fraction
 
 __all__ = [
     "PALETTE",
@@ -492,6 +493,12 @@ def _mark_epochs(ax: Axes, curves: LearningCurves) -> None:
         )
 
 
+def _in_percent(axis: Any, metric: str) -> None:
+    """Ticks of a share (accuracy, F1) in percent, as every table prints it; losses as they are."""
+    if is_fraction(metric):
+        axis.set_major_formatter(PercentFormatter(xmax=1.0))
+
+
 def _label_grid(axes: Sequence[Axes], count: int, columns: int, ylabel: str) -> None:
     """Hide unused panels; label the lowest panel of each column and the first of each row."""
     for ax in axes[count:]:
@@ -552,6 +559,7 @@ def learning_curves_figure(
     else:  # shared: one locator for every panel; no epoch 2.5
         axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     _label_grid(axes, count, columns, metric)
+    _in_percent(axes[0].yaxis, metric)  # shared by every panel
     handles, labels = _legend_entries(axes[:count])
     if handles:
         figure.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8)
@@ -572,6 +580,7 @@ def draw_scatter(data: ScatterData, path: str | Path, title: str | None = None) 
     ax.set_title(title or f"Loss vs accuracy: Spearman ρ = {rho} (n = {data.n} epochs)")
     ax.set_xlabel("validation loss")
     ax.set_ylabel("validation accuracy")
+    _in_percent(ax.yaxis, "accuracy")
     ax.grid(alpha=0.3)
     return save_png(figure, path)
 
@@ -585,7 +594,8 @@ def draw_confusion(
     figure = new_figure((side + 1.2, side))
     ax = figure.subplots()
     image = ax.imshow(data.row_normalized, cmap="Blues", vmin=0, vmax=1)
-    figure.colorbar(image, ax=ax, label="fraction of the true class")
+    bar = figure.colorbar(image, ax=ax, label="share of the true class")
+    _in_percent(bar.ax.yaxis, "accuracy")
     ticks = list(range(size))
     labels = [_shorten(name, 16) for name in data.class_names]
     tilt = size > 5 and max(map(len, labels), default=0) > 2  # long names would overlap
@@ -655,6 +665,7 @@ def draw_param_effect(
         ax.set_xticks(positions, [_shorten(str(level), 20) for level in data.levels])
     ax.set_xlabel(parameter)
     ax.set_ylabel(metric)
+    _in_percent(ax.yaxis, metric)
     runs = sorted(set(data.n))
     counts = f"{runs[0]}–{runs[-1]}" if len(runs) > 1 else str(runs[0]) if runs else "0"
     ax.set_title(f"{metric} by {parameter} (n = {counts} runs a level)")
@@ -683,6 +694,7 @@ def draw_optimization_history(data: HistoryData, path: str | Path, metric: str =
         _no_data(ax, "no completed trials")
     ax.set_xlabel("trial")
     ax.set_ylabel(metric)
+    _in_percent(ax.yaxis, metric)
     ax.set_title(f"Optimisation history ({data.direction} {metric})")
     ax.grid(alpha=0.3)
     return save_png(figure, path)

@@ -40,7 +40,7 @@ from trainlab.analysis.tables import (
     default_pivot,
     format_param,
 )
-from trainlab.experiments.results import format_metric
+from trainlab.units import format_metric
 
 MAX_CURVES = 12  # configurations drawn in the learning-curve grids (the best ones)
 GALLERY_SIZE = 24
@@ -138,12 +138,18 @@ def results_section(
     if table.within:
         doc.add(Note(WITHIN_DATASET, "info"))
     smallest = min((len(group.main_values()) for group in table.groups), default=0)
-    if len(table.groups) > 1 and smallest < LOW_POWER_N:
+    more = MORE_RUNS.get(kind, MORE_RUNS["sweep"])
+    if len(table.groups) > 1 and smallest < 2:
         doc.add(Note(
-            f"Some configurations have only {smallest} completed run(s): a t-test on {smallest} "
-            f"value(s) has {max(smallest - 1, 0)} degree(s) of freedom, so only very large "
+            "Some configurations have a single completed run: no test can compare them (their "
+            f"rows say \"untested\"), and one run's value says little about its seed's luck. {more}",
+            "info"))  # fmt: skip
+    elif len(table.groups) > 1 and smallest < LOW_POWER_N:
+        doc.add(Note(
+            f"Some configurations have only {smallest} completed runs: a t-test on {smallest} "
+            f"values has {smallest - 1} degree(s) of freedom, so only very large "
             "differences can show as distinguishable, and \"not distinguishable\" here means "
-            f"\"not enough runs to tell\". {MORE_RUNS.get(kind, MORE_RUNS['sweep'])}",
+            f"\"not enough runs to tell\". {more}",
             "info"))  # fmt: skip
     return csv_path
 

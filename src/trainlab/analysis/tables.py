@@ -30,14 +30,9 @@ from trainlab.analysis.stats import (
     summarize,
 )
 from trainlab.errors import StudyError
-from trainlab.experiments.results import (
-    DATASET_KEY,
-    best_first,
-    format_metric,
-    is_fraction,
-    ranking_mean,
-)
+from trainlab.experiments.results import DATASET_KEY, best_first, ranking_mean
 from trainlab.experiments.space import format_param
+from trainlab.units import format_metric, is_fraction
 
 # Test classes this much rarer than the commonest make plain accuracy flattering.
 IMBALANCE_RATIO = 1.5

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from trainlab.engine.monitor import is_improvement
+from trainlab.units import format_metric
 
 if TYPE_CHECKING:
     from trainlab.engine.loop import Trainer
@@ -65,7 +66,8 @@ class EarlyStopping(Callback):
             best = (
                 "none finite"
                 if self.best is None or best_value is None
-                else f"best {best_value:.4g} at epoch {trainer.state.best_epoch}"
+                else f"best {format_metric(best_value, trainer.monitor)} at epoch "
+                f"{trainer.state.best_epoch}"
             )
             trainer.request_stop(
                 "early_stopped",

@@ -9,22 +9,24 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from trainlab.engine.callbacks import Callback
+from trainlab.units import format_metric
 
 if TYPE_CHECKING:
     from trainlab.engine.loop import Trainer
 
 
 def format_epoch_line(record: dict[str, float], epochs: int | None) -> str:
-    """``epoch  3/12  train loss 0.412 acc 0.874 | val loss 0.301 acc 0.912 bal 0.910 f1 0.909 ...``"""
+    """``epoch  3/12  train loss 0.4120 acc 87.40% | val loss 0.3010 acc 91.20% bal 91.00%
+    f1 90.90% ...``: shares in percent, as every table prints them (``trainlab.units``)."""
     of = f"/{epochs}" if epochs else ""
     line = (
         f"epoch {int(record['epoch']):>3}{of}  train loss {record['train_loss']:.4f} "
-        f"acc {record['train_accuracy']:.4f}"
+        f"acc {_share(record['train_accuracy'])}"
     )
     if not math.isnan(record["val_loss"]):
         line += (
-            f" | val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.4f} "
-            f"bal {record['val_balanced_accuracy']:.4f} f1 {record['val_macro_f1']:.4f}"
+            f" | val loss {record['val_loss']:.4f} acc {_share(record['val_accuracy'])} "
+            f"bal {_share(record['val_balanced_accuracy'])} f1 {_share(record['val_macro_f1'])}"
         )
     return line + f" | lr {record['lr']:.2e} | {record['seconds']:.1f}s"
 
@@ -32,6 +34,11 @@ def format_epoch_line(record: dict[str, float], epochs: int | None) -> str:
 def _number(value: float, digits: int) -> str:
     """A running value, or a dash before its first read-back of the epoch."""
     return "–" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _share(value: float) -> str:
+    """An accuracy or F1 in percent, or a dash before there is one."""
+    return "–" if math.isnan(value) else format_metric(value, "accuracy")
 
 
 class ProgressBar(Callback):
@@ -75,9 +82,10 @@ class ProgressBar(Callback):
             return
         stats = trainer.stats
         batch = trainer.state.step % max(trainer.steps_per_epoch, 1) or trainer.steps_per_epoch
-        info = f"batch {batch}/{trainer.steps_per_epoch} loss {_number(stats.last_loss, 4)} acc {_number(stats.last_accuracy, 3)}"
+        info = (f"batch {batch}/{trainer.steps_per_epoch} loss {_number(stats.last_loss, 4)} "
+                f"acc {_share(stats.last_accuracy)}")  # fmt: skip
         if trainer.state.history:
-            info += f" | val acc {trainer.state.history[-1]['val_accuracy']:.4f}"
+            info += f" | val acc {_share(trainer.state.history[-1]['val_accuracy'])}"
         self.progress.update(
             self.task,
             completed=self._completed(trainer),

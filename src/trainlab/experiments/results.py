@@ -18,18 +18,6 @@ from trainlab.experiments.store import Store
 RANK_DIGITS = 12
 
 
-def is_fraction(metric: str) -> bool:
-    """Whether ``metric`` (``val.accuracy``, ``test.macro_f1``, ``top5_accuracy``, ``val.loss``)
-    is a share of images in [0, 1]: accuracies and F1 scores, not losses."""
-    return metric.endswith(("accuracy", "f1"))
-
-
-def format_metric(value: float, metric: str) -> str:
-    """One number of ``metric`` as every table and line prints it: shares in percent with two
-    decimals (``97.12%``, as ``trainlab train`` and the papers print them), losses with four."""
-    return f"{100 * value:.2f}%" if is_fraction(metric) else f"{value:.4f}"
-
-
 def ranking_mean(values: Sequence[float]) -> float:
     """The one mean every ranking of configurations uses (the report's results table and best
     configuration, ``trainlab compare``, ``trainlab best``, the end of a sweep): exact and

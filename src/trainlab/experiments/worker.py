@@ -35,8 +35,8 @@ from trainlab._io import write_json_atomic
 from trainlab.engine.callbacks import Callback
 from trainlab.errors import StudyError, TrainlabError
 from trainlab.experiments import study as s
-from trainlab.experiments.results import format_metric
 from trainlab.experiments.store import Store
+from trainlab.units import format_metric
 
 HEARTBEAT_SECONDS = 10.0
 LOST_AFTER_SECONDS = 60.0  # no heartbeat this long from another machine: its worker is gone
