@@ -137,3 +137,17 @@ def test_mistakes_are_one_line_and_exit_2(where, args, message):
     assert message in result.output
     assert "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_ranking_over_several_data_sets_ranks_within_each():
+    from types import SimpleNamespace
+
+    from trainlab.cli_studies import within_datasets
+
+    ranked = [SimpleNamespace(overrides={"data.dataset": name, "optim.name": optimizer})
+              for name, optimizer in [("mnist", "adam"), ("fashion", "adam"), ("mnist", "sgd"),
+                                      ("fashion", "sgd")]]  # fmt: skip
+    shown = [(rank, g.overrides["data.dataset"], g.overrides["optim.name"])
+             for rank, g in within_datasets(ranked)]  # fmt: skip
+    assert shown == [(1, "mnist", "adam"), (2, "mnist", "sgd"), (1, "fashion", "adam"),
+                     (2, "fashion", "sgd")]  # fmt: skip

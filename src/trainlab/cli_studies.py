@@ -144,13 +144,26 @@ def print_ranking(report: Any, top: int) -> None:
     keys = list(ranked[0].overrides)
     headers = ["rank", *keys, f"{spec_metric} mean ± std (n)", f"test.{test_metric}", "runs"]
     rows = []
-    for index, group in enumerate(ranked, start=1):
+    for index, group in within_datasets(ranked):
         rows.append([str(index), *(fmt_param(group.overrides.get(k)) for k in keys),
                      mean_std(spec_metric, group.mean, group.std, group.n, group.planned),
                      mean_std(test_metric, group.test_mean(test_metric),
                               group.test_std(test_metric), len(group.test.get(test_metric, []))),
                      " ".join(f"#{n}" for n in group.numbers)])  # fmt: skip
     print_columns(headers, rows)
+
+
+def within_datasets(ranked: list[Any]) -> list[tuple[int, Any]]:
+    """``ranked`` with its rank, as it is: or, when the configurations span several data sets
+    (whose accuracies are not comparable), grouped by data set and ranked within each."""
+    from trainlab.experiments.results import DATASET_KEY
+
+    datasets: dict[str, list[Any]] = {}
+    for group in ranked:
+        key = json.dumps(group.overrides.get(DATASET_KEY), default=str)
+        datasets.setdefault(key, []).append(group)
+    return [(rank, group) for groups in datasets.values()
+            for rank, group in enumerate(groups, start=1)]  # fmt: skip
 
 
 def print_best(report: Any) -> None:

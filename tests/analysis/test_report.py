@@ -194,6 +194,11 @@ def test_the_two_way_table_follows_the_results(tmp_path):
     assert "<h2>optim.name × data.dataset</h2>" in html
     assert "<td><strong>95.00 ± 1.00%</strong> (n=3, lr=0.001) ★</td>" in html
 
+    # Effects are drawn per data set: one figure per key and data set, none for the data set.
+    assert "`val.accuracy` versus `optim.name` on mnist" in text
+    assert "`val.accuracy` versus `optim.name` on fashion-mnist" in text
+    assert "versus `data.dataset`" not in text
+
     again = write_report(study, tmp_path / "out")  # the same folder, no pivot asked this time
     assert again.pivot_csv is None and not (tmp_path / "out" / "pivot.csv").exists()
     assert "× data.dataset" not in again.main.read_text()

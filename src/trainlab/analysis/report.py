@@ -9,6 +9,7 @@ rules behind the diagnostics.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +38,11 @@ from trainlab.analysis.tables import (
     ResultTable,
     build_pivot,
     build_table,
+    datasets_vary,
     default_pivot,
     format_param,
 )
+from trainlab.experiments.results import DATASET_KEY
 from trainlab.units import format_metric
 
 MAX_CURVES = 12  # configurations drawn in the learning-curve grids (the best ones)
@@ -376,14 +379,30 @@ def effects_section(doc: Document, data: StudyData, figures: Path) -> list[Path]
         if found:
             paths.append(plots.draw_importances(found, figures / "importances.png"))
             doc.add(Figure(paths[-1], "Parameter importances (Optuna)"))
-    for index, key in enumerate(data.keys):
-        effect = plots.param_effect([run.overrides.get(key) for run in completed],
-                                    [run.value for run in completed], folds=data.cv)  # fmt: skip
-        path = figures / f"effect-{index}.png"
-        paths.append(plots.draw_param_effect(effect, path, parameter=key, metric=data.metric))
-        doc.add(Figure(path, f"`{data.metric}` versus `{key}` (mean and 95% interval over all "
-                             "runs at each value; other parameters pooled)"))  # fmt: skip
+    # Values of different data sets are not comparable: with several, each key's effect is
+    # drawn once per data set (and the data set itself is no "effect").
+    by_dataset = _runs_by_dataset(completed) if datasets_vary(data) else {"": completed}
+    keys = [key for key in data.keys if len(by_dataset) == 1 or key != DATASET_KEY]
+    for index, key in enumerate(keys):
+        for part, (dataset, runs) in enumerate(by_dataset.items()):
+            effect = plots.param_effect([run.overrides.get(key) for run in runs],
+                                        [run.value for run in runs], folds=data.cv)  # fmt: skip
+            suffix = f"-{part}" if dataset else ""
+            path = figures / f"effect-{index}{suffix}.png"
+            paths.append(plots.draw_param_effect(effect, path, parameter=key, metric=data.metric))
+            where = f" on {format_param(dataset)}" if dataset else ""
+            doc.add(Figure(path, f"`{data.metric}` versus `{key}`{where} (mean and 95% interval "
+                                 "over all runs at each value; other parameters pooled)"))  # fmt: skip
     return paths
+
+
+def _runs_by_dataset(runs: list[RunData]) -> dict[Any, list[RunData]]:
+    """Runs grouped by their data set, in the order the data sets first appear."""
+    groups: dict[str, tuple[Any, list[RunData]]] = {}
+    for run in runs:
+        dataset = run.overrides.get(DATASET_KEY)
+        groups.setdefault(json.dumps(dataset, default=str), (dataset, []))[1].append(run)
+    return dict(groups.values())
 
 
 def environment_lines(environment: dict[str, Any]) -> list[str]:
