@@ -50,6 +50,8 @@ def test_markdown_report_with_figures_csv_and_the_failed_runs(study, tmp_path):
         assert heading in text, heading
     assert "2 run(s) failed" in text and "diverged" in text
     assert "only 2 completed runs: a t-test on 2 values has 1 degree(s) of freedom" in text
+    bounds = [b for m in build_table(study).main for b in (m.ci_low, m.ci_high)]
+    assert ("can reach past 0–100%" in text) == any(not 0 <= b <= 1 for b in bounds)
     assert "Welch" in text and "Holm" in text
     assert re.search(r"ρ = -?\d\.\d{3}", text)
     for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", text):

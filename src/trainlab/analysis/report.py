@@ -43,7 +43,7 @@ from trainlab.analysis.tables import (
     format_param,
 )
 from trainlab.experiments.results import DATASET_KEY
-from trainlab.units import format_metric
+from trainlab.units import format_metric, is_fraction
 
 MAX_CURVES = 12  # configurations drawn in the learning-curve grids (the best ones)
 GALLERY_SIZE = 24
@@ -120,6 +120,19 @@ MORE_RUNS = {
 }
 
 
+def _beyond_the_scale(table: ResultTable) -> str:
+    """Why an accuracy's interval may run past 0–100%, said where one does."""
+    if not is_fraction(table.metric):
+        return ""
+    bounds = [b for m in table.main for b in (m.ci_low, m.ci_high) if b is not None]
+    if all(0.0 <= bound <= 1.0 for bound in bounds):
+        return ""
+    return (
+        " (with few runs it can reach past 0–100%: it bounds where the mean may lie, "
+        "computed as for any number, not where an accuracy can be)"
+    )
+
+
 def results_section(
     doc: Document, table: ResultTable, folder: Path, cv: int = 0, kind: str = "sweep"
 ) -> Path:
@@ -134,9 +147,9 @@ def results_section(
     doc.add(Paragraph(
         f"Each cell is mean ± sample standard deviation over {over}, with n the number of "
         f"completed runs; the metrics are those of each run's best validation epoch by "
-        f"`{table.metric}`. The interval is the 95% t-interval of the mean of `{table.metric}`. "
-        f"**vs. best**: {stats.comparison_description(cv)} The same numbers, unrounded: "
-        f"`{csv_path.name}`."
+        f"`{table.metric}`. The interval is the 95% t-interval of the mean of `{table.metric}`"
+        f"{_beyond_the_scale(table)}. **vs. best**: {stats.comparison_description(cv)} The same "
+        f"numbers, unrounded: `{csv_path.name}`."
     ))  # fmt: skip
     if table.within:
         doc.add(Note(WITHIN_DATASET, "info"))
