@@ -28,4 +28,4 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     fi
 fi
 .venv/bin/python -m pip install --quiet -e ".[dev]"
-echo "trainlab is installed in .venv: run .venv/bin/trainlab --help"
+echo "trainlab is installed in .venv: run .venv/bin/trainlab --help (or 'source .venv/bin/activate' once per shell, then trainlab ...)"

@@ -592,3 +592,16 @@ def test_a_failed_write_is_one_line_and_still_an_oserror(tmp_path):
     with pytest.raises(OSError, match=r"cannot write .*afile/out\.txt") as caught:
         write_text_atomic(tmp_path / "afile" / "out.txt", "hello")  # a read-only cache is let be
     assert isinstance(caught.value, RunError)
+
+
+def test_threads_sets_torchs_cpu_threads_and_stays_out_of_the_config(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        result = invoke("train", *SMALL, "--threads", "1", "--out", str(tmp_path / "run"))
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == 1
+        assert "threads" not in (tmp_path / "run" / "config.yaml").read_text()
+    finally:
+        torch.set_num_threads(before)

@@ -57,7 +57,7 @@ def user_errors(function: F) -> F:
 
 
 # Flags that change how a run executes, not what it computes: allowed together with --resume.
-RESUME_FLAGS = {"device", "no_progress", "data_root", "offline"}
+RESUME_FLAGS = {"device", "no_progress", "data_root", "offline", "threads"}
 
 
 def given_on_command_line(ctx: typer.Context, name: str) -> bool:
@@ -299,6 +299,14 @@ def train(
         str | None, typer.Option(help="run folder (default `runs/<time>-<dataset>-<model>`)")
     ] = None,
     resume: Annotated[Path | None, typer.Option(help="continue the run in this folder")] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="torch CPU threads (default: one per core; fewer when other "
+            "work shares the machine: oversubscribed cores slow down a lot)",
+        ),
+    ] = None,
     no_progress: Annotated[
         bool,
         typer.Option(
@@ -312,6 +320,10 @@ def train(
     from trainlab.training import RunInterrupted
     from trainlab.training import train as run_training
 
+    if threads is not None:  # where it runs, not what it computes: not part of the config
+        import torch
+
+        torch.set_num_threads(threads)
     try:
         if resume is not None:
             blocked = [name for name in given if name not in RESUME_FLAGS and name != "resume"]
