@@ -273,3 +273,14 @@ def test_accuracy_axes_are_in_percent_as_the_tables_and_losses_are_not():
     accuracy.canvas.draw()
     labels = [t.get_text() for t in accuracy.axes[0].get_yticklabels() if t.get_text()]
     assert labels and all(label.endswith("%") for label in labels)
+
+
+def test_one_epoch_runs_show_their_points_on_a_whole_epoch_axis():
+    one_epoch = {"epoch": 1.0, "train_loss": 1.0, "val_loss": 0.9, "train_accuracy": 0.5,
+                 "val_accuracy": 0.6}  # fmt: skip
+    curves = learning_curves([[one_epoch], [one_epoch]], [1, 1])
+    figure = plots.learning_curves_figure({"a": curves}, "loss")
+    figure.canvas.draw()
+    ax = figure.axes[0]
+    assert any(line.get_marker() == "o" for line in ax.get_lines())  # a lone point is visible
+    assert [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]] == [1.0]

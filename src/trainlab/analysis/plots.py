@@ -28,7 +28,7 @@ from typing import Any, Literal
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, PercentFormatter
+from matplotlib.ticker import FixedLocator, MaxNLocator, PercentFormatter
 
 from trainlab._io import atomic_path
 from trainlab.analysis.stats import Correlation, spearman, summarize
@@ -467,7 +467,9 @@ def _draw_band(ax: Axes, band: Band, color: str, label: str, linestyle: str) -> 
     if not band.epochs:
         return
     ax.fill_between(band.epochs, band.low, band.high, color=color, alpha=0.2, linewidth=0)
-    ax.plot(band.epochs, band.mean, color=color, linestyle=linestyle, linewidth=1.8, label=label)
+    marker = "o" if len(band.epochs) <= 2 else None  # a line of one point would not show
+    ax.plot(band.epochs, band.mean, color=color, linestyle=linestyle, linewidth=1.8, label=label,
+            marker=marker, markersize=5)  # fmt: skip
 
 
 def _mark_epochs(ax: Axes, curves: LearningCurves) -> None:
@@ -558,6 +560,11 @@ def learning_curves_figure(
         _no_data(axes[0], "no runs with a history")
     else:  # shared: one locator for every panel; no epoch 2.5
         axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+        low, high = axes[0].get_xlim()
+        if high - low < 2:  # one or two epochs: half an epoch either side, a tick at each
+            first, last = round(low), round(high)
+            axes[0].xaxis.set_major_locator(FixedLocator(range(first, last + 1)))
+            axes[0].set_xlim(first - 0.5, last + 0.5)
     _label_grid(axes, count, columns, metric)
     _in_percent(axes[0].yaxis, metric)  # shared by every panel
     handles, labels = _legend_entries(axes[:count])
@@ -655,7 +662,7 @@ def draw_param_effect(
         capsize=4,
         linewidth=1.5,
         linestyle="-" if data.numeric else "none",  # categories have no order to connect
-        label="mean, 95% CI",
+        label="mean, 95% CI" if any(n > 1 for n in data.n) else "one run each (no interval)",
     )
     if not data.levels:
         _no_data(ax, "no completed runs")
@@ -693,6 +700,7 @@ def draw_optimization_history(data: HistoryData, path: str | Path, metric: str =
     else:
         _no_data(ax, "no completed trials")
     ax.set_xlabel("trial")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no trial 0.25
     ax.set_ylabel(metric)
     _in_percent(ax.yaxis, metric)
     ax.set_title(f"Optimisation history ({data.direction} {metric})")
