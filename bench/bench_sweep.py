@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from procstat import machine_busy_seconds
+from procstat import machine_busy_seconds, own_seconds
 from trainlab.experiments import open_store, study_runs, sweep
 from trainlab.experiments.launch import available_cores
 
@@ -40,12 +40,6 @@ def learning_rates(count: int) -> list[float]:
     if count == 1:
         return [1e-3]
     return [float(f"{3e-3 * 0.1 ** (i / (count - 1)):.2g}") for i in range(count)]
-
-
-def own_seconds() -> float:
-    """CPU seconds of this process and its finished children (the joined worker processes)."""
-    times = os.times()
-    return times.user + times.system + times.children_user + times.children_system
 
 
 def base_config(args: argparse.Namespace) -> dict[str, Any]:

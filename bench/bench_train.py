@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 import trainlab
+from procstat import machine_busy_seconds, others_cores, own_seconds
 from trainlab.config import TrainConfig
 from trainlab.data import load_dataset
 from trainlab.data.splits import carve_validation
@@ -144,10 +145,13 @@ def main() -> None:
     for seed in range(args.repeats):
         # Interleaved, so that machine noise hits all of them alike.
         for name, runner in runners.items():
+            busy, own, started = machine_busy_seconds(), own_seconds(), time.perf_counter()
             outcome = runner(args.dataset, seed)
+            outcome["others"] = others_cores(busy, own, time.perf_counter() - started)
             results[name].append(outcome)
-            print(f"  seed {seed} {name:14s} {outcome['seconds']:7.1f} s  test acc {outcome['accuracy']:.4f}"
-                  f"  epochs {outcome['epochs']}")  # fmt: skip
+            print(f"  seed {seed} {name:14s} {outcome['seconds']:7.1f} s  test acc "
+                  f"{100 * outcome['accuracy']:.2f}%  epochs {outcome['epochs']}  other processes "
+                  f"{outcome['others']:.2f} cores")  # fmt: skip
 
     print(f"\nmedian of {args.repeats} | seconds | test accuracy | epochs")
     print("---|---|---|---")
@@ -155,7 +159,7 @@ def main() -> None:
     for name, runs in results.items():
         medians[name] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
         m = medians[name]
-        print(f"{name} | {m['seconds']:.1f} | {m['accuracy']:.4f} | {m['epochs']:.0f}")
+        print(f"{name} | {m['seconds']:.1f} | {100 * m['accuracy']:.2f}% | {m['epochs']:.0f}")
     print()
     for name in ("trainlab", "trainlab-80/20"):
         speedup = medians["baseline"]["seconds"] / medians[name]["seconds"]
@@ -163,6 +167,10 @@ def main() -> None:
         print(
             f"{name}: {speedup:.2f}x faster (wall time), {100 * gain:+.2f} points of test accuracy"
         )
+    worst = max(outcome["others"] for runs in results.values() for outcome in runs)
+    if worst > 0.2:
+        print(f"warning: other processes kept up to {worst:.2f} cores busy during a run; the "
+              "times say little: run again on a quiet machine")  # fmt: skip
 
 
 if __name__ == "__main__":
