@@ -53,7 +53,8 @@ def test_overfitting_onset_gaps_and_finding():
     assert found.finding == (
         "val loss bottoms out at epoch 7 (0.081) and rises to 0.12 by epoch 20 while train loss "
         "keeps falling to 0.012: overfitting; try stronger augmentation, more regularisation or "
-        "fewer epochs (early stopping would have kept epoch 7)."
+        "fewer epochs (early stopping would have ended the run soon after epoch 7; the weights "
+        "kept are the best epoch's by the monitored metric either way)."
     )
 
 

@@ -105,6 +105,14 @@ def test_a_single_run_folder_report(tmp_path, tiny_config):
     text = files.main.read_text()
     assert text.startswith("# Run run") and "## Learning curves" in text and "## Results" in text
     assert "mistakes.png" in {p.name for p in files.figures}
+    # One run: its values, not means over seeds with intervals and a test against itself.
+    accuracy = f"{100 * result.test['accuracy']:.2f}%"
+    assert (
+        f"| test accuracy | {accuracy} |" in text
+        and f"| best epoch | {result.summary['best_epoch']} |" in text
+    )
+    assert "vs. best" not in text and "over seeds" not in text and "95% CI" not in text
+    assert "On the run's curves" in text
 
 
 def test_an_unfinished_study_says_so(tmp_path, study_base):

@@ -351,7 +351,8 @@ def _overfitting_finding(facts: _Facts) -> str:
     stop = (
         _early_stop_text(facts)
         if facts.early_stopped
-        else f"early stopping would have kept epoch {best.epoch}"
+        else f"early stopping would have ended the run soon after epoch {best.epoch}; the "
+        "weights kept are the best epoch's by the monitored metric either way"
     )
     return (
         f"val loss bottoms out at epoch {best.epoch} ({_num(best.val_loss)}) and rises to "

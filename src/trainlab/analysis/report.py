@@ -133,6 +133,32 @@ def _beyond_the_scale(table: ResultTable) -> str:
     )
 
 
+def run_results_section(doc: Document, table: ResultTable, folder: Path) -> Path:
+    """A single run's values: one per line (no means, intervals or tests of one value)."""
+    headers, rows = table.csv()
+    csv_path = folder / RESULTS_CSV
+    write_text_atomic(csv_path, table_csv(headers, rows))
+    (group,) = table.groups[:1]
+    metric_value = table.main[0].mean
+    lines = []
+    if table.metric != "val.loss":  # the val loss line says that one already
+        shown = "–" if metric_value is None else format_metric(metric_value, table.metric)
+        lines.append([table.metric, shown])
+    for column in table.columns:
+        value = group.summary(column).mean
+        if value is None:
+            shown = "–"
+        elif column.percent:
+            shown = f"{100 * value:.2f}%"
+        else:  # an epoch is a whole number; seconds and losses keep their digits
+            shown = str(int(value)) if float(value).is_integer() else f"{value:.{column.digits}f}"
+        lines.append([column.title, shown])
+    doc.add(Heading("Results"), Table(["", "value"], lines, [False, True]),
+            Paragraph(f"The run's values at its kept epoch (the best by `{table.metric}`); "
+                      f"unrounded in `{csv_path.name}`."))  # fmt: skip
+    return csv_path
+
+
 def results_section(
     doc: Document, table: ResultTable, folder: Path, cv: int = 0, kind: str = "sweep"
 ) -> Path:
@@ -196,16 +222,19 @@ def _curves(group: ConfigGroup) -> plots.LearningCurves:
                                  best_epochs=[run.best_epoch for run in runs])  # fmt: skip
 
 
-def curves_section(doc: Document, table: ResultTable, figures: Path) -> list[Path]:
+def curves_section(
+    doc: Document, table: ResultTable, figures: Path, single: bool = False
+) -> list[Path]:
     """Every configuration, best first, in grids of ``MAX_CURVES`` panels per figure."""
     groups = [g for g in table.groups if _histories(g)]
     if not groups:
         return []
-    doc.add(Heading("Learning curves"),
-            Paragraph("Train and validation curves per configuration, best first: the line is "
-                      "the mean over seeds, the band ± one standard deviation (train dashed, "
-                      "validation solid); the dotted line marks the median best (kept) epoch, "
-                      "triangles early stops."))  # fmt: skip
+    what = ("The run's train (dashed) and validation (solid) curves; the dotted line marks the "
+            "kept epoch, a triangle an early stop." if single else
+            "Train and validation curves per configuration, best first: the line is the mean "
+            "over seeds, the band ± one standard deviation (train dashed, validation solid); the "
+            "dotted line marks the median best (kept) epoch, triangles early stops.")  # fmt: skip
+    doc.add(Heading("Learning curves"), Paragraph(what))
     paths = []
     # Only the keys that differ, paths as file names: titles stay short and tell panels apart.
     titles = plots.panel_titles([{key: format_param(value) for key, value in g.overrides.items()}
@@ -232,7 +261,7 @@ def _smoothing(group: ConfigGroup) -> float | None:
     return max(known) if known else None
 
 
-def diagnostics_section(doc: Document, table: ResultTable) -> None:
+def diagnostics_section(doc: Document, table: ResultTable, single: bool = False) -> None:
     rows = []
     smoothed: set[float] = set()
     for group in table.groups:
@@ -251,8 +280,9 @@ def diagnostics_section(doc: Document, table: ResultTable) -> None:
     if not rows:
         return
     doc.add(Heading("Overfitting diagnostics"),
-            Paragraph("On the mean curves over seeds; the rules are at the end of the report. "
-                      "Gaps are at the last epoch: val − train loss, train − val accuracy."),
+            Paragraph(("On the run's curves" if single else "On the mean curves over seeds")
+                      + "; the rules are at the end of the report. Gaps are at the last epoch: "
+                      "val − train loss, train − val accuracy."),
             Table(["configuration", "verdict", "overfitting from epoch", "loss gap",
                    "accuracy gap", "early stopped", "finding"], rows))  # fmt: skip
     if smoothed:
@@ -486,7 +516,8 @@ def build_report(
     csv_path = None
     table = build_table(data, balanced=balanced)
     if table.groups:
-        csv_path = results_section(doc, table, folder, data.cv, data.kind)
+        csv_path = (run_results_section(doc, table, folder) if data.kind == "run"
+                    else results_section(doc, table, folder, data.cv, data.kind))  # fmt: skip
         if pivot_table is not None:
             pivot_section(doc, pivot_table, folder)
     else:
@@ -497,8 +528,8 @@ def build_report(
                 Paragraph("Not in the statistics above (pruned runs stopped early by the "
                           "search's pruner; their partial results are in the store)."),
                 unfinished)  # fmt: skip
-    paths += curves_section(doc, table, figures)
-    diagnostics_section(doc, table)
+    paths += curves_section(doc, table, figures, single=data.kind == "run")
+    diagnostics_section(doc, table, single=data.kind == "run")
     if (scatter := scatter_section(doc, data, figures)) is not None:
         paths.append(scatter)
     paths += best_section(doc, data, table, figures, root)
