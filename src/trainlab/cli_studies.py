@@ -103,7 +103,7 @@ def fmt_value(value: Any) -> str:
 
 
 def fmt_metric(value: Any, metric: str) -> str:
-    """A metric's value as every study table prints it (``results.format_metric``)."""
+    """A metric's value as every study table prints it (``units.format_metric``)."""
     from trainlab.units import format_metric
 
     if not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -118,7 +118,7 @@ def fmt_param(value: Any) -> str:
 
 
 def mean_std(metric: str, mean: float | None, std: float | None, n: int, planned: int = 0) -> str:
-    """``97.12 ± 0.21% (n=3)`` (a share, as ``results.format_metric``), ``0.0912 ± 0.0021 (n=3)``
+    """``97.12 ± 0.21% (n=3)`` (a share, as ``units.format_metric``), ``0.0912 ± 0.0021 (n=3)``
     (a loss); ``(n=1 of 3)`` when runs of the configuration failed or are not finished: a mean
     of the survivors must not pass for a mean of them all."""
     from trainlab.units import format_metric
@@ -156,14 +156,11 @@ def print_ranking(report: Any, top: int) -> None:
 def within_datasets(ranked: list[Any]) -> list[tuple[int, Any]]:
     """``ranked`` with its rank, as it is: or, when the configurations span several data sets
     (whose accuracies are not comparable), grouped by data set and ranked within each."""
-    from trainlab.experiments.results import DATASET_KEY
+    from trainlab.experiments.results import by_dataset
 
-    datasets: dict[str, list[Any]] = {}
-    for group in ranked:
-        key = json.dumps(group.overrides.get(DATASET_KEY), default=str)
-        datasets.setdefault(key, []).append(group)
-    return [(rank, group) for groups in datasets.values()
-            for rank, group in enumerate(groups, start=1)]  # fmt: skip
+    groups = by_dataset(ranked, lambda group: group.overrides)
+    return [(rank, group) for found in groups.values()
+            for rank, group in enumerate(found, start=1)]  # fmt: skip
 
 
 def print_best(report: Any) -> None:

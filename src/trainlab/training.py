@@ -110,6 +110,7 @@ class PreparedData:
     test: ImageSplit
     mean: list[float]
     std: list[float]
+    background: str  # of the training images, "dark" or "light": the default fill and serving
 
 
 def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -212,7 +213,8 @@ def prepare_data(config: TrainConfig, device: torch.device) -> PreparedData:
             train, fraction=data.train_fraction, size=data.train_size, seed=data.split_seed
         )
     mean, std = channel_stats(train.images)
-    return PreparedData(bundle, train.to(device), val.to(device), bundle.test.to(device), mean, std)
+    return PreparedData(bundle, train.to(device), val.to(device), bundle.test.to(device), mean, std,
+                        background_of(train.images))  # fmt: skip
 
 
 def resolve_config(config: TrainConfig, prepared: PreparedData) -> TrainConfig:
@@ -220,7 +222,7 @@ def resolve_config(config: TrainConfig, prepared: PreparedData) -> TrainConfig:
     bundle = prepared.bundle
     resolved = config.model_copy(deep=True)
     resolved.data.augment = resolve_augment(config.data.augment, bundle.kind, bundle.image_shape,
-                                            background_of(prepared.train.images))  # fmt: skip
+                                            prepared.background)  # fmt: skip
     resolved.model.options = {**model_options(config.model.name), **config.model.options}
     resolved.data.kind = bundle.kind
     if config.epochs == "auto":
@@ -465,7 +467,7 @@ def train(
             "channels": bundle.image_shape[0],
             "image_size": list(bundle.image_shape[1:]),
             # The server draws uploaded handwriting in the polarity training saw.
-            "background": background_of(prepared.train.images),
+            "background": prepared.background,
         }
         all_callbacks.append(
             RunRecorder(

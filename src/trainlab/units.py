@@ -11,7 +11,13 @@ def is_fraction(metric: str) -> bool:
     return metric.endswith(("accuracy", "f1"))
 
 
+def decimals_and_percent(metric: str) -> tuple[int, bool]:
+    """How ``metric`` is shown: two decimals in percent for a share, four for a loss."""
+    return (2, True) if is_fraction(metric) else (4, False)
+
+
 def format_metric(value: float, metric: str) -> str:
     """One value of ``metric``: ``97.12%`` for a share (as the papers print them), ``0.0912``
     for a loss."""
-    return f"{100 * value:.2f}%" if is_fraction(metric) else f"{value:.4f}"
+    digits, percent = decimals_and_percent(metric)
+    return f"{100 * value:.{digits}f}%" if percent else f"{value:.{digits}f}"

@@ -483,14 +483,17 @@ class _HostToDeviceCopies(torch.overrides.TorchFunctionMode):
         return out
 
 
+def everything_on(device: str) -> tuple[BatchAugmenter, torch.Tensor, torch.Tensor]:
+    """An augmenter with every operation on, and a colour batch for it on ``device``."""
+    augmenter = BatchAugmenter(EVERYTHING, 10, mean=[0.5, 0.5, 0.5])
+    x = torch.rand(16, 3, 32, 32, device=device)
+    return augmenter, x, torch.zeros(16, dtype=torch.long, device=device)
+
+
 def test_random_parameters_reach_the_device_without_stalling_the_host():
     # The meta device stands in for a GPU (no GPU here): every random parameter is drawn on
     # the CPU generator; a plain copy of it to a GPU makes the host wait for the last step.
-    config = AugmentConfig(rotate=10, translate=0.1, crop=2, hflip=True, cutout=8, erasing=0.9,
-                           mixup=0.2, cutmix=1.0)  # fmt: skip
-    augmenter = BatchAugmenter(config, 10, mean=[0.5, 0.5, 0.5])
-    x = torch.empty(16, 3, 32, 32, device="meta")
-    y = torch.zeros(16, dtype=torch.long, device="meta")
+    augmenter, x, y = everything_on("meta")
     generator = gen()
     with _HostToDeviceCopies() as copies:
         for _ in range(4):  # mixup and cutmix alternate at random
@@ -500,11 +503,7 @@ def test_random_parameters_reach_the_device_without_stalling_the_host():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_augmentation_on_cuda_never_synchronises():
-    config = AugmentConfig(rotate=10, translate=0.1, crop=2, hflip=True, cutout=8, erasing=0.9,
-                           mixup=0.2, cutmix=1.0)  # fmt: skip
-    augmenter = BatchAugmenter(config, 10, mean=[0.5, 0.5, 0.5])
-    x = torch.rand(16, 3, 32, 32, device="cuda")
-    y = torch.zeros(16, dtype=torch.long, device="cuda")
+    augmenter, x, y = everything_on("cuda")
     generator = gen()
     augmenter(x, y, generator)  # the first call builds the cached fill
     torch.cuda.set_sync_debug_mode("error")

@@ -311,7 +311,7 @@ def load_run_split(
         source = bundle.test
         indices = torch.arange(len(source), dtype=torch.int64)
     else:
-        if run_config(run) is None:
+        if run_folder(run) is None:  # no config.yaml: its split settings are unknown
             raise RunError(f"{run} is a checkpoint without its run's config.yaml: the run's "
                            f"{split} split cannot be rebuilt; use --split test, or give the run "
                            "folder")  # fmt: skip

@@ -9,7 +9,6 @@ rules behind the diagnostics.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ from trainlab.analysis.tables import (
     default_pivot,
     format_param,
 )
-from trainlab.experiments.results import DATASET_KEY
+from trainlab.experiments.results import DATASET_KEY, by_dataset
 from trainlab.units import format_metric, is_fraction
 
 MAX_CURVES = 12  # configurations drawn in the learning-curve grids (the best ones)
@@ -133,11 +132,17 @@ def _beyond_the_scale(table: ResultTable) -> str:
     )
 
 
-def run_results_section(doc: Document, table: ResultTable, folder: Path) -> Path:
-    """A single run's values: one per line (no means, intervals or tests of one value)."""
+def _write_results_csv(table: ResultTable, folder: Path) -> Path:
+    """The results table's unrounded numbers, beside the report."""
     headers, rows = table.csv()
     csv_path = folder / RESULTS_CSV
     write_text_atomic(csv_path, table_csv(headers, rows))
+    return csv_path
+
+
+def run_results_section(doc: Document, table: ResultTable, folder: Path) -> Path:
+    """A single run's values: one per line (no means, intervals or tests of one value)."""
+    csv_path = _write_results_csv(table, folder)
     (group,) = table.groups[:1]
     metric_value = table.main[0].mean
     lines = []
@@ -163,9 +168,7 @@ def results_section(
     doc: Document, table: ResultTable, folder: Path, cv: int = 0, kind: str = "sweep"
 ) -> Path:
     doc.add(Heading("Results"), Table(table.headers(), table.rows(), table.numeric()))
-    headers, rows = table.csv()
-    csv_path = folder / RESULTS_CSV
-    write_text_atomic(csv_path, table_csv(headers, rows))
+    csv_path = _write_results_csv(table, folder)
     over = "seeds"
     if cv:
         over = (f"seeds × {cv} folds ({cv}-fold cross-validation: each run validates on another "
@@ -424,10 +427,12 @@ def effects_section(doc: Document, data: StudyData, figures: Path) -> list[Path]
             doc.add(Figure(paths[-1], "Parameter importances (Optuna)"))
     # Values of different data sets are not comparable: with several, each key's effect is
     # drawn once per data set (and the data set itself is no "effect").
-    by_dataset = _runs_by_dataset(completed) if datasets_vary(data) else {"": completed}
-    keys = [key for key in data.keys if len(by_dataset) == 1 or key != DATASET_KEY]
+    groups = (
+        by_dataset(completed, lambda run: run.overrides) if datasets_vary(data) else {"": completed}
+    )
+    keys = [key for key in data.keys if len(groups) == 1 or key != DATASET_KEY]
     for index, key in enumerate(keys):
-        for part, (dataset, runs) in enumerate(by_dataset.items()):
+        for part, (dataset, runs) in enumerate(groups.items()):
             effect = plots.param_effect([run.overrides.get(key) for run in runs],
                                         [run.value for run in runs], folds=data.cv)  # fmt: skip
             suffix = f"-{part}" if dataset else ""
@@ -437,15 +442,6 @@ def effects_section(doc: Document, data: StudyData, figures: Path) -> list[Path]
             doc.add(Figure(path, f"`{data.metric}` versus `{key}`{where} (mean and 95% interval "
                                  "over all runs at each value; other parameters pooled)"))  # fmt: skip
     return paths
-
-
-def _runs_by_dataset(runs: list[RunData]) -> dict[Any, list[RunData]]:
-    """Runs grouped by their data set, in the order the data sets first appear."""
-    groups: dict[str, tuple[Any, list[RunData]]] = {}
-    for run in runs:
-        dataset = run.overrides.get(DATASET_KEY)
-        groups.setdefault(json.dumps(dataset, default=str), (dataset, []))[1].append(run)
-    return dict(groups.values())
 
 
 def environment_lines(environment: dict[str, Any]) -> list[str]:

@@ -32,7 +32,7 @@ from trainlab.analysis.stats import (
 from trainlab.errors import StudyError
 from trainlab.experiments.results import DATASET_KEY, best_first, ranking_mean
 from trainlab.experiments.space import format_param
-from trainlab.units import format_metric, is_fraction
+from trainlab.units import decimals_and_percent, format_metric
 
 # Test classes this much rarer than the commonest make plain accuracy flattering.
 IMBALANCE_RATIO = 1.5
@@ -80,11 +80,6 @@ class ConfigGroup:
 
     def label(self) -> str:
         return " ".join(f"{k}={format_param(v)}" for k, v in self.overrides.items()) or "base"
-
-
-def _metric_format(metric: str) -> tuple[int, bool]:
-    """Digits and percent for ``Summary.format`` of ``metric``, as ``results.format_metric``."""
-    return (2, True) if is_fraction(metric) else (4, False)
 
 
 def _finite(value: Any) -> float | None:
@@ -174,7 +169,7 @@ class ResultTable:
     def rows(self) -> list[list[str]]:
         rows = []
         for group, main, comparison in zip(self.groups, self.main, self.comparisons, strict=True):
-            main_text = main.format(*_metric_format(self.metric))
+            main_text = main.format(*decimals_and_percent(self.metric))
             if main.ci_low is not None and main.ci_high is not None:
                 main_text += (f" [{format_metric(main.ci_low, self.metric)}, "
                               f"{format_metric(main.ci_high, self.metric)}]")  # fmt: skip
@@ -393,7 +388,7 @@ def parse_pivot(text: str) -> tuple[str, str]:
 
 def pivot_columns(data: StudyData) -> dict[str, Column]:
     """What a pivot's cells can show: the study metric, or a column of the results table."""
-    digits, percent = _metric_format(data.metric)
+    digits, percent = decimals_and_percent(data.metric)
     chosen = Column(data.metric, lambda r: r.value, percent=percent, digits=digits)
     return {data.metric: chosen,
             **{c.title: c for c in [*BASE_COLUMNS, BALANCED_COLUMN, *TAIL_COLUMNS]}}  # fmt: skip

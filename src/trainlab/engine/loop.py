@@ -62,9 +62,9 @@ class FitState:
 class BatchStats:
     """Running sums for the current epoch, kept on the device to avoid a sync per step."""
 
-    loss_sum: torch.Tensor  # batch losses × their weight: the epoch's mean is loss_sum / weight
+    loss_sum: torch.Tensor  # batch losses × their weight (their image count, or class weights)
     correct: torch.Tensor
-    weight: torch.Tensor  # images, or with class weights the sum of their classes' weights
+    weight: torch.Tensor  # with class weights: the summed weight, the epoch mean's denominator
     seen: int = 0
     last_loss: float = float("nan")  # read back every SYNC_EVERY steps
     last_accuracy: float = float("nan")  # running training accuracy of the epoch, same cadence
@@ -368,6 +368,12 @@ class Trainer:
         self.state.elapsed = self.elapsed()
         self._emit("on_epoch_end", record)
 
+    def _loss_weight(self) -> float:
+        """What the epoch's summed train loss is divided by: its images, or their class weights."""
+        if self.class_weights is None:
+            return float(max(self.stats.seen, 1))
+        return max(self.stats.weight.item(), 1e-12)
+
     def _train_step(self, images: torch.Tensor, targets: torch.Tensor, batch_index: int) -> None:
         epoch_float = self.state.epoch + batch_index / max(self.steps_per_epoch, 1)
         self.schedule.update(self.fraction_done(), epoch_float)
@@ -388,10 +394,12 @@ class Trainer:
         stats = self.stats
         # A class-weighted mean divides by the batch's weight, not its size: summed that way,
         # the epoch's loss is the same weighted mean over all its images.
-        weight = (self.class_weights[targets].sum() if self.class_weights is not None
-                  and targets.ndim == 1 else len(images))  # fmt: skip
+        weight: torch.Tensor | int = len(images)
+        if self.class_weights is not None:
+            if targets.ndim == 1:
+                weight = self.class_weights[targets].sum()
+            stats.weight += weight
         stats.loss_sum += loss.detach() * weight
-        stats.weight += weight
         stats.correct += (logits.detach().argmax(dim=1) == hard_labels(targets)).sum()
         stats.seen += len(images)
         if self.state.step % SYNC_EVERY == 0 or batch_index == self.steps_per_epoch - 1:
@@ -407,7 +415,7 @@ class Trainer:
         seen = max(self.stats.seen, 1)
         record = {
             "epoch": self.state.epoch,
-            "train_loss": self.stats.loss_sum.item() / max(self.stats.weight.item(), 1e-12),
+            "train_loss": self.stats.loss_sum.item() / self._loss_weight(),
             "train_accuracy": self.stats.correct.item() / seen,
             "val_loss": float(val.get("loss", math.nan)),
             "val_accuracy": float(val.get("accuracy", math.nan)),

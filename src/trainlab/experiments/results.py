@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from trainlab.errors import StudyError
 from trainlab.experiments import study as s
 from trainlab.experiments.store import Store
+
+T = TypeVar("T")
 
 # Means that agree to this many significant digits are tied: float noise never picks the best.
 RANK_DIGITS = 12
@@ -230,17 +232,24 @@ def rank_rows(spec: s.StudySpec, rows: list[RunRow]) -> list[ConfigResult]:
 DATASET_KEY = "data.dataset"  # the key that changes the validation set itself
 
 
+def by_dataset(
+    items: Sequence[T], overrides: Callable[[T], Mapping[str, Any]]
+) -> dict[str, list[T]]:
+    """``items`` (configurations, runs) grouped by the data set their ``overrides`` name, in the
+    order the data sets first appear; one group (key ``"None"``) when none is named."""
+    groups: dict[str, list[T]] = {}
+    for item in items:
+        groups.setdefault(str(overrides(item).get(DATASET_KEY)), []).append(item)
+    return groups
+
+
 def best_per_dataset(ranked: list[ConfigResult]) -> dict[str, ConfigResult]:
     """The best configuration of each data set when a study varies ``data.dataset`` (empty when
     it does not): accuracies on different validation sets are not comparable, so a study over
     several data sets has a best per data set, not one."""
-    datasets = {str(g.overrides.get(DATASET_KEY)) for g in ranked if DATASET_KEY in g.overrides}
-    if len(datasets) < 2:
-        return {}
-    best: dict[str, ConfigResult] = {}
-    for group in ranked:  # best first: the first of each data set is its best
-        best.setdefault(str(group.overrides[DATASET_KEY]), group)
-    return best
+    groups = by_dataset(ranked, lambda group: group.overrides)
+    # Best first: the first of each data set is its best.
+    return {dataset: found[0] for dataset, found in groups.items()} if len(groups) > 1 else {}
 
 
 def best_run(store: Store, name: str, dataset: str | None = None) -> RunRow:

@@ -77,9 +77,9 @@ def export_model(model_dir: str | Path, fmt: str = "onnx", out: str | Path | Non
     if fmt not in FORMATS:
         raise TrainlabError(f"unknown export format {fmt!r}; available: {', '.join(FORMATS)}")
     _refuse_exported(model_dir)
+    checkpoint = find_checkpoint(model_dir).resolve()
     # Beside the checkpoint folder (in the run folder): the checkpoint folder holds only it.
-    default = find_checkpoint(model_dir).parent / f"model{FORMATS[fmt]}"
-    out = Path(out) if out is not None else default
+    out = Path(out) if out is not None else checkpoint.parent / f"model{FORMATS[fmt]}"
     other = {ext: name for name, ext in FORMATS.items() if name != fmt}
     if out.suffix in other:  # `serve model.onnx` would then fail to parse a TorchScript file
         raise TrainlabError(f"--out {out}: {out.suffix} is the {other[out.suffix]} extension; "
@@ -88,7 +88,6 @@ def export_model(model_dir: str | Path, fmt: str = "onnx", out: str | Path | Non
     check_writable(out)  # before the export's work
     if out.suffix != FORMATS[fmt]:  # e.g. model.safetensors: the checkpoint's own weights
         raise TrainlabError(f"--out {out}: {_ARTICLE[fmt]} {fmt} export ends in {FORMATS[fmt]}")
-    checkpoint = find_checkpoint(model_dir).resolve()
     if checkpoint in out.resolve().parents:
         raise TrainlabError(f"--out {out}: that is inside the checkpoint folder {checkpoint}, "
                             "which holds only the checkpoint; write the export beside it")  # fmt: skip
