@@ -231,7 +231,10 @@ def rgb_npz(tmp_path):
     [
         (["embed", "{tmp}/nope"], "no such run folder"),
         (["embed", "{tmp}/unfinished"], "has no checkpoint"),
-        (["embed", "{run}", "--dataset", "mnist-6k"], "unknown dataset 'mnist-6k'; available: "),
+        (
+            ["embed", "{run}", "--dataset", "mnist-6k"],
+            "unknown dataset 'mnist-6k' (did you mean 'mnist-5k'?); available: ",
+        ),
         (["embed", "{run}", "--dataset", "fashion-mnist"], "is not available offline"),
         (["embed", "{run}", "--dataset", "{rgb}"], "has 3×32×32 images (channels×height×width)"),
         (["embed", "{run}", "--split", "holdout"], "unknown split 'holdout'"),

@@ -99,7 +99,10 @@ def test_dry_run_shows_the_plan_and_stores_nothing(where, tmp_path):
     # A mistake is still one line and exit 2, before anything would run.
     bad = runner.invoke(app, ["sweep", "--study", "plan", *SMALL, "--grid",
                               "model.options.hiden=8,16", "--dry-run", *where])  # fmt: skip
-    assert bad.exit_code == 2 and "unknown option 'hiden' for model 'mlp'" in bad.output
+    assert (
+        bad.exit_code == 2
+        and "unknown option 'hiden' for model 'mlp' (did you mean 'hidden'?)" in bad.output
+    )
 
 
 def test_dry_run_reads_the_study_it_would_join(where, tmp_path):

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import copy
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainlab.errors import TrainlabError
+from trainlab.errors import TrainlabError, did_you_mean
 
 
 class ConfigError(TrainlabError, ValueError):
@@ -515,6 +516,29 @@ def _most_specific(messages: list[str]) -> list[str]:
     return checks or messages
 
 
+def _section_class(annotation: Any) -> type[BaseModel] | None:
+    """The config class inside a field's annotation (``AugmentConfig | Literal['auto']``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for member in typing.get_args(annotation):
+        found = _section_class(member)
+        if found is not None:
+            return found
+    return None
+
+
+def _unknown_key(location: tuple[Any, ...]) -> str:
+    """An unknown key's message, with the near miss among its section's keys (``optim.lrr``
+    -> ``lr``): a typo in a flag is the usual cause."""
+    section: type[BaseModel] | None = TrainConfig
+    for part in location[:-1]:
+        field = section.model_fields.get(str(part)) if section is not None else None
+        if field is not None:
+            section = _section_class(field.annotation)
+    keys = list(section.model_fields) if section is not None else []
+    return f"unknown key{did_you_mean(location[-1], keys)}; valid: {', '.join(keys)}"
+
+
 def build_config(tree: dict[str, Any]) -> TrainConfig:
     """Validate a plain dict into a :class:`TrainConfig`: one line per wrong field."""
     try:
@@ -523,6 +547,8 @@ def build_config(tree: dict[str, Any]) -> TrainConfig:
         problems: dict[str, list[str]] = {}
         for problem in error.errors():
             message = problem["msg"].removeprefix("Value error, ")
+            if problem["type"] == "extra_forbidden":
+                message = _unknown_key(problem["loc"])
             messages = problems.setdefault(_field_path(problem["loc"]), [])
             if message not in messages:
                 messages.append(message)

@@ -46,6 +46,9 @@ def test_unknown_name_lists_the_choices():
         "unknown dataset 'imagenet'; available: cifar10, cifar100, fashion-mnist, k49, kmnist, "
         "mnist, mnist-5k (or a path to an .npz file or an image folder)"
     )
+    with pytest.raises(DataError, match=r"unknown dataset 'fashon-mnist' \(did you mean "
+                       r"'fashion-mnist'\?\); available"):  # fmt: skip
+        load_dataset("fashon-mnist")
 
 
 @pytest.mark.parametrize("given", ["data/missing.npz", "./nothing", "missing.NPZ", "~/no/such/dir"])

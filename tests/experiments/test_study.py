@@ -101,6 +101,8 @@ def test_metrics_are_validation_metrics():
         s.check_metric("test.accuracy")
     with pytest.raises(StudyError, match="unknown metric"):
         s.check_metric("accuracy")
+    with pytest.raises(StudyError, match=r"unknown metric 'val.acc' \(did you mean 'val.accuracy'"):
+        s.check_metric("val.acc")
     assert s.direction_of("val.loss") == "minimize" and s.direction_of("val.macro_f1") == "maximize"
 
 
@@ -114,7 +116,7 @@ def test_invalid_configurations_fail_before_anything_runs(study_base):
     # A misspelt model option would otherwise fail each run when it builds its model.
     spec = spec_of(study_base, axes=[categorical("model.options.hiden", [32, 64])])
     with pytest.raises(StudyError, match=r"hiden=32 is invalid: unknown option 'hiden' for model "
-                                         r"'mlp'; valid options: hidden"):  # fmt: skip
+                                         r"'mlp' \(did you mean 'hidden'\?\); valid options: hidden"):  # fmt: skip
         s.validate_plan(spec, s.sweep_plan(spec))
     # ... but options given as one nested mapping are merged, as create_model does.
     spec = spec_of(study_base, axes=[categorical("model.options.options", [{"hidden": [8]}])])
@@ -207,6 +209,9 @@ def test_samplers_and_pruners_by_name(study_base):
         assert isinstance(s.make_pruner(spec), cls)
     spec.pruner = "asha"
     with pytest.raises(StudyError, match="unknown pruner"):
+        s.make_pruner(spec)
+    spec.pruner = "medain"
+    with pytest.raises(StudyError, match=r"unknown pruner 'medain' \(did you mean 'median'\?\)"):
         s.make_pruner(spec)
 
 

@@ -120,10 +120,13 @@ def test_a_dead_workers_run_is_failed_as_lost_and_queued_again(store_url, study_
     assert retry.system_attrs["fixed_params"] == first.system_attrs["fixed_params"]
 
 
-def _claim_all(url: str, results, worker: int) -> None:
+def _claim_all(url: str, results, worker: int, ready) -> None:
     store = open_store(url)
     study, spec = s.open_study(store, "w")
     me = worker_identity(f"w{worker}")
+    # Start claiming together: on a busy machine the first process spawned could otherwise
+    # claim everything before the others have imported torch, and nothing would be contended.
+    ready.wait(timeout=120)
     while True:
         with store.lock("w"):
             trial = claim(store, study, spec, me)
@@ -137,8 +140,10 @@ def test_concurrent_claims_never_hand_out_a_trial_twice(store_url, study_base):
     store = open_store(store_url)
     make_study(store, study_base, n_lr=6, repeats=4)  # 24 waiting trials
     context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    processes = [context.Process(target=_claim_all, args=(store_url, results, i)) for i in range(4)]
+    results, ready = context.Queue(), context.Barrier(4)
+    processes = [
+        context.Process(target=_claim_all, args=(store_url, results, i, ready)) for i in range(4)
+    ]
     for process in processes:
         process.start()
     claimed = [results.get(timeout=120) for _ in range(24)]

@@ -72,20 +72,22 @@ def test_unknown_model_lists_the_available_names() -> None:
     with pytest.raises(ModelError) as caught:
         create_model("vgg19", **SHAPE)
     expected = (
-        "unknown model 'vgg19'; available: cnn, fastnet, gru, mlp, resnet, spinalvgg, vgg, vit, "
+        "unknown model 'vgg19' (did you mean 'vgg'?); available: cnn, fastnet, gru, mlp, resnet, spinalvgg, vgg, vit, "
         "hf:<model id or folder>"
     )
     assert str(caught.value) == expected
     assert isinstance(caught.value, TrainlabError)
-    with pytest.raises(ModelError, match="unknown model 'nope'"):
+    with pytest.raises(ModelError, match=r"unknown model 'nope'; available"):  # nothing near
         model_options("nope")
+    with pytest.raises(ModelError, match=r"unknown model 'MLPS' \(did you mean 'mlp'\?\)"):
+        model_options("MLPS")
 
 
 def test_unknown_option_lists_the_valid_options() -> None:
     with pytest.raises(ModelError) as caught:
         create_model("cnn", **SHAPE, hiden=64)
     assert str(caught.value) == (
-        "unknown option 'hiden' for model 'cnn'; "
+        "unknown option 'hiden' for model 'cnn' (did you mean 'hidden'?); "
         "valid options: channels, hidden, dropout, kernel_size, batch_norm"
     )
     with pytest.raises(ModelError, match="unknown options 'a', 'b' for model 'mlp'"):

@@ -42,7 +42,7 @@ from trainlab.data.sources import (
 )
 from trainlab.data.splits import stratified_indices
 from trainlab.data.types import DataKind, DatasetBundle
-from trainlab.errors import DataError
+from trainlab.errors import DataError, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -462,8 +462,9 @@ def fetch_dataset(
 
 
 def _unknown(name: str) -> DataError:
+    hint = did_you_mean(name, available_names())
     return DataError(
-        f"unknown dataset {name!r}; available: {', '.join(available_names())} "
+        f"unknown dataset {name!r}{hint}; available: {', '.join(available_names())} "
         "(or a path to an .npz file or an image folder)"
     )
 

@@ -20,7 +20,7 @@ import numpy as np
 
 import trainlab
 from trainlab.config import MonitorName, TrainConfig, build_config, drop_alternatives, set_dotted
-from trainlab.errors import StudyError
+from trainlab.errors import StudyError, did_you_mean
 from trainlab.experiments.space import Axis, draw
 from trainlab.experiments.store import Store
 
@@ -87,7 +87,9 @@ def check_metric(metric: str) -> str:
             f"--metric {metric}: studies select on the validation split only (the test split is "
             f"for the final report); use {metric.replace('test.', 'val.', 1)}"
         )
-    raise StudyError(f"unknown metric {metric!r}; use one of {', '.join(valid)}")
+    raise StudyError(
+        f"unknown metric {metric!r}{did_you_mean(metric, valid)}; use one of {', '.join(valid)}"
+    )
 
 
 def _strip_runtime(tree: dict[str, Any]) -> dict[str, Any]:
@@ -314,8 +316,9 @@ def check_dataset(name: str) -> None:
 
     if is_registered(name) or Path(name).expanduser().exists():
         return
-    raise StudyError(f"unknown dataset {name!r}; registered: {', '.join(available_names())}, "
-                     "or give an .npz file or image folder")  # fmt: skip
+    raise StudyError(f"unknown dataset {name!r}{did_you_mean(name, available_names())}; "
+                     f"registered: {', '.join(available_names())}, or give an .npz file or image "
+                     "folder")  # fmt: skip
 
 
 # -- creating and joining --------------------------------------------------------------------
@@ -451,7 +454,9 @@ def make_sampler(spec: StudySpec, stream: int = 0) -> Any:
         return optuna.samplers.QMCSampler(seed=seed)
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed)
-    raise StudyError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
+    raise StudyError(
+        f"unknown sampler {name!r}{did_you_mean(name, SAMPLERS)}; use one of {', '.join(SAMPLERS)}"
+    )
 
 
 # Each pruner's options as written after its name (``median:warmup=4,startup=10``): default
@@ -473,7 +478,9 @@ def parse_pruner(text: str) -> tuple[str, dict[str, int]]:
     name, _, rest = text.strip().partition(":")
     name = name.strip().lower()
     if name not in PRUNER_OPTIONS:
-        raise StudyError(f"unknown pruner {name!r}; use one of {', '.join(PRUNERS)}")
+        raise StudyError(
+            f"unknown pruner {name!r}{did_you_mean(name, PRUNERS)}; use one of {', '.join(PRUNERS)}"
+        )
     allowed = PRUNER_OPTIONS[name]
     given: dict[str, int] = {}
     for item in filter(None, (part.strip() for part in rest.split(","))):

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainlab.errors import ModelError
+from trainlab.errors import ModelError, did_you_mean
 
 Builder = Callable[..., nn.Module]
 
@@ -152,17 +152,22 @@ def _available() -> str:
     return ", ".join(info.usage for info in list_models(prefixed=True))
 
 
+def _unknown_model(name: Any) -> ModelError:
+    hint = did_you_mean(name, [*model_names(), *_PREFIXED])
+    return ModelError(f"unknown model {name!r}{hint}; available: {_available()}")
+
+
 def _lookup(name: str) -> tuple[ModelInfo, str | None]:
     """The family of ``name`` and, for a prefixed name such as ``hf:org/model``, its source."""
     if not isinstance(name, str):
-        raise ModelError(f"unknown model {name!r}; available: {_available()}")
+        raise _unknown_model(name)
     key = name.lower()
     if key in _REGISTRY:
         return _REGISTRY[key], None
     prefix, colon, source = name.partition(":")
     info = _PREFIXED.get(prefix.lower())
     if info is None:
-        raise ModelError(f"unknown model {name!r}; available: {_available()}")
+        raise _unknown_model(name)
     if colon and not source.strip():
         raise ModelError(f"model {name!r} names no {info.source}; use {info.usage}")
     return info, (source.strip() if colon else None)
@@ -234,9 +239,10 @@ def _checked(
     unknown = sorted(set(options) - set(info.options))
     if unknown:
         valid = ", ".join(info.options) or "(none)"
+        hint = did_you_mean(unknown[0], info.options) if len(unknown) == 1 else ""
         raise ModelError(
             f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
-            f"for model '{full_name}'; valid options: {valid}"
+            f"for model '{full_name}'{hint}; valid options: {valid}"
         )
     return info, source, full_name, options
 
