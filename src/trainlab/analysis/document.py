@@ -77,8 +77,21 @@ class Document:
 # -- Markdown ----------------------------------------------------------------------------------
 
 
+_CODE_SPAN = re.compile(r"(`[^`]*`)")
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
+
+
+def _md_text(text: str) -> str:
+    """``text`` with what GitHub would take for HTML (``<b>``, ``<!--``) made literal: names
+    from users' files (a data set, a class) reach the prose and tables. ``p < 0.05`` stays as
+    written, and a `code span` shows its text as is, so neither is touched."""
+    parts = _CODE_SPAN.split(text)
+    return "".join(part if index % 2 else _TAG_START.sub("&lt;", part)
+                   for index, part in enumerate(parts))  # fmt: skip
+
+
 def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _md_text(text).replace("|", "\\|").replace("\n", " ")
 
 
 def markdown_table(table: Table) -> str:
@@ -91,26 +104,27 @@ def markdown_table(table: Table) -> str:
 
 def render_markdown(document: Document, folder: Path) -> str:
     """Markdown for GitHub; figure paths are written relative to ``folder`` (the report's)."""
-    parts = [f"# {document.title}"]
+    parts = [f"# {_md_text(document.title)}"]
     for block in document.blocks:
         if isinstance(block, Heading):
-            parts.append("#" * block.level + " " + block.text)
+            parts.append("#" * block.level + " " + _md_text(block.text))
         elif isinstance(block, Paragraph):
-            parts.append(block.text)
+            parts.append(_md_text(block.text))
         elif isinstance(block, Note):
             label = "Warning" if block.kind == "warning" else "Note"
-            parts.append(f"> **{label}:** {block.text}")
+            parts.append(f"> **{label}:** {_md_text(block.text)}")
         elif isinstance(block, Bullets):
-            parts.append("\n".join(f"- {item}" for item in block.items))
+            parts.append("\n".join(f"- {_md_text(item)}" for item in block.items))
         elif isinstance(block, Table):
             parts.append(markdown_table(block))
         elif isinstance(block, Figure):
             relative = Path(block.path).resolve().relative_to(folder.resolve()).as_posix()
-            parts.append(f"![{block.caption}]({relative})\n\n*{block.caption}*")
+            caption = _md_text(block.caption)
+            parts.append(f"![{caption}]({relative})\n\n*{caption}*")
         elif isinstance(block, Code):
             parts.append(f"```\n{block.text}\n```")
         elif isinstance(block, Markdown):
-            parts.append(block.text.strip())
+            parts.append(_md_text(block.text.strip()))
     return "\n\n".join(parts) + "\n"
 
 
