@@ -113,6 +113,31 @@ def test_resume_refuses_a_config_that_is_not_the_one_the_run_started_with(tiny_c
     assert trainlab.train(resume=run, runtime_overrides=["device=cpu"]).summary["epochs_run"] == 4
 
 
+def _write_digits(path, count: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    np.savez(path, x_train=rng.integers(0, 256, (count, 8, 8), dtype=np.uint8),
+             y_train=np.arange(count) % 2, x_test=rng.integers(0, 256, (20, 8, 8), dtype=np.uint8),
+             y_test=np.arange(20) % 2)  # fmt: skip
+
+
+def test_resume_refuses_a_data_set_that_changed_since_the_run_started(tiny_config, tmp_path):
+    data, run = tmp_path / "d.npz", tmp_path / "run"
+    _write_digits(data, 100, seed=0)
+    config = tiny_config(out=str(run), epochs=3, data__dataset=str(data), data__train_size=None,
+                         data__val_size=None)  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        trainlab.train(config, callbacks=[StopAfter(2)])  # epoch 1 saved
+    _write_digits(data, 200, seed=0)  # images added: another split, silently (was)
+    with pytest.raises(RunError, match=r"d\.npz changed since .*train_size 90 -> 180"):
+        trainlab.train(resume=run)
+    _write_digits(data, 100, seed=0)
+    np.savez(data, **{**np.load(data), "y_train": 1 - np.arange(100) % 2})  # labels fixed
+    with pytest.raises(RunError, match=r"changed since .*\(other training labels\)"):
+        trainlab.train(resume=run)
+    _write_digits(data, 100, seed=0)
+    assert trainlab.train(resume=run).summary["dataset"]["train_size"] == 90
+
+
 def test_a_config_field_added_or_removed_by_an_upgrade_is_not_an_edit():
     from trainlab.runs.record import changed_keys
 
@@ -416,3 +441,19 @@ def test_mixed_precision_on_a_gpu_without_native_bf16_is_fp16(monkeypatch):
     assert resolve_amp(config, torch.device("cuda")) == torch.float16
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))  # A100
     assert resolve_amp(config, torch.device("cuda")) == torch.bfloat16
+
+
+def test_prepared_data_holds_the_training_images_once(tiny_config):
+    from trainlab.training import prepare_data
+
+    prepared = prepare_data(tiny_config(data__train_size=None), torch.device("cpu"))
+    assert len(prepared.train) + len(prepared.val) == 5000 - 1000  # mnist-5k: 1,000 for test
+    assert prepared.bundle.train.images.numel() == 0  # not a third copy beside train and val
+    assert prepared.bundle.image_shape == (1, 28, 28) and prepared.bundle.test is prepared.test
+    assert len(prepared.train_labels_sha256) == 64
+
+
+def test_a_training_size_larger_than_the_data_names_the_option(tiny_config):
+    with pytest.raises(TrainlabError, match=r"--train-size\) 100000 is more than the 3600 "
+                                            "training images of mnist-5k"):  # fmt: skip
+        trainlab.train(tiny_config(data__train_size=100000, data__val_size=400), save=False)

@@ -57,6 +57,7 @@ from trainlab.runs.record import (
     CHECKPOINT_DIR,
     ENVIRONMENT_FILE,
     STARTED_CONFIG_KEY,
+    STARTED_DATA_KEY,
     RunRecorder,
     changed_keys,
     config_values,
@@ -111,6 +112,17 @@ class PreparedData:
     mean: list[float]
     std: list[float]
     background: str  # of the training images, "dark" or "light": the default fill and serving
+    train_labels_sha256: str  # of the whole training set, before the split: see `data_identity`
+
+    def data_identity(self) -> dict[str, Any]:
+        """What says that a run trains on the same data: the training labels and the split
+        sizes (recorded in summary.json; a resume and ``embed --split`` compare them)."""
+        return {
+            "train_labels_sha256": self.train_labels_sha256,
+            "train_size": len(self.train),
+            "val_size": len(self.val),
+            "test_size": len(self.test),
+        }
 
 
 def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -208,13 +220,25 @@ def prepare_data(config: TrainConfig, device: torch.device) -> PreparedData:
         train, val = carve_validation(
             bundle.train, fraction=data.val_fraction, size=data.val_size, seed=data.split_seed
         )
+    if data.train_size is not None and data.train_size > len(train):
+        raise DataError(
+            f"data.train_size (--train-size) {data.train_size} is more than the {len(train)} "
+            f"training images of {data.dataset} left beside validation; choose 1..{len(train)}, "
+            "or a share with --train-fraction"
+        )
     if data.train_fraction is not None or data.train_size is not None:
         train = subsample(
             train, fraction=data.train_fraction, size=data.train_size, seed=data.split_seed
         )
     mean, std = channel_stats(train.images)
-    return PreparedData(bundle, train.to(device), val.to(device), bundle.test.to(device), mean, std,
-                        background_of(train.images))  # fmt: skip
+    fingerprint = labels_fingerprint(bundle.train.labels)
+    test = bundle.test.to(device)
+    # The unsplit training set is not needed past here (train and val are copies): keep only
+    # its shape, or a run holds the training images twice (K49: 180 MB more); on a GPU the
+    # host copy of the test split goes too.
+    bundle.train, bundle.test = bundle.train.subset(torch.arange(0)), test
+    return PreparedData(bundle, train.to(device), val.to(device), test, mean, std,
+                        background_of(train.images), fingerprint)  # fmt: skip
 
 
 def resolve_config(config: TrainConfig, prepared: PreparedData) -> TrainConfig:
@@ -346,6 +370,23 @@ def _start_from_folder(run_dir: Path, runtime_overrides: list[str]) -> RunStart:
     return RunStart(config, run_dir, state)
 
 
+def _check_same_data(start: RunStart, prepared: PreparedData) -> None:
+    """A resume must train on the data the run started with: a data set file rewritten since
+    (images added, labels fixed) would give another split and silently mix two data sets."""
+    # A state saved by an older version has no record of its data: nothing to compare.
+    started = json.loads((start.state or {}).get(STARTED_DATA_KEY) or "{}")
+    now = prepared.data_identity()
+    changed = [key for key in started if started[key] != now.get(key)]
+    if changed:
+        sizes = ", ".join(f"{key} {started[key]} -> {now[key]}"
+                          for key in changed if key.endswith("_size"))  # fmt: skip
+        raise RunError(
+            f"the data set {start.config.data.dataset} changed since {start.run_dir} started "
+            f"({sizes or 'other training labels'}): a resume must train on the same data; "
+            "restore the file, or start a new run on the new data"
+        )
+
+
 def _record_config(config: TrainConfig) -> TrainConfig:
     """The config as saved in config.yaml: reusable with --config from anywhere.
 
@@ -396,10 +437,7 @@ def _summary(
             "kind": bundle.kind,
             "classes": bundle.class_names,
             "image_shape": list(bundle.image_shape),
-            "train_size": len(prepared.train),
-            "val_size": len(prepared.val),
-            "test_size": len(prepared.test),
-            "train_labels_sha256": labels_fingerprint(bundle.train.labels),
+            **prepared.data_identity(),
         },
         "model": {"name": config.model.name, "parameters": count_parameters(trainer.eval_model)},
         "runtime": runtime,
@@ -433,6 +471,8 @@ def train(
     device = resolve_device(config.device)
     seed_everything(config.seed, config.deterministic)
     prepared = prepare_data(config, device)
+    if start.state is not None:
+        _check_same_data(start, prepared)
     config = resolve_config(config, prepared)
     model = build_model(config, prepared.bundle, device)
     if hasattr(model, "set_input_normalization"):  # models that undo the pipeline's normalisation
@@ -475,6 +515,7 @@ def train(
                 preprocessing=preprocessing,
                 class_names=bundle.class_names,
                 started_config=config_values(recorded, RESUMABLE_KEYS),
+                started_data=prepared.data_identity(),
             )
         )
 

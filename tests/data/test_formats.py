@@ -304,8 +304,19 @@ BAD_NPZ = [
     ({"y_train": np.ones((12, 2), np.int64)}, "one integer per image"),
     ({"x_train": np.full((12, 8, 8), 300)}, "values 300..300; images must be 0..255"),
     ({"x_train": np.full((12, 8, 8), 200.0)}, r"float with values 200..200.*x.astype\('uint8'\)"),
-    ({"x_train": np.full((12, 8, 8), np.nan)}, "expected uint8 0..255 or floats in"),
+    (
+        {"x_train": np.full((12, 8, 8), np.nan)},
+        "x_train contains NaN pixels; images must be finite",
+    ),
+    (
+        {"x_train": np.eye(8, dtype=np.uint8)[None].repeat(12, 0)},
+        r"only the values 0..1 .*x \* 255",
+    ),
     ({"x_train": np.zeros((12, 8, 8), bool)}, "dtype bool"),
+    (
+        {"x_val": np.zeros((4, 8, 8), np.uint8), "y_val": np.arange(4) % 3},
+        r"has x_val, y_val: trainlab carves validation from x_train .*append them to x_train",
+    ),
     ({"x_test": np.zeros((6, 9, 9), np.uint8)}, "train images are 1×8×8 but test images are 1×9×9"),
     ({"class_names": np.array(["a", "b"])}, "labels go up to 2 but class_names has 2 entries"),
     ({"class_names": np.array(["a", "a", "b"])}, "class_names repeats a"),
@@ -343,6 +354,14 @@ def test_bad_user_npz_files_explain_themselves(tmp_path, changes, message):
     with pytest.raises(DataError, match=message) as error:
         read_user_npz(_save(tmp_path / "d.npz", **_valid(**changes)))
     assert "\n" not in str(error.value)
+
+
+def test_arrays_trainlab_does_not_read_are_named_in_a_warning(tmp_path):
+    with pytest.warns(UserWarning, match=r"d\.npz: mean, std not read \(trainlab reads "):
+        arrays = read_user_npz(
+            _save(tmp_path / "d.npz", **_valid(mean=np.zeros(1), std=np.ones(1)))
+        )
+    assert arrays.x_train.shape[0] == 12
 
 
 def test_object_arrays_are_refused_not_unpickled(tmp_path):
@@ -511,6 +530,37 @@ def test_train_test_layout_colour_and_alpha_on_white(tmp_path):
     assert arrays.x_test[arrays.y_test.tolist().index(1)][:, 0, 0].tolist() == [250, 0, 0]
 
 
+def test_capitalised_train_and_test_folders_are_the_split_layout(tmp_path):
+    _png(tmp_path / "Train" / "a" / "1.png", 10)
+    _png(tmp_path / "Train" / "b" / "2.png", 20)
+    _png(tmp_path / "Test" / "a" / "3.png", 30)
+    _png(tmp_path / "Test" / "b" / "4.png", 40)
+    arrays = read_image_folder(tmp_path)
+    assert arrays.class_names == ["a", "b"]
+    assert sorted(arrays.x_test[:, 0, 0, 0].tolist()) == [30, 40]  # Test/ is the test split
+
+
+def test_a_broken_link_is_named_as_one(tmp_path):
+    for index in range(3):
+        _png(tmp_path / "a" / f"{index}.png", 10)
+        _png(tmp_path / "b" / f"{index}.png", 20)
+    (tmp_path / "b" / "gone.png").symlink_to(tmp_path / "elsewhere.png")
+    with pytest.warns(UserWarning, match=r"skipped 1 broken link \(e\.g\. b/gone\.png: its target"):
+        assert len(read_image_folder(tmp_path).y_train) == 5  # of 6: 20% is 1
+
+
+def test_a_class_with_one_image_keeps_it_for_training(tmp_path):
+    for index in range(5):
+        _png(tmp_path / "common" / f"{index}.png", 10)
+    for name in ("rare1", "rare2"):
+        _png(tmp_path / name / "only.png", 200)
+    with pytest.warns(UserWarning, match=r"2 classes with a single image \(rare1, rare2\) will "
+                                         "not be tested"):  # fmt: skip
+        arrays = read_image_folder(tmp_path)
+    assert sorted(arrays.y_train.tolist()) == [0, 0, 0, 0, 1, 2]  # was: a rare one in test
+    assert arrays.y_test.tolist() == [0]
+
+
 def test_mixed_sizes_are_resized_to_the_most_common_with_a_warning(tmp_path):
     for index in range(3):
         _png(tmp_path / "a" / f"{index}.png", 50, size=(8, 8))
@@ -543,7 +593,8 @@ def test_unreadable_image_names_the_file(tmp_path):
             },
             "only in train: b; only in test: c",
         ),
-        ({"a/x.png": True}, "has only 1 image"),
+        ({"a/x.png": True}, "has 1 image: too few to carve a 20% test split"),
+        ({"a/x.png": True, "b/y.png": True}, r"has 2 images: too few .* or put test images"),
     ],
 )
 def test_bad_image_folders(tmp_path, layout, message):

@@ -266,6 +266,15 @@ def test_kuzushiji_names_come_from_the_class_map_when_published(fake_remote):
 
 
 @pytest.mark.integration
+def test_a_class_map_put_in_the_cache_by_hand_is_read_on_the_next_load(fake_remote, data_home):
+    fake_remote.publish("kmnist")
+    assert load_dataset("kmnist").class_names[0] == "o"  # romanised: no class map published
+    rows = "".join(f"{i},U+{0x3042 + i:04X},{chr(0x3042 + i)}\n" for i in range(10))
+    (data_home / "kmnist" / "kmnist_classmap.csv").write_text("index,codepoint,char\n" + rows)
+    assert load_dataset("kmnist", download=False).class_names[:2] == ["あ", "ぃ"]  # was: "o"
+
+
+@pytest.mark.integration
 def test_root_argument_overrides_the_environment(fake_remote, tmp_path, data_home):
     fake_remote.publish("mnist")
     load_dataset("mnist", root=tmp_path / "elsewhere")

@@ -428,11 +428,31 @@ def _npz_arrays_from(handle: BinaryIO, path: Path) -> dict[str, np.ndarray]:
                 f"{path} is missing {', '.join(missing)} (found: {', '.join(data.files) or 'nothing'}); "
                 f"expected arrays {', '.join(NPZ_KEYS)} and optionally class_names and kind"
             )
+        _check_extra_members(data.files, path)
         arrays = {}
         for key in (*NPZ_KEYS, "class_names", "kind"):
             if key in data.files:
                 arrays[key] = _npz_member(data, key, path)
     return arrays
+
+
+def _check_extra_members(names: list[str], path: Path) -> None:
+    """A validation split in the file is refused (as a val/ folder is): trainlab carves its own
+    from x_train, and silently dropping the user's would hide it. Other arrays: a warning."""
+    known = {*NPZ_KEYS, "class_names", "kind"}
+    validation = [name for name in names if name.split("_")[-1].lower() in _VALIDATION_NAMES]
+    if validation:
+        raise DataError(
+            f"{path} has {', '.join(validation)}: trainlab carves validation from x_train "
+            "(--val-fraction or --val-size; the test split is x_test); append them to x_train "
+            "and y_train, or remove them"
+        )
+    unused = [name for name in names if name not in known]
+    if unused:
+        warnings.warn(
+            f"{path}: {_listed(unused)} not read (trainlab reads {', '.join(sorted(known))})",
+            stacklevel=4,
+        )
 
 
 def _npz_member(data: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
@@ -478,14 +498,19 @@ def _user_images(array: np.ndarray, key: str, path: Path) -> np.ndarray:
 
 
 def _to_uint8(array: np.ndarray, key: str, path: Path) -> np.ndarray:
-    if array.dtype == np.uint8:
-        return array
     if array.dtype.kind in "iu":
         low, high = int(array.min()), int(array.max())
+        if high == 1 and low >= 0:  # 0/1 pixels would train a model on near-black images
+            raise DataError(
+                f"{path}: {key} has only the values {low}..{high} (binarised images?); store "
+                "them as 0..255 (x * 255) so they look like the 8-bit images the model is shown"
+            )
         if low >= 0 and high <= 255:
-            return array.astype(np.uint8)
+            return array.astype(np.uint8, copy=False)
         raise DataError(f"{path}: {key} has values {low}..{high}; images must be 0..255")
     if array.dtype.kind == "f":
+        if np.isnan(array).any():
+            raise DataError(f"{path}: {key} contains NaN pixels; images must be finite")
         low, high = float(np.min(array)), float(np.max(array))
         if low >= 0.0 and high <= 1.0:  # also false for NaN
             return np.rint(array * 255.0).astype(np.uint8)
@@ -662,14 +687,7 @@ def read_image_folder(path: str | Path) -> ArrayDataset:
         n_train = len(train_files)
         train_idx, test_idx = np.arange(n_train), np.arange(n_train, len(files))
     else:
-        if len(files) < 2:
-            raise DataError(
-                f"{root} has only {len(files)} image; a train and a test split need at least 2"
-            )
-        test_t, train_t = stratified_indices(
-            label_array, fraction=FOLDER_TEST_FRACTION, seed=FOLDER_SPLIT_SEED
-        )
-        train_idx, test_idx = train_t.numpy(), test_t.numpy()
+        train_idx, test_idx = _carve_folder_test(label_array, classes, root)
         extra["test_split"] = (
             f"fixed stratified {FOLDER_TEST_FRACTION:.0%} (seed {FOLDER_SPLIT_SEED})"
         )
@@ -681,6 +699,37 @@ def read_image_folder(path: str | Path) -> ArrayDataset:
         classes,
         extra=extra,
     )
+
+
+def _carve_folder_test(
+    labels: np.ndarray, classes: list[str], root: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, test)`` indices of a folder without test/: a fixed stratified share for test.
+
+    A class with a single image keeps it for training (in the test split it could never be
+    predicted right), with a warning; the others are split as if the single ones were absent.
+    """
+    counts = np.bincount(labels, minlength=len(classes))
+    single = counts[labels] == 1
+    pool = np.flatnonzero(~single)
+    if round(FOLDER_TEST_FRACTION * len(pool)) < 1:
+        raise DataError(
+            f"{root} has {len(labels)} image{'s' if len(labels) != 1 else ''}: too few to carve "
+            f"a {FOLDER_TEST_FRACTION:.0%} test split (it needs at least 3 images in classes of "
+            "2 or more); add images, or put test images in a test/ folder beside train/"
+        )
+    if single.any():
+        names = [classes[i] for i in np.flatnonzero(counts == 1)]
+        warnings.warn(
+            f"{root}: {len(names)} class{'es' if len(names) > 1 else ''} with a single image "
+            f"({_listed(names)}) will not be tested: the image is kept for training",
+            stacklevel=3,
+        )
+    test_t, train_t = stratified_indices(
+        labels[pool], fraction=FOLDER_TEST_FRACTION, seed=FOLDER_SPLIT_SEED
+    )
+    train = np.sort(np.concatenate([pool[train_t.numpy()], np.flatnonzero(single)]))
+    return train, pool[test_t.numpy()]
 
 
 # Left out silently, like dot-files: what file managers and archivers leave behind. __MACOSX is
@@ -705,12 +754,15 @@ def _folder_layout(root: Path) -> tuple[Path, Path | None]:
     than read as one class among others; a ``train/`` holding images itself is a class.
     """
     dirs = {p.name: p for p in _visible_dirs(root)}
-    others = sorted(set(dirs) - {"train", "test"})
-    if "train" not in dirs or (others and not _visible_dirs(dirs["train"])):
+    # Train/ and Test/ (as Kaggle archives often have them) are the split layout too.
+    split_dirs = {name.lower(): path for name, path in dirs.items()
+                  if name.lower() in ("train", "test")}  # fmt: skip
+    others = sorted(name for name, path in dirs.items() if path not in split_dirs.values())
+    if "train" not in split_dirs or (others and not _visible_dirs(split_dirs["train"])):
         return root, None  # class folders (maybe one of them named train: trains, buses, cars)
     if others:
         raise _mixed_layout(root, others)
-    return dirs["train"], dirs.get("test")
+    return split_dirs["train"], split_dirs.get("test")
 
 
 def _mixed_layout(root: Path, others: list[str]) -> DataError:
@@ -771,8 +823,12 @@ def _warn_skipped(skipped: list[Path], root: Path) -> None:
     if not skipped:
         return
     folders = [p for p in skipped if p.is_dir()]
-    others = [p for p in skipped if not p.is_dir()]
+    broken = [p for p in skipped if p.is_symlink() and not p.exists()]
+    others = [p for p in skipped if not p.is_dir() and p not in broken]
     parts = []
+    if broken:
+        count = "1 broken link" if len(broken) == 1 else f"{len(broken)} broken links"
+        parts.append(f"{count} (e.g. {broken[0].relative_to(root).as_posix()}: its target is gone)")
     if folders:
         try:  # name a file the user will recognise as unused, not just the folder
             inside = next(

@@ -70,9 +70,17 @@ class DatasetSpec:
     bundled: tuple[str, str] | None = None  # (package, file inside it) for offline datasets
     aliases: tuple[str, ...] = ()
 
-    def fingerprint(self) -> str:
-        """Identifies the source files, so a decoded cache of other files is never reused."""
-        return ",".join(f.md5 or f.name for f in self.files if not f.optional)
+    def fingerprint(self, folder: Path | None = None) -> str:
+        """Identifies the source files, so a decoded cache of other files is never reused: the
+        required ones by MD5; with ``folder``, the optional ones there (a class map) by size
+        and time, so one put in the cache by hand after the first load is read, not ignored."""
+        key = ",".join(f.md5 or f.name for f in self.files if not f.optional)
+        for remote in self.files if folder is not None else ():
+            path = folder / remote.name
+            if remote.optional and path.is_file():
+                stat = path.stat()
+                key += f",{remote.name}:{stat.st_size}:{stat.st_mtime_ns}"
+        return key
 
 
 CacheState = Literal["bundled", "ready", "unverified", "no"]
@@ -523,7 +531,7 @@ def _cache_state(spec: DatasetSpec, root: str | Path | None) -> CacheState:
     if spec.bundled is not None:
         return "bundled" if _bundled_path(spec) is not None else "no"
     folder = dataset_dir(spec.name, root)
-    if cache_is_current(folder / DECODED_NAME, spec.fingerprint()):
+    if cache_is_current(folder / DECODED_NAME, spec.fingerprint(folder)):
         return "ready"
     return "no" if missing_files(folder, spec.files) else "unverified"
 
@@ -545,17 +553,17 @@ def _load_registered(spec: DatasetSpec, root: str | Path | None, download: bool)
     names = [name for remote in spec.files for name, _ in remote.forms()]
     remove_stale_parts(folder, [*names, DECODED_NAME])
     cache = folder / DECODED_NAME
-    arrays = ArrayDataset.load_cache(cache, spec.fingerprint())
+    arrays = ArrayDataset.load_cache(cache, spec.fingerprint(folder))
     if arrays is None:
         paths = fetch_files(spec.name, folder, spec.files, spec.mirrors, download=download)
         arrays = spec.decode(paths)
-        _write_cache(arrays, cache, spec)
+        _write_cache(arrays, cache, spec, folder)
     return arrays.to_bundle(spec.name, spec.kind, str(folder))
 
 
-def _write_cache(arrays: ArrayDataset, cache: Path, spec: DatasetSpec) -> None:
+def _write_cache(arrays: ArrayDataset, cache: Path, spec: DatasetSpec, folder: Path) -> None:
     try:
-        arrays.save(cache, spec.fingerprint())
+        arrays.save(cache, spec.fingerprint(folder))
     except OSError as error:  # a read-only cache still loads; it is just decoded every time
         log.warning(
             "could not write %s (%s); %s will be decoded again next time", cache, error, spec.name

@@ -174,6 +174,7 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
 
 # The resume state's copy of the run's config (what it computes, not where it runs), as JSON.
 STARTED_CONFIG_KEY = "started_config"
+STARTED_DATA_KEY = "started_data"  # which data the run trains on: a resume checks it
 
 
 def config_values(config: TrainConfig, runtime_keys: Sequence[str]) -> dict[str, Any]:
@@ -221,19 +222,20 @@ class RunRecorder(Callback):
     """
 
     def __init__(self, run_dir: Path, *, preprocessing: dict[str, Any], class_names: list[str],
-                 started_config: dict[str, Any] | None = None) -> None:  # fmt: skip
+                 started_config: dict[str, Any] | None = None,
+                 started_data: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.run_dir = run_dir
         self.preprocessing = preprocessing
         self.class_names = class_names
-        # Saved with the state: a resume checks config.yaml against it.
-        self.started_config = json.dumps(started_config or {}, sort_keys=True)
+        # Saved with the state: a resume checks config.yaml and the data set against them.
+        self.started = {STARTED_CONFIG_KEY: json.dumps(started_config or {}, sort_keys=True),
+                        STARTED_DATA_KEY: json.dumps(started_data or {}, sort_keys=True)}  # fmt: skip
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, float]) -> None:
         write_text_atomic(self.run_dir / HISTORY_FILE, history_to_csv(trainer.state.history))
         if trainer.state.best_epoch == trainer.state.epoch:
             self.save_best(trainer)
-        save_state(self.run_dir / RESUME_STATE,
-                   {**trainer.state_dict(), STARTED_CONFIG_KEY: self.started_config})  # fmt: skip
+        save_state(self.run_dir / RESUME_STATE, {**trainer.state_dict(), **self.started})
 
     def save_best(self, trainer: Trainer) -> None:
         best_row = next(
