@@ -157,6 +157,20 @@ def test_a_whole_request_body_over_the_limit_is_refused_before_it_is_read(run_di
         assert httpx.post(f"{url}/predict_batch", files=digit).status_code == 200
 
 
+def test_too_many_files_are_counted_against_the_limit_model_lists(run_dir, digits):
+    served = ServedModel.load(run_dir, device="cpu")
+    digit = png(digits[0][0][0].numpy())
+    with uvicorn_thread(create_app(served, ServeSettings(max_files=4))) as url:
+        for count in (5, 40):  # 40: more parts than the form is read for
+            files = [("files", (f"{i}.png", digit)) for i in range(count)]
+            answer = httpx.post(f"{url}/predict_batch", files=files)
+            assert answer.status_code == 413
+            assert answer.json()["error"].endswith("files; at most 4 per request")  # was: parts
+            single = httpx.post(f"{url}/predict", files=[("file", f[1]) for f in files])
+            assert single.status_code == 400
+            assert "take one; send several to /predict_batch" in single.json()["error"]
+
+
 def test_uploads_beyond_the_server_wide_budget_get_503_until_bytes_are_given_back(run_dir, digits):
     import socket
     import time

@@ -100,6 +100,44 @@ def test_large_images_decode_off_the_event_loop_within_the_pixel_budget(small_ru
         assert huge.status_code == 400 and "at most 1,000,000 pixels" in huge.json()["error"]
 
 
+def chunk_flooded_png(chunks: int) -> bytes:
+    """A valid 28×28 digit whose file is padded with empty ancillary chunks: small in pixels,
+    large in bytes, and every chunk is walked by Pillow in Python when the header is read."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0)
+    rows = b"".join(b"\x00" + bytes([255 if 10 <= x < 14 else 0] * 28) for x in range(28))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"abCd", b"") * chunks
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))  # fmt: skip
+
+
+@pytest.mark.integration
+def test_an_image_small_in_pixels_but_large_in_bytes_is_read_off_the_event_loop(
+    small_run, monkeypatch
+):
+    threads: list[tuple[str, str]] = []
+    for name in ("preprocess_upload", "declared_pixels"):
+        original = getattr(app_module, name)
+
+        def recording(*args, _original=original, _name=name, **kwargs):
+            threads.append((_name, threading.current_thread().name))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(app_module, name, recording)
+    served = ServedModel.load(small_run, device="cpu")
+    with uvicorn_thread(create_app(served, ServeSettings())) as url:
+        flooded = chunk_flooded_png(20_000)  # 240 kB declaring 28×28
+        answer = httpx.post(f"{url}/predict", files={"file": ("f.png", flooded)})
+        assert answer.status_code == 200, answer.text
+    assert [name for name, _ in threads] == ["declared_pixels", "preprocess_upload"]
+    assert all(thread.startswith("trainlab-decode") for _, thread in threads)  # was: the loop
+
+
 @pytest.mark.integration
 def test_a_failing_model_is_a_json_500_and_the_server_lives_on(small_run):
     served = ServedModel.load(small_run, device="cpu")

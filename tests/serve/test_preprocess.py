@@ -39,6 +39,25 @@ def test_a_training_image_passes_through_unchanged(digits):
         assert torch.equal(preprocess_upload(png(image[0].numpy()), DIGITS), image)
 
 
+def test_a_digit_of_the_models_size_that_fills_the_frame_is_normalised(digits):
+    """28×28, light on dark, but cropped to its ink and stretched to the frame (as tutorials
+    prepare images): normalised like any other size, not passed through as it is."""
+    original = digits[0][0].numpy()
+    rows, cols = np.flatnonzero(original.any(1)), np.flatnonzero(original.any(0))
+    ink = original[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    filled = np.asarray(Image.fromarray(ink).resize((28, 28), Image.Resampling.LANCZOS))
+    result = preprocess_upload(png(filled), DIGITS)[0].numpy()
+
+    def similarity(a: np.ndarray) -> float:
+        return float(np.corrcoef(a.ravel().astype(float), original.ravel().astype(float))[0, 1])
+
+    assert similarity(filled) < 0.3 < 0.6 < similarity(result)  # was: unchanged, 20 points off
+    shifted = np.roll(original, 4, axis=1)  # in the box, but 4 px off centre
+    assert np.array_equal(preprocess_upload(png(shifted), DIGITS)[0].numpy()[:, 4:],
+                          handwriting(shifted, 28, 28)[:, 4:])  # fmt: skip
+    assert not np.array_equal(handwriting(shifted, 28, 28), shifted)
+
+
 def test_a_drawing_is_inverted_cropped_scaled_and_centred_by_mass(digits):
     original = digits[0][0].numpy()
     # Dark ink on white paper, small and off-centre on a large canvas, with an alpha channel.
@@ -63,6 +82,19 @@ def test_a_transparent_canvas_with_dark_strokes():
     rgba[30:70, 48:52] = (0, 0, 0, 255)  # a vertical stroke "1", the rest fully transparent
     result = preprocess_upload(png(rgba, "RGBA"), DIGITS)[0]
     assert result.max() > 200 and result[:, :4].max() == 0
+
+
+def test_a_transparent_canvas_with_light_strokes_is_the_same_drawing():
+    dark = np.zeros((100, 100, 4), dtype=np.uint8)
+    dark[10:90, 45:55] = (0, 0, 0, 255)
+    light = np.zeros((100, 100, 4), dtype=np.uint8)
+    light[..., :3] = 255  # white everywhere, the stroke only in alpha
+    light[10:90, 45:55, 3] = 255
+    expected = preprocess_upload(png(dark, "RGBA"), DIGITS)
+    assert expected.max() > 200
+    assert torch.equal(preprocess_upload(png(light, "RGBA"), DIGITS), expected)  # was: blank
+    photo = {**DIGITS, "kind": "natural", "channels": 3, "image_size": [8, 8]}
+    assert preprocess_upload(png(light, "RGBA"), photo)[:, 4, 0].tolist() == [0, 0, 0]
 
 
 def test_an_empty_drawing_is_black():
@@ -105,7 +137,8 @@ def test_huge_dimensions_are_refused_before_decoding():
     # Patch the IHDR width/height to 100000 x 100000 (a decompression bomb's claim), valid CRC.
     ihdr = b"IHDR" + (100_000).to_bytes(4, "big") * 2 + header[24:29]
     bomb = header[:12] + ihdr + zlib.crc32(ihdr).to_bytes(4, "big") + header[33:]
-    with pytest.raises(InputError, match="pixels"):
+    with pytest.raises(InputError, match=r"decompression bomb\?\); at most 40,000,000 pixels and "
+                       "16384 per side are accepted"):  # fmt: skip
         decode(bomb)
     with pytest.raises(InputError, match="at most 100 pixels"):
         decode(png(np.zeros((20, 20), dtype=np.uint8)), max_pixels=100)

@@ -2,7 +2,8 @@
 folders and the server's uploads, so a training image sent to the server is the same picture.
 
 Any bit depth, colour or grey, with or without alpha, in any EXIF orientation, becomes mode L,
-LA, RGB or RGBA; transparency is flattened onto white paper (:func:`flatten_alpha`) by both.
+LA, RGB or RGBA; transparency is flattened onto paper (:func:`flatten_alpha`) by both: white,
+as viewers show it, or black under light strokes, which would vanish on white.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 MAX_PIXELS = 40_000_000  # decoded pixels; more is a decompression bomb or not a small image
 MAX_SIDE = 16_384
-PAPER = 255  # what transparent pixels become: white paper, as viewers show them
+PAPER = 255  # what transparent pixels become: white paper, as viewers show them...
+INK_PAPER = 0  # ...unless what is drawn is light (white ink on a transparent canvas)
 
 
 class InputError(TrainlabError, ValueError):
@@ -47,7 +49,11 @@ def decode(data: bytes, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
     except InputError:
         raise
     except Image.DecompressionBombError:  # Pillow's own limit, beyond ours (it checks first)
-        raise InputError("the image claims too many pixels (decompression bomb?)") from None
+        raise InputError(
+            f"the image claims more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels "
+            f"(decompression bomb?); at most {max_pixels:,} pixels and {MAX_SIDE} per side are "
+            "accepted"
+        ) from None
     except UnidentifiedImageError:
         raise InputError(
             f"not an image in a format the server reads ({', '.join(FORMATS)})"
@@ -91,10 +97,24 @@ def _grey_8bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(values.astype(np.uint8))
 
 
-def flatten_alpha(image: Image.Image, background: int = PAPER) -> Image.Image:
-    """Transparent pixels become ``background`` (a drawing on a transparent canvas)."""
+def flatten_alpha(image: Image.Image, background: int | None = None) -> Image.Image:
+    """Transparent pixels become ``background``; by default paper that contrasts with what is
+    drawn (a drawing on a transparent canvas): white, or black under light strokes."""
     if image.mode in ("RGBA", "LA"):
         rgba = image.convert("RGBA")
-        base = Image.new("RGBA", rgba.size, (background,) * 3 + (255,))
+        paper = _contrasting_paper(rgba) if background is None else background
+        base = Image.new("RGBA", rgba.size, (paper,) * 3 + (255,))
         return Image.alpha_composite(base, rgba).convert("RGB")
     return image
+
+
+def _contrasting_paper(rgba: Image.Image) -> int:
+    """White, unless the visible pixels are light on average (white ink on a transparent
+    canvas became a blank white image): then black. Judged on a small copy (fast for 40 MP)."""
+    small = rgba.copy()
+    small.thumbnail((128, 128))
+    grey = np.asarray(small.convert("L"), dtype=np.float64)
+    alpha = np.asarray(small.getchannel("A"), dtype=np.float64)
+    if alpha.sum() == 0 or alpha.min() == 255:  # nothing drawn, or nothing transparent
+        return PAPER
+    return INK_PAPER if (grey * alpha).sum() / alpha.sum() > 127.5 else PAPER

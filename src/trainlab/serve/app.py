@@ -33,6 +33,7 @@ from trainlab.serve.model import ServedModel
 from trainlab.serve.multipart import (
     FormError,
     Part,
+    TooManyParts,
     boundary_of,
     header_parameters,
     parse_form,
@@ -82,9 +83,13 @@ HOW_TO_SEND = {
     "files=@b.png)",
 }
 # Images decoded on the event loop itself: a 28×28 digit takes ~0.1 ms there, less than a hand-off
-# to a thread; a 512×512 RGBA photo takes ~14 ms, which would stall every other client.
+# to a thread; a 512×512 RGBA photo takes ~14 ms, which would stall every other client. Small in
+# bytes too: reading a header walks every chunk of the file in Python (a 10 MB PNG of empty
+# chunks declaring 28×28 took 1.6 s to open and 1.6 s to decode, all other clients waiting).
 INLINE_PIXELS = 64 * 64
+INLINE_BYTES = 16 * 1024  # a 64×64 RGBA PNG stored uncompressed is 16.4 kB
 INLINE_PIXELS_PER_REQUEST = 16 * INLINE_PIXELS
+INLINE_BYTES_PER_REQUEST = 4 * INLINE_BYTES
 MAX_OTHER_FIELDS = 16  # form fields besides the images that a request may carry (and we ignore)
 
 
@@ -322,41 +327,52 @@ def create_app(served: ServedModel, settings: ServeSettings | None = None) -> Fa
             boundary = boundary_of(content_type)
             parts = parse_form(await read_body(request, limit), boundary,
                                max_parts=settings.max_files + MAX_OTHER_FIELDS)  # fmt: skip
+        except TooManyParts:  # counted as files, the limit /model lists
+            raise too_many_files(single, f"more than {settings.max_files}") from None
         except FormError as error:
             hint = f"; {HOW_TO_SEND[field]}" if error.status == 415 else ""
             raise ClientError(error.status, f"bad request: {error}{hint}") from None
         uploads = [part for part in parts if part.name == field]
         if not uploads:
             raise ClientError(422, f"bad request: no form field `{field}`; {HOW_TO_SEND[field]}")
-        if single and len(uploads) > 1:
-            raise ClientError(400, f"{len(uploads)} images in field `file`: /predict and "
-                              "/preview take one; send several to /predict_batch as `files`")  # fmt: skip
-        if len(uploads) > settings.max_files:
-            raise ClientError(413, f"{len(uploads)} files; at most {settings.max_files} per "
-                              "request")  # fmt: skip
+        if (single and len(uploads) > 1) or len(uploads) > settings.max_files:
+            raise too_many_files(single, str(len(uploads)))
         return uploads
+
+    def too_many_files(single: bool, count: str) -> ClientError:
+        if single:
+            return ClientError(400, f"{count} images in field `file`: /predict and /preview "
+                               "take one; send several to /predict_batch as `files`")  # fmt: skip
+        return ClientError(413, f"{count} files; at most {settings.max_files} per request")
 
     async def read_images(uploads: list[Part]) -> torch.Tensor:
         tensors = []
-        inline_left = INLINE_PIXELS_PER_REQUEST
+        loop = asyncio.get_running_loop()
+        inline_pixels, inline_bytes = INLINE_PIXELS_PER_REQUEST, INLINE_BYTES_PER_REQUEST
         for upload in uploads:
             name = upload.filename or "upload"
-            if len(upload.data) > settings.max_upload_bytes:
+            size = len(upload.data)
+            if size > settings.max_upload_bytes:
                 raise ClientError(413, f"{name}: larger than {settings.max_upload_bytes:,} bytes")
-            pixels = declared_pixels(upload.data)
             decode = functools.partial(preprocess_upload, upload.data, served.preprocessing,
                                        max_pixels=settings.max_pixels)  # fmt: skip
+            # A few kilobytes: every step on the event loop, faster than a thread hand-off
+            # (~0.1 ms), capped per request so a batch of them cannot hold the loop either.
+            small = size <= INLINE_BYTES and size <= inline_bytes
             try:
-                if pixels is None:  # unreadable: decode says why at once, decoding nothing
+                if small:
+                    pixels = declared_pixels(upload.data)
+                else:
+                    pixels = await loop.run_in_executor(decoders, declared_pixels, upload.data)
+                if small and (pixels is None or pixels <= min(INLINE_PIXELS, inline_pixels)):
+                    # None: unreadable, and decode says why at once, decoding nothing
+                    inline_pixels -= pixels or 0
+                    inline_bytes -= size
                     tensors.append(decode())
-                elif pixels <= INLINE_PIXELS and pixels <= inline_left:
-                    # A digit-sized image: faster than a thread hand-off (~0.1 ms); capped per
-                    # request so a batch of them cannot hold the event loop either.
-                    inline_left -= pixels
-                    tensors.append(decode())
+                elif pixels is None:
+                    tensors.append(await loop.run_in_executor(decoders, decode))
                 else:  # larger decodes run on the decode threads, within the pixel budget
                     with pixel_budget.hold(min(pixels, settings.max_pixels + 1)):
-                        loop = asyncio.get_running_loop()
                         tensors.append(await loop.run_in_executor(decoders, decode))
             except InputError as error:
                 raise ClientError(400, f"{name}: {error}") from None

@@ -38,6 +38,13 @@ class FormError(ValueError):
         self.status = status
 
 
+class TooManyParts(FormError):
+    """More parts than the caller allows: the form was not read to its end."""
+
+    def __init__(self, max_parts: int):
+        super().__init__(f"more than {max_parts} parts in one request", status=413)
+
+
 @dataclass(frozen=True)
 class Part:
     name: str | None
@@ -133,6 +140,6 @@ def parse_form(body: bytes, boundary: bytes, *, max_parts: int) -> list[Part]:
             raise FormError("the multipart body ends before its closing boundary (a truncated "
                             "upload?)")  # fmt: skip
         if len(parts) == max_parts:
-            raise FormError(f"more than {max_parts} parts in one request", status=413)
+            raise TooManyParts(max_parts)
         parts.append(_part(header_block, body[data_start:end]))
         position = end + 2
