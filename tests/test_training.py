@@ -43,6 +43,8 @@ def test_train_writes_a_self_describing_run_folder(tiny_config):
     assert isinstance(saved["data"]["augment"], dict), "augment 'auto' is resolved in config.yaml"
     assert saved["model"]["options"]["hidden"] == [32]
     assert len(saved["model"]["options"]) > 1, "model defaults are written out too"
+    preprocessing = json.loads((run_dir / "checkpoint" / "model.json").read_text())["preprocessing"]
+    assert preprocessing["ink_box"] == pytest.approx(20 / 28, abs=0.01)  # for the server
     environment = json.loads((run_dir / "environment.json").read_text())
     assert "torch" in json.dumps(environment)
 

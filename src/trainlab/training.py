@@ -43,8 +43,10 @@ from trainlab.data import (
     resolve_augment,
     subsample,
 )
+from trainlab.data.batches import ink_layout
 from trainlab.data.registry import is_registered
 from trainlab.data.splits import labels_fingerprint
+from trainlab.data.types import HANDWRITING_KINDS
 from trainlab.engine.callbacks import Callback, EarlyStopping
 from trainlab.engine.loop import Trainer
 from trainlab.engine.optim import build_optimizer
@@ -506,9 +508,11 @@ def train(
             "kind": bundle.kind,
             "channels": bundle.image_shape[0],
             "image_size": list(bundle.image_shape[1:]),
-            # The server draws uploaded handwriting in the polarity training saw.
+            # The server draws uploaded handwriting in the polarity training saw...
             "background": prepared.background,
         }
+        if bundle.kind in HANDWRITING_KINDS:  # ...and at the size and place its ink had
+            preprocessing.update(ink_layout(prepared.train.images, prepared.background))
         all_callbacks.append(
             RunRecorder(
                 run_dir,

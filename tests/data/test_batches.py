@@ -168,3 +168,19 @@ def test_bad_batch_size() -> None:
 def test_unshuffled_loader_without_generator() -> None:
     data = BatchLoader(make_split(count=5), 2, shuffle=True, mean=0.5, std=0.5)
     assert sorted(torch.cat([y for _, y in data]).tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_ink_layout_measures_where_handwriting_sits_in_its_frame():
+    from trainlab.data import load_dataset
+    from trainlab.data.batches import ink_layout
+
+    digits = load_dataset("mnist-5k").train.images
+    layout = ink_layout(digits, "dark")
+    assert layout["ink_box"] == pytest.approx(20 / 28, abs=0.01)  # MNIST's 20-pixel box
+    assert 0.8 < layout["ink_offset"] < 2  # centred by mass, to a pixel or so
+    assert ink_layout(255 - digits, "light") == layout  # dark ink on white: the same layout
+    filling = torch.zeros(10, 1, 28, 28, dtype=torch.uint8)
+    filling[:, :, 1:27, 12:16] = 255  # strokes nearly the frame's height, centred
+    assert ink_layout(filling, "dark") == {"ink_box": round(26 / 28, 4), "ink_offset": 0.0}
+    blank = torch.zeros(3, 1, 8, 8, dtype=torch.uint8)
+    assert ink_layout(blank, "dark")["ink_box"] == pytest.approx(20 / 28)  # nothing to measure

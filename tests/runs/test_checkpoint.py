@@ -235,6 +235,8 @@ def test_corrupt_json(saved: tuple[nn.Module, Path], text: str) -> None:
         (lambda m: m.update(class_names=[]), "classes but 0 class names"),
         (lambda m: m["preprocessing"].pop("mean"), "a finite mean and std"),
         (lambda m: m["preprocessing"].update(std=[0.0]), "std must be above 0"),
+        (lambda m: m["preprocessing"].update(ink_box=3), "ink_box must be a share"),
+        (lambda m: m["preprocessing"].update(ink_offset="far"), "ink_offset must be a distance"),
         (lambda m: m["preprocessing"].pop("image_size"), "channels and image_size"),
         (lambda m: m["architecture"].update(options=[1, 2]), "options must be an object"),
         (lambda m: m["architecture"].update(image_size=[28]), "image_size must be two"),

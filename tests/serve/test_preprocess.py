@@ -58,6 +58,21 @@ def test_a_digit_of_the_models_size_that_fills_the_frame_is_normalised(digits):
     assert not np.array_equal(handwriting(shifted, 28, 28), shifted)
 
 
+def test_handwriting_is_scaled_to_the_box_its_training_images_had():
+    """Characters that fill their frame in training (ink_box recorded as 26/28) are drawn that
+    large, and a training image laid out so passes unchanged."""
+    filling = {**DIGITS, "kind": "characters", "ink_box": 26 / 28, "ink_offset": 0.3}
+    stroke = np.zeros((28, 28), dtype=np.uint8)
+    stroke[1:27, 12:16] = 255
+    assert torch.equal(preprocess_upload(png(stroke), filling)[0], torch.from_numpy(stroke))
+    drawing = np.full((200, 200), 255, dtype=np.uint8)
+    drawing[40:160, 90:110] = 0  # dark on white, small in a large canvas
+    rows = np.flatnonzero(preprocess_upload(png(drawing), filling)[0].numpy().any(axis=1))
+    assert rows[-1] - rows[0] + 1 == 26  # MNIST's box would be 20
+    rows = np.flatnonzero(preprocess_upload(png(drawing), DIGITS)[0].numpy().any(axis=1))
+    assert rows[-1] - rows[0] + 1 == 20
+
+
 def test_a_drawing_is_inverted_cropped_scaled_and_centred_by_mass(digits):
     original = digits[0][0].numpy()
     # Dark ink on white paper, small and off-centre on a large canvas, with an alpha channel.

@@ -43,6 +43,45 @@ def background_of_border(border: torch.Tensor) -> str:
     return "dark" if float(border.float().median()) < 128 else "light"
 
 
+INK_THRESHOLD = 0.2  # share of full intensity that counts as ink (cropping, the ink's box)
+MNIST_INK_BOX = 20 / 28  # MNIST: each digit's longer side is 20 pixels of the 28
+
+
+def ink_layout(images: torch.Tensor, background: str, sample: int = 10_000) -> dict[str, float]:
+    """How handwriting sits in its frame, measured on uint8 ``[N, C, H, W]`` training images:
+    ``ink_box``, the median longer side of the ink's box as a share of the frame (MNIST: 20/28),
+    and ``ink_offset``, the 99th percentile of its centre of mass's distance from the frame's
+    centre in pixels (MNIST: 1.3). The server scales drawings to this box and passes an upload
+    through unchanged only when it sits like this (recorded in the checkpoint's preprocessing)."""
+    picked = images[: max(1, sample)].float().mean(dim=1)  # grey [N, H, W]
+    ink = picked if background == "dark" else 255 - picked
+    count, height, width = ink.shape
+    mask = ink > INK_THRESHOLD * 255
+    drawn = mask.flatten(1).any(dim=1)
+    if count == 0 or not bool(drawn.any()):
+        return {"ink_box": MNIST_INK_BOX, "ink_offset": 1.5}
+    ink, mask = ink[drawn], mask[drawn]
+
+    def extent(flags: torch.Tensor) -> torch.Tensor:  # [n, L] bool -> last - first + 1
+        length = flags.shape[1]
+        first = flags.float().argmax(dim=1)
+        last = length - 1 - flags.flip(1).float().argmax(dim=1)
+        return last - first + 1
+
+    box = torch.maximum(extent(mask.any(dim=2)), extent(mask.any(dim=1))).float()
+    weights = ink.double()
+    total = weights.sum(dim=(1, 2))
+    rows = torch.arange(height, dtype=torch.float64, device=ink.device)
+    cols = torch.arange(width, dtype=torch.float64, device=ink.device)
+    cy = (weights.sum(dim=2) * rows).sum(dim=1) / total
+    cx = (weights.sum(dim=1) * cols).sum(dim=1) / total
+    offset = torch.hypot(cy - (height - 1) / 2, cx - (width - 1) / 2)
+    return {
+        "ink_box": round(float(box.median()) / min(height, width), 4),
+        "ink_offset": round(float(torch.quantile(offset.float(), 0.99)), 3),
+    }
+
+
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and (population) std of uint8 ``[N, C, H, W]`` images, in [0, 1] units.
 

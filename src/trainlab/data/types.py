@@ -15,6 +15,7 @@ import torch
 #   unknown: user data that does not say what it is (a user .npz without a ``kind`` entry, any
 #            image folder); nothing may be assumed, so defaults are the ones safe for any content
 DataKind = Literal["digits", "characters", "natural", "other", "unknown"]
+HANDWRITING_KINDS = ("digits", "characters")  # normalised like MNIST at the server
 
 
 @dataclass

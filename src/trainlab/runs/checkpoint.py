@@ -339,6 +339,11 @@ def _contents_problem(meta: dict[str, Any]) -> str | None:
         return f"preprocessing needs a finite mean and std for each of its {channels} channel(s)"
     if any(value <= 0 for value in pre["std"]):
         return "preprocessing std must be above 0 (it divides the pixels)"
+    if "ink_box" in pre and not (finite_numbers([pre["ink_box"]], 1) and 0 < pre["ink_box"] <= 1):
+        return "preprocessing ink_box must be a share of the frame in (0, 1]"
+    if "ink_offset" in pre and not (finite_numbers([pre["ink_offset"]], 1)
+                                    and pre["ink_offset"] >= 0):  # fmt: skip
+        return "preprocessing ink_offset must be a distance in pixels, 0 or more"
     return None
 
 

@@ -9,8 +9,8 @@ and evaluation use, so a training image sent to the server is classified exactly
 
 Handwriting (``kind`` digits or characters, like MNIST/KMNIST/K49) is normalised the way those
 datasets were made: light ink on a dark background (a drawing in dark ink is inverted), cropped
-to its ink, scaled so its longer side fills ``INK_BOX`` of the ``SIZE`` frame, and centred by
-its centre of mass. An upload that already is a training-format image (the model's size, the
+to its ink, scaled so its longer side fills the share of the frame the training images' ink
+does (recorded at training; MNIST: 20 of 28 pixels), and centred by its centre of mass. An upload that already is a training-format image (the model's size, the
 training images' background, its ink in the box and centred) passes through unchanged. Other kinds are resized to cover the frame and
 centre-cropped.
 """
@@ -26,8 +26,9 @@ import torch
 from PIL import Image, ImageOps
 
 # decode, its limits and its error are shared with training's image folders (data.pictures)
-from trainlab.data.batches import background_of_border
+from trainlab.data.batches import INK_THRESHOLD, MNIST_INK_BOX, background_of_border
 from trainlab.data.pictures import MAX_PIXELS, MAX_SIDE, InputError, decode, flatten_alpha
+from trainlab.data.types import HANDWRITING_KINDS
 
 __all__ = [
     "MAX_PIXELS",
@@ -41,9 +42,8 @@ __all__ = [
     "to_model_input",
 ]
 
-HANDWRITING = ("digits", "characters")
-INK_FRACTION = 20 / 28  # MNIST: the digit's box is 20x20 inside 28x28
-INK_THRESHOLD = 0.2  # share of full intensity that counts as ink when cropping
+HANDWRITING = HANDWRITING_KINDS
+MIN_OFFSET_SLACK = 2.0  # px: an upload this close to centred counts as centred
 MIN_CONTRAST = 32  # ink this close to its paper's level is noise, not a stroke
 
 
@@ -56,13 +56,19 @@ class Target:
     width: int
     kind: str
     background: str = "dark"  # of the training images; checkpoints before it was saved: MNIST's
+    # How the training handwriting sits in its frame (data.batches.ink_layout); checkpoints
+    # saved before it was recorded: MNIST's.
+    ink_box: float = MNIST_INK_BOX
+    ink_offset: float = 1.5
 
     @classmethod
     def from_preprocessing(cls, preprocessing: dict[str, Any]) -> Target:
         height, width = preprocessing["image_size"]
         return cls(int(preprocessing["channels"]), int(height), int(width),
                    str(preprocessing.get("kind", "other")),
-                   str(preprocessing.get("background", "dark")))  # fmt: skip
+                   str(preprocessing.get("background", "dark")),
+                   float(preprocessing.get("ink_box", MNIST_INK_BOX)),
+                   float(preprocessing.get("ink_offset", 1.5)))  # fmt: skip
 
 
 def to_model_input(image: Image.Image, target: Target) -> torch.Tensor:
@@ -70,7 +76,14 @@ def to_model_input(image: Image.Image, target: Target) -> torch.Tensor:
     was trained on."""
     if target.kind in HANDWRITING:
         grey = np.asarray(flatten_alpha(image).convert("L"), dtype=np.uint8)
-        pixels = handwriting(grey, target.height, target.width, background=target.background)
+        pixels = handwriting(
+            grey,
+            target.height,
+            target.width,
+            background=target.background,
+            ink_box=target.ink_box,
+            ink_offset=target.ink_offset,
+        )
         array = np.repeat(pixels[None], target.channels, axis=0)
     else:
         rgb = flatten_alpha(image).convert("RGB" if target.channels == 3 else "L")
@@ -83,35 +96,44 @@ def to_model_input(image: Image.Image, target: Target) -> torch.Tensor:
 
 
 def handwriting(
-    grey: np.ndarray, height: int, width: int, *, background: str = "dark"
+    grey: np.ndarray,
+    height: int,
+    width: int,
+    *,
+    background: str = "dark",
+    ink_box: float = MNIST_INK_BOX,
+    ink_offset: float = 1.5,
 ) -> np.ndarray:
     """MNIST-style normalisation of one grey image (uint8 ``[H, W]``) -> uint8 ``[height, width]``,
-    on a ``background`` like the training images' (``"dark"``: light ink, as MNIST)."""
+    on a ``background`` like the training images' (``"dark"``: light ink, as MNIST), the ink's
+    longer side ``ink_box`` of the frame; an image of the model's size laid out like that (its
+    centre of mass within ``ink_offset`` px, or 2 px, of the centre) passes unchanged."""
     dark = _dark_background(grey)
     ink = grey if dark else 255 - grey  # dark ink on white paper -> light ink on black
-    if grey.shape == (height, width) and dark == (background == "dark") and _laid_out(ink):
+    box = max(1, round(ink_box * min(height, width)))
+    laid_out = _laid_out(ink, box, max(MIN_OFFSET_SLACK, ink_offset + 0.5))
+    if grey.shape == (height, width) and dark == (background == "dark") and laid_out:
         return grey.copy()  # already a training-format image: leave it exactly as it is
-    glyph = _normalised_glyph(_without_paper(ink), height, width)
+    glyph = _normalised_glyph(_without_paper(ink), height, width, box)
     return glyph if background == "dark" else 255 - glyph
 
 
-def _laid_out(ink: np.ndarray) -> bool:
-    """Whether light-on-dark ``ink`` of the model's size is laid out as normalisation would:
-    its ink box no longer than the box (+1 px) and its centre of mass within 1.5 px of the
-    centre (every image of mnist-5k: box <= 20 of 28, centre <= 1.0 px off). A digit filling
-    the frame, or off-centre, is normalised instead (it lost 20 points of accuracy as is)."""
+def _laid_out(ink: np.ndarray, box: int, max_offset: float) -> bool:
+    """Whether light-on-dark ``ink`` sits as the training images do: its ink's box no longer
+    than ``box`` (+1 px) and its centre of mass within ``max_offset`` px of the centre. A
+    28×28 digit filling its frame, or off-centre, is normalised instead (as is, it lost 20
+    points of accuracy)."""
     height, width = ink.shape
     mask = ink > INK_THRESHOLD * 255
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
         return False
-    box = round(INK_FRACTION * min(height, width))
     if max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 > box + 1:
         return False
     weights = ink.astype(np.float64)
     ys, xs = np.indices(ink.shape)
     cy, cx = (ys * weights).sum() / weights.sum(), (xs * weights).sum() / weights.sum()
-    return bool(np.hypot(cy - (height - 1) / 2, cx - (width - 1) / 2) <= 1.5)
+    return bool(np.hypot(cy - (height - 1) / 2, cx - (width - 1) / 2) <= max_offset)
 
 
 def _without_paper(ink: np.ndarray) -> np.ndarray:
@@ -127,7 +149,7 @@ def _without_paper(ink: np.ndarray) -> np.ndarray:
     return np.clip(np.round(stretched), 0, 255).astype(np.uint8)
 
 
-def _normalised_glyph(ink: np.ndarray, height: int, width: int) -> np.ndarray:
+def _normalised_glyph(ink: np.ndarray, height: int, width: int, box: int) -> np.ndarray:
     """Light ink on black -> cropped to the ink, scaled into the ink box, centred by mass."""
     mask = ink > INK_THRESHOLD * 255
     # The ink's bounding box from per-row/column flags: np.nonzero(mask) would hold two int64
@@ -136,7 +158,6 @@ def _normalised_glyph(ink: np.ndarray, height: int, width: int) -> np.ndarray:
     if rows.size == 0:
         return np.zeros((height, width), dtype=np.uint8)  # nothing drawn
     cropped = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    box = max(1, round(INK_FRACTION * min(height, width)))
     scale = box / max(cropped.shape)
     new_h = max(1, round(cropped.shape[0] * scale))
     new_w = max(1, round(cropped.shape[1] * scale))
