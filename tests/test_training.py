@@ -459,3 +459,14 @@ def test_a_training_size_larger_than_the_data_names_the_option(tiny_config):
     with pytest.raises(TrainlabError, match=r"--train-size\) 100000 is more than the 3600 "
                                             "training images of mnist-5k"):  # fmt: skip
         trainlab.train(tiny_config(data__train_size=100000, data__val_size=400), save=False)
+
+
+def test_batch_size_1_with_batch_norm_is_refused_before_the_run_folder(tiny_config, tmp_path):
+    config = tiny_config(out=str(tmp_path / "bs1"), data__batch_size=1, model__name="vgg",
+                         model__options={"width": 0.125})  # fmt: skip
+    with pytest.raises(TrainlabError, match=r"batch size 1 cannot train model 'vgg': its "
+                                            "BatchNorm layers need at least 2"):  # fmt: skip
+        trainlab.train(config)
+    assert not (tmp_path / "bs1").exists()  # was: a traceback and a half-made run folder
+    config = tiny_config(data__batch_size=1, data__train_size=20, epochs=1)  # mlp: no BatchNorm
+    assert trainlab.train(config, save=False).summary["status"] == "completed"

@@ -372,6 +372,19 @@ def _start_from_folder(run_dir: Path, runtime_overrides: list[str]) -> RunStart:
     return RunStart(config, run_dir, state)
 
 
+def _check_batch_norm_batches(config: TrainConfig, model: nn.Module) -> None:
+    """BatchNorm normalises over the batch: one image has no variance to normalise by (a crash
+    deep in the first step where a layer sees one value per channel, noise elsewhere)."""
+    if config.data.batch_size < 2 and any(
+        isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules()
+    ):
+        raise ConfigError(
+            f"batch size 1 cannot train model '{config.model.name}': its BatchNorm layers need "
+            "at least 2 images a batch; use --batch-size 2 or more (or a model option without "
+            "batch norm, such as batch_norm=false where it has one)"
+        )
+
+
 def _check_same_data(start: RunStart, prepared: PreparedData) -> None:
     """A resume must train on the data the run started with: a data set file rewritten since
     (images added, labels fixed) would give another split and silently mix two data sets."""
@@ -477,6 +490,7 @@ def train(
         _check_same_data(start, prepared)
     config = resolve_config(config, prepared)
     model = build_model(config, prepared.bundle, device)
+    _check_batch_norm_batches(config, model)
     if hasattr(model, "set_input_normalization"):  # models that undo the pipeline's normalisation
         model.set_input_normalization(prepared.mean, prepared.std)
     # The folder is made once the model builds: a bad model option leaves no empty run folder.

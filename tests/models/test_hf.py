@@ -419,6 +419,23 @@ def test_spec_rebuilds_without_the_folder(tiny_copy: Path) -> None:
         torch.testing.assert_close(rebuilt(x), model(x))
 
 
+def test_a_float16_folder_trains_and_rebuilds_in_float32(tmp_path: Path) -> None:
+    folder = tmp_path / "half"
+    torch.manual_seed(0)
+    transformers.ViTModel(transformers.ViTConfig(**TINY)).half().save_pretrained(folder)
+    model = create_model(f"hf:{folder}", **SHAPE).eval()
+    spec = json.loads(json.dumps(model.trainlab_spec))
+    assert (
+        "dtype" not in spec["options"]["config"] and "torch_dtype" not in spec["options"]["config"]
+    )
+    rebuilt = model_from_spec(spec).eval()  # as a checkpoint is loaded
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    assert {p.dtype for p in rebuilt.parameters()} == {torch.float32}  # was: float16 backbone
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x))  # was: "mat1 and mat2 ... Half and Float"
+
+
 @pytest.fixture(scope="module")
 def hf_run(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> trainlab.RunResult:
     """The users' study (examples/vit-finetune.yaml) as a smoke run: a copy of the tiny folder in

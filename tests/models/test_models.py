@@ -325,6 +325,16 @@ def test_vit_auto_patch_and_padding() -> None:
     )
     assert model.padding == (0, 4, 0, 4) and model.pos_embed.shape[1] == 16
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert create_model("vit", in_channels=1, num_classes=10, image_size=(28, 28),
+                        patch_size="Auto", **CHEAP["vit"]).pos_embed.shape[1] == 49  # fmt: skip
+
+
+def test_checkpoints_record_what_auto_and_null_options_chose() -> None:
+    """A later default for "auto" or null must not change the shapes of a saved model."""
+    vit = create_model("vit", in_channels=1, num_classes=10, image_size=(28, 28), **CHEAP["vit"])
+    assert vit.trainlab_spec["options"]["patch_size"] == 4  # was: "auto"
+    fastnet = create_model("fastnet", in_channels=3, num_classes=10, image_size=(32, 32))
+    assert fastnet.trainlab_spec["options"]["stem_width"] == 24  # was: null
 
 
 def test_vit_cls_pooling_adds_a_token() -> None:
@@ -366,6 +376,7 @@ def test_gru_variants(options: dict[str, Any]) -> None:
         ("fastnet", {"bn_momentum": 0}, "'bn_momentum' must be a number > 0"),
         ("vit", {"dim": 30, "heads": 4}, "divisible by 'heads'"),
         ("vit", {"patch_size": 64}, "larger than the 28×28 image"),
+        ("vit", {"patch_size": "big"}, "'patch_size' must be an integer >= 1 or 'auto'"),
         ("gru", {"pool": "max"}, "'pool' must be one of last, mean"),
         ("gru", {"bidirectional": "yes"}, "'bidirectional' must be true or false"),
     ],

@@ -3,6 +3,8 @@ under uvicorn; the server refuses files it would have to unpickle."""
 
 from __future__ import annotations
 
+import os
+
 import httpx
 import numpy as np
 import pytest
@@ -114,10 +116,11 @@ def test_default_export_paths_and_refusals(exported, tmp_path):
 
 
 def test_a_model_onnx_cannot_express_is_a_clear_error_and_leaves_no_file(exported, tmp_path,
-                                                                         monkeypatch):  # fmt: skip
+                                                                         monkeypatch, capfd):  # fmt: skip
     from trainlab.errors import TrainlabError
 
     def refuse(*args, **kwargs):
+        os.write(2, b"Torch IR graph at exception: graph(%images : Byte(...)) ...\n")  # C++ level
         raise RuntimeError("Exporting the operator 'aten::_upsample_bicubic2d_aa' to ONNX opset "
                            "version 17 is not supported.\nPlease feel free to request support")  # fmt: skip
 
@@ -126,6 +129,9 @@ def test_a_model_onnx_cannot_express_is_a_clear_error_and_leaves_no_file(exporte
     with pytest.raises(TrainlabError, match=r"cannot be exported to ONNX .*bicubic.*torchscript"):
         export_onnx(run_dir, tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []  # no half-written file
+    assert "Torch IR" not in capfd.readouterr().err  # was: hundreds of lines before the error
+    os.write(2, b"stderr works again\n")
+    assert "stderr works again" in capfd.readouterr().err
 
 
 @pytest.mark.integration

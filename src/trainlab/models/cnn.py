@@ -43,7 +43,7 @@ class SmallCNN(Classifier):
         layers: list[nn.Module] = []
         previous = in_channels
         for out in channels:
-            # Odd kernels with padding k//2 keep the size; even kernels shrink it by one.
+            # Odd kernels with padding k//2 keep the size; even ones grow it by one (k=4: 28 -> 29).
             layers.append(nn.Conv2d(previous, out, kernel_size, padding=kernel_size // 2))
             if batch_norm:
                 layers.append(nn.BatchNorm2d(out))

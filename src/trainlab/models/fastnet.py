@@ -183,7 +183,7 @@ def build(
     """
     multiplier = check_float(width, "width", exclusive=True)
     stem = 2 * in_channels * 4 if stem_width is None else check_int(stem_width, "stem_width")
-    return FastNet(
+    model = FastNet(
         in_channels=in_channels,
         num_classes=num_classes,
         image_size=image_size,
@@ -195,3 +195,6 @@ def build(
         logit_scale=check_float(logit_scale, "logit_scale", exclusive=True),
         dropout=check_probability(dropout, "dropout"),
     )
+    # The checkpoint records the stem width null stood for, whatever the default becomes.
+    model.trainlab_spec_options = {"stem_width": stem}
+    return model

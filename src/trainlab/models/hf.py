@@ -83,7 +83,9 @@ _PIL_RESAMPLE = {
     5: "bilinear",
 }
 # Keys of a config dict that describe the old classification head or the machine it came from.
-_DROPPED_CONFIG_KEYS = ("id2label", "label2id", "_name_or_path")
+# "dtype"/"torch_dtype": a folder saved in float16 trains in float32, and its checkpoint must
+# rebuild in float32 too (not cut the trained weights down to float16 and fail on the head).
+_DROPPED_CONFIG_KEYS = ("id2label", "label2id", "_name_or_path", "dtype", "torch_dtype")
 # A Hugging Face Hub id: "name" or "owner/name".
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -701,7 +703,7 @@ def build(
         backbone = _load_backbone(transformers, folder, hf_config, kwargs)
     else:
         with _quiet(transformers):
-            backbone = transformers.AutoModel.from_config(hf_config, **kwargs)
+            backbone = transformers.AutoModel.from_config(hf_config, **kwargs).float()
     if pool == "pooler" and getattr(backbone, "pooler", True) is None:
         raise ModelError("option 'pool' is 'pooler' but this model has no pooler; use cls or mean")
     forward = inspect.signature(backbone.forward).parameters

@@ -167,8 +167,12 @@ def build(
     - ``pool``: "mean" of the patch tokens or a "cls" token as the image embedding.
     """
     height, width = image_size
-    if patch_size == "auto":
+    if isinstance(patch_size, str) and patch_size.lower() == "auto":
         patch = auto_patch_size(height, width)
+    elif isinstance(patch_size, str):
+        raise ModelError(
+            f"option 'patch_size' must be an integer >= 1 or 'auto'; got {patch_size!r}"
+        )
     else:
         patch = check_int(patch_size, "patch_size")
         if patch > max(height, width):
@@ -180,7 +184,7 @@ def build(
     heads = check_int(heads, "heads")
     if dim % heads:
         raise ModelError(f"option 'dim' ({dim}) must be divisible by 'heads' ({heads})")
-    return VisionTransformer(
+    model = VisionTransformer(
         in_channels=in_channels,
         num_classes=num_classes,
         image_size=image_size,
@@ -192,3 +196,6 @@ def build(
         dropout=check_probability(dropout, "dropout"),
         pool=check_choice(pool, "pool", ("mean", "cls")),
     )
+    # The checkpoint records the patch "auto" chose: a later rule cannot change its shapes.
+    model.trainlab_spec_options = {"patch_size": patch}
+    return model

@@ -13,8 +13,13 @@ the ONNX file instead.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +29,7 @@ from torch import nn
 
 from trainlab._io import atomic_path, check_writable
 from trainlab.errors import TrainlabError
+from trainlab.models.layers import Classifier
 from trainlab.runs.checkpoint import find_checkpoint
 
 METADATA_KEY = "trainlab"
@@ -39,6 +45,9 @@ class _Exported(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (images.float() / 255 - self.mean) / self.std  # data.batches.normalize_uint8
+        if type(self.model).forward is Classifier.forward:  # classifier ∘ features: run once
+            features = self.model.forward_features(x)
+            return self.model.classifier(features), features.flatten(1)
         return self.model(x), self.model.forward_features(x).flatten(1)
 
 
@@ -106,6 +115,22 @@ def export_torchscript(model_dir: str | Path, out: str | Path) -> Path:
     return out
 
 
+@contextlib.contextmanager
+def _stderr_discarded() -> Iterator[None]:
+    """The TorchScript-based ONNX exporter prints the whole Torch IR graph (hundreds of lines)
+    to the process's stderr when an op has no ONNX form, whatever its log setting: it writes
+    at the C++ level, so the file descriptor is what must be redirected. Our error says why."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def export_onnx(model_dir: str | Path, out: str | Path) -> Path:
     """Write ``out`` (an .onnx file) from a run or checkpoint folder; returns its path."""
     import onnx
@@ -115,10 +140,11 @@ def export_onnx(model_dir: str | Path, out: str | Path) -> Path:
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
         try:
-            torch.onnx.export(wrapper, (example,), str(tmp), input_names=["images"],
-                              output_names=["logits", "features"], opset_version=OPSET,
-                              dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"},
-                                            "features": {0: "batch"}}, dynamo=False)  # fmt: skip
+            with _stderr_discarded():
+                torch.onnx.export(wrapper, (example,), str(tmp), input_names=["images"],
+                                  output_names=["logits", "features"], opset_version=OPSET,
+                                  dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"},
+                                                "features": {0: "batch"}}, dynamo=False)  # fmt: skip
         except Exception as error:  # the exporter's own types: an op ONNX has no form for, ...
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
             raise TrainlabError(
