@@ -485,6 +485,31 @@ def test_onnx_export_of_an_enlarging_model(hf_run: trainlab.RunResult, tmp_path:
     torch.testing.assert_close(exported.probabilities(images), expected, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("input_size", [32, 16])
+def test_onnx_export_of_a_bicubic_model(tiny_folder: Path, tmp_path: Path, input_size: int) -> None:
+    """PIL's bicubic (DeiT, ConvNeXt and Swin processors) exports when enlarging; shrinking,
+    which needs anti-aliasing ONNX's Resize lacks, is one clear error."""
+    from trainlab.errors import TrainlabError
+    from trainlab.runs.checkpoint import save_checkpoint
+    from trainlab.serve.export import OnnxServedModel, export_onnx
+
+    model = create_model(f"hf:{tiny_folder}", **SHAPE, interpolation="bicubic",
+                         input_size=input_size).eval()  # fmt: skip
+    preprocessing = {"mean": [0.13], "std": [0.31], "kind": "digits", "channels": 1,
+                     "image_size": [28, 28]}  # fmt: skip
+    save_checkpoint(tmp_path / "ck", model, preprocessing=preprocessing,
+                    class_names=[str(i) for i in range(10)],
+                    metadata={"epoch": 1, "monitor": "val.loss", "value": 1.0})  # fmt: skip
+    if input_size < 28:
+        with pytest.raises(TrainlabError, match="anti-aliased bicubic shrinking has no ONNX form"):
+            export_onnx(tmp_path / "ck", tmp_path / "m.onnx")
+        return
+    exported = OnnxServedModel(export_onnx(tmp_path / "ck", tmp_path / "m.onnx"))  # was: refused
+    images = digits(7)
+    expected = ServedModel.load(tmp_path / "ck", device="cpu").probabilities(images)
+    torch.testing.assert_close(exported.probabilities(images), expected, atol=1e-5, rtol=1e-4)
+
+
 def test_training_tells_the_model_how_its_images_are_normalised(hf_run: trainlab.RunResult) -> None:
     checkpoint = load_checkpoint(hf_run.run_dir)
     torch.testing.assert_close(

@@ -115,6 +115,35 @@ def export_torchscript(model_dir: str | Path, out: str | Path) -> Path:
     return out
 
 
+def _bicubic_enlarging(g: Any, image: Any, output_size: Any, *_: Any) -> Any:
+    """``aten::_upsample_bicubic2d_aa`` (an hf model resizing as PIL's bicubic, which DeiT's,
+    ConvNeXt's and Swin's processors use) as ONNX ``Resize``: enlarging, anti-aliasing changes
+    nothing, and Resize's cubic with a = -0.5 without outside pixels is PIL's kernel (2.4e-7 from
+    torch for 28 -> 224). Shrinking needs the anti-aliasing Resize lacks at opset 17: refused."""
+    from torch.onnx import symbolic_helper
+
+    node = g.original_node  # the traced node: its shapes are all known
+    before = list(node.inputsAt(0).type().sizes())[-2:]
+    after = list(node.output().type().sizes())[-2:]
+    if None in before or any(new < old for new, old in zip(after, before, strict=True)):
+        raise RuntimeError("anti-aliased bicubic shrinking has no ONNX form at this opset (Resize "
+                           "cannot anti-alias); give the model images at least its input size")  # fmt: skip
+    if symbolic_helper._is_packed_list(output_size):  # (H of the input, a constant W): traced
+        one = g.op("Constant", value_t=torch.tensor([1]))
+        sizes = [g.op("Reshape", g.op("Cast", v, to_i=7), one)  # to_i=7: int64
+                 for v in symbolic_helper._unpack_list(output_size)]  # fmt: skip
+        spatial = g.op("Concat", *sizes, axis_i=0)
+    else:
+        spatial = g.op("Constant", value_t=torch.tensor(
+            list(symbolic_helper._maybe_get_const(output_size, "is")), dtype=torch.int64))  # fmt: skip
+    batch_channels = g.op("Slice", g.op("Shape", image), g.op("Constant", value_t=torch.tensor([0])),
+                          g.op("Constant", value_t=torch.tensor([2])))  # fmt: skip
+    empty = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))
+    return g.op("Resize", image, empty, empty, g.op("Concat", batch_channels, spatial, axis_i=0),
+                mode_s="cubic", cubic_coeff_a_f=-0.5, exclude_outside_i=1,
+                coordinate_transformation_mode_s="half_pixel")  # fmt: skip
+
+
 @contextlib.contextmanager
 def _stderr_discarded() -> Iterator[None]:
     """The TorchScript-based ONNX exporter prints the whole Torch IR graph (hundreds of lines)
@@ -139,6 +168,9 @@ def export_onnx(model_dir: str | Path, out: str | Path) -> Path:
     out = Path(out)
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
+        torch.onnx.register_custom_op_symbolic(
+            "aten::_upsample_bicubic2d_aa", _bicubic_enlarging, OPSET
+        )
         try:
             with _stderr_discarded():
                 torch.onnx.export(wrapper, (example,), str(tmp), input_names=["images"],
