@@ -176,6 +176,14 @@ def test_config_file_then_set_overrides_win(tmp_path):
         (["--optimizer", "lbfgs"], "optim.name"),
         (["--augment", "spin=3"], "spin"),
         (["--config", "missing.yaml"], "config file not found"),
+        (
+            ["--optimizer", "sgd", "--momentum", "0.5"],  # was: saved as used, trained without it
+            "optim.momentum applies to the momentum and nesterov optimizers, not sgd",
+        ),
+        (
+            ["--optimizer", "rmsprop", "--set", "optim.betas=[0.8,0.99]"],
+            "optim.betas applies to the adam and adamw optimizers, not rmsprop",
+        ),
     ],
 )
 def test_user_mistakes_give_one_clear_line_and_exit_2(args, message, tmp_path):

@@ -132,6 +132,14 @@ def test_dry_run_reads_the_study_it_would_join(where, tmp_path):
         (["tune", "--study", "x", "--space", "missing.yaml"], "search space file not found"),
         (["tune", "--study", "x", "--space", str(EXAMPLES / "k49-space.yaml"), "--dataset", "mnist-5k",
           "--sampler", "nope"], "unknown sampler 'nope'"),
+        (["sweep", "--study", "x", "--grid", "optim.lr=1e-3", "--device", "foo", "--dry-run"],
+         "unknown device 'foo'"),  # was: a plan, and the real command refused
+        (["tune", "--study", "x", "--space", str(EXAMPLES / "k49-space.yaml"), "--device", "foo",
+          "--dry-run"], "unknown device 'foo'"),
+        (["sweep", "--study", "x", "--grid", "optim.lr=1e-3", "--samples", "7"],
+         "--samples counts random draws of --sample keys"),  # was: ignored
+        (["sweep", "--study", "x", "--grid", "optim.name=sgd", "--grid", "optim.momentum=0.5,0.9"],
+         "optim.momentum applies to the momentum and nesterov optimizers, not sgd"),
     ],
 )  # fmt: skip
 def test_mistakes_are_one_line_and_exit_2(where, args, message):

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trainlab._io import check_writable
-from trainlab.config import ConfigError, load_config, parse_key_values
+from trainlab.config import ConfigError, ignored_setting, load_config, parse_key_values
 from trainlab.errors import TrainlabError
 
 app = typer.Typer(
@@ -338,7 +338,10 @@ def train(
             result = run_training(resume=resume, runtime_overrides=runtime)
         else:
             overrides = flag_overrides(**flags)
-            result = run_training(load_config(config, overrides + list(set_ or [])))
+            loaded = load_config(config, overrides + list(set_ or []))
+            for key in loaded.optim.ignored():  # one run: a setting that changes nothing is a slip
+                raise ConfigError(ignored_setting(key, loaded.optim.name))
+            result = run_training(loaded)
     except KeyboardInterrupt as interrupted:
         run_dir = (
             getattr(interrupted, "run_dir", None)

@@ -18,6 +18,7 @@ from rich.markup import escape
 from trainlab.cli import app, console, err_console, flag_overrides, print_columns, user_errors
 from trainlab.cli_options import RunsDirOption, StorageOption
 from trainlab.config import load_config
+from trainlab.errors import TrainlabError
 
 WorkersOption = Annotated[
     int, typer.Option(min=1, help="parallel workers on this machine (they share the cores)")
@@ -300,7 +301,9 @@ def sweep(
             help="YAML file of `key: [values]` (a grid; model variants as lists of option mappings)"
         ),
     ] = None,
-    samples: Annotated[int, typer.Option(min=1, help="random draws of the --sample keys")] = 10,
+    samples: Annotated[
+        int | None, typer.Option(min=1, help="random draws of the --sample keys (default 10)")
+    ] = None,
     repeats: Annotated[int, typer.Option(min=1, help="seeds per configuration")] = 1,
     cv: Annotated[
         int,
@@ -333,6 +336,11 @@ def sweep(
     from trainlab.experiments.sweep import plan_sweep
 
     base = base_config(config, set_, dataset=dataset, model=model, epochs=epochs)
+    runtime = runtime_options(device, data_root, offline)  # a typo fails a dry run too
+    if samples is not None and not sample:
+        raise TrainlabError("--samples counts random draws of --sample keys; give --sample "
+                            "key=distribution too (a --grid tries every value)")  # fmt: skip
+    samples = 10 if samples is None else samples
     axes = parse_grid(grid or [])
     if grid_file is not None:
         axes += load_grid(grid_file)  # a key in both is refused by the sweep
@@ -346,7 +354,7 @@ def sweep(
             study, base, grid=axes, sample=parse_samples(sample or []),
             samples=samples, repeats=repeats, cv=cv, metric=metric, seed=seed, storage=storage,
             runs_dir=runs_dir, workers=workers, threads=threads,
-            runtime=runtime_options(device, data_root, offline), retry_failed=retry_failed, echo=echo,
+            runtime=runtime, retry_failed=retry_failed, echo=echo,
         )  # fmt: skip
     except KeyboardInterrupt:
         raise interrupted(study) from None
@@ -402,6 +410,7 @@ def tune(
     from trainlab.experiments.tune import plan_tune
 
     base = base_config(config, set_, dataset=dataset, model=model, epochs=epochs)
+    runtime = runtime_options(device, data_root, offline)  # a typo fails a dry run too
     if dry_run:
         _, spec = plan_tune(study, base, space=space, trials=trials, metric=metric,
                             sampler=sampler, pruner=pruner, seed=seed)  # fmt: skip
@@ -411,7 +420,7 @@ def tune(
         report = run_tune(
             study, base, space=space, trials=trials, metric=metric, sampler=sampler,
             pruner=pruner, seed=seed, storage=storage, runs_dir=runs_dir, workers=workers,
-            threads=threads, runtime=runtime_options(device, data_root, offline), retry_failed=retry_failed, echo=echo,
+            threads=threads, runtime=runtime, retry_failed=retry_failed, echo=echo,
         )  # fmt: skip
     except KeyboardInterrupt:
         raise interrupted(study) from None

@@ -140,6 +140,25 @@ class OptimConfig(_Strict):
             raise ValueError("nesterov needs a momentum above 0 (with 0 it is plain sgd)")
         return self
 
+    def ignored(self) -> list[str]:
+        """Its settings off their default that this optimizer does not use (a momentum given
+        to adam): saved in config.yaml as if used, though they change nothing."""
+        return [key for key, users in OPTIMIZER_SETTINGS.items()
+                if self.name not in users
+                and getattr(self, key) != type(self).model_fields[key].default]  # fmt: skip
+
+
+# Which optimizers use a setting; the others ignore it.
+OPTIMIZER_SETTINGS = {"momentum": ("momentum", "nesterov"), "betas": ("adam", "adamw")}
+
+
+def ignored_setting(key: str, optimizer: str) -> str:
+    """The message for a setting ``optimizer`` ignores."""
+    users = OPTIMIZER_SETTINGS[key]
+    return (f"optim.{key} applies to the {' and '.join(users)} optimizers, not {optimizer}: it "
+            f"would change nothing; choose one of those (--optimizer {users[0]}) or leave "
+            f"{key} out")  # fmt: skip
+
 
 ScheduleName = Literal["constant", "step", "exponential", "cosine", "onecycle", "plateau"]
 

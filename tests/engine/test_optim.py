@@ -48,6 +48,13 @@ def test_optimizer_kinds_match_names():
             assert optimizer.param_groups[0][key] == value
 
 
+def test_settings_the_optimizer_does_not_use_are_named():
+    assert OptimConfig(name="sgd", momentum=0.5).ignored() == ["momentum"]
+    assert OptimConfig(name="rmsprop", betas=(0.8, 0.99)).ignored() == ["betas"]
+    assert OptimConfig(name="sgd").ignored() == []  # defaults: a saved config.yaml has them
+    assert OptimConfig(name="momentum", momentum=0.5, betas=(0.8, 0.99)).ignored() == ["betas"]
+
+
 def test_weight_decay_skips_biases_and_norm_parameters():
     model = small_model()
     decay, no_decay = parameter_groups(model, 0.1)

@@ -19,7 +19,15 @@ from typing import Any, Literal
 import numpy as np
 
 import trainlab
-from trainlab.config import MonitorName, TrainConfig, build_config, drop_alternatives, set_dotted
+from trainlab.config import (
+    ConfigError,
+    MonitorName,
+    TrainConfig,
+    build_config,
+    drop_alternatives,
+    ignored_setting,
+    set_dotted,
+)
 from trainlab.errors import StudyError, did_you_mean
 from trainlab.experiments.space import Axis, draw
 from trainlab.experiments.store import Store
@@ -301,6 +309,10 @@ def validate_plan(spec: StudySpec, entries: list[PlanEntry]) -> None:
             config = spec.trial_config(entry.overrides, entry.seed, fold=entry.fold)
             check_model(config.model.name, config.model.options)
             check_dataset(config.data.dataset)
+            # Varied where the optimizer ignores it: identical runs ranked as configurations.
+            varied = [key for key in config.optim.ignored() if f"optim.{key}" in entry.overrides]
+            if varied:
+                raise ConfigError(ignored_setting(varied[0], config.optim.name))
         except trainlab.TrainlabError as error:
             where = ", ".join(f"{k}={v}" for k, v in entry.overrides.items()) or "base config"
             lines = str(error).removeprefix("invalid configuration:").strip().splitlines()
