@@ -613,3 +613,19 @@ def test_threads_sets_torchs_cpu_threads_and_stays_out_of_the_config(tmp_path):
         assert "threads" not in (tmp_path / "run" / "config.yaml").read_text()
     finally:
         torch.set_num_threads(before)
+
+
+def test_an_out_that_is_a_file_is_named(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    result = runner.invoke(app, ["train", *SMALL, "--out", str(afile)])
+    assert result.exit_code == 2
+    assert f"--out {afile} is a file, not a folder" in result.output  # was: "Not a directory"
+    assert afile.read_text() == "mine"
+
+
+def test_version():
+    import trainlab
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"trainlab {trainlab.__version__}"

@@ -30,7 +30,8 @@ app = typer.Typer(
     rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
 )
-console = Console()
+# Piped to a file (80 columns), a line is never broken: paths and hints stay whole in logs.
+console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)  # one error, one line
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -58,6 +59,26 @@ def user_errors(function: F) -> F:
 
 # Flags that change how a run executes, not what it computes: allowed together with --resume.
 RESUME_FLAGS = {"device", "no_progress", "data_root", "offline", "threads"}
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import trainlab
+
+        console.print(f"trainlab {trainlab.__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Train, tune, compare and serve small image classifiers."""  # the app's help is shown
 
 
 def given_on_command_line(ctx: typer.Context, name: str) -> bool:
@@ -160,8 +181,8 @@ def flag_overrides(**flags: Any) -> list[str]:
 def print_summary(result: Any) -> None:
     summary = result.summary
     table = Table(title="run summary", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")  # a long run folder wraps, never cut to "…"
     test, val = summary["test"], summary["val"]
 
     def pct(value: Any) -> str:
@@ -173,8 +194,8 @@ def print_summary(result: Any) -> None:
     )
     table.add_row(
         "data",
-        f"{summary['dataset']['name']}: {summary['dataset']['train_size']} train / "
-        f"{summary['dataset']['val_size']} val / {summary['dataset']['test_size']} test",
+        f"{summary['dataset']['name']}: {summary['dataset']['train_size']:,} train / "
+        f"{summary['dataset']['val_size']:,} val / {summary['dataset']['test_size']:,} test",
     )
     table.add_row(
         "model",

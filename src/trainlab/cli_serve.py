@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from trainlab.cli import app, console, user_errors
+from trainlab.cli import app, console, err_console, user_errors
 from trainlab.cli_options import RunsDirOption, StorageOption
 from trainlab.errors import TrainlabError
 
@@ -159,13 +159,16 @@ def listen_socket(host: str, port: int) -> Any:
 @user_errors
 def predict(
     model: Annotated[Path, typer.Argument(help="run folder or checkpoint folder")],
-    images: Annotated[list[Path], typer.Argument(help="image files (PNG, JPEG, WebP, ...)")],
+    images: Annotated[
+        list[Path], typer.Argument(help="image files (PNG, JPEG, WebP, ...) or folders of them")
+    ],
     top_k: Annotated[int, typer.Option(min=1, help="predictions per image")] = 3,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1")] = "auto",
 ) -> None:
     """Classify image files with the server's exact preprocessing; one line per image."""
     import torch
 
+    from trainlab.data.formats import IMAGE_SUFFIXES
     from trainlab.serve.model import ServedModel
     from trainlab.serve.preprocess import InputError, preprocess_upload
 
@@ -173,11 +176,14 @@ def predict(
         raise TrainlabError(f"no such run or checkpoint folder: {model}")
     served = ServedModel.load(model, device=device)
     failed = 0
-    for path in images:
+    for path in _image_files(images):
         try:
+            if path.is_dir():  # one without images (_image_files lists those of the others)
+                raise InputError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
             tensor = preprocess_upload(path.read_bytes(), served.preprocessing)
         except (InputError, OSError) as error:
-            console.print(f"{path}: error: {error}", highlight=False, markup=False, soft_wrap=True)
+            reason = (error.strerror or str(error)) if isinstance(error, OSError) else error
+            err_console.print(f"{path}: error: {reason}", highlight=False, markup=False)
             failed += 1
             continue
         probabilities = served.probabilities(tensor[None])[0]
@@ -187,6 +193,21 @@ def predict(
         console.print(f"{path}: {shown}", highlight=False, markup=False, soft_wrap=True)
     if failed:
         raise typer.Exit(2)
+
+
+def _image_files(paths: list[Path]) -> list[Path]:
+    """The files given, a folder standing for the images directly in it (sorted by name)."""
+    from trainlab.data.formats import IMAGE_SUFFIXES
+
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            inside = sorted(p for p in path.iterdir()
+                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)  # fmt: skip
+            files += inside or [path]  # an empty folder: named in an error line
+        else:
+            files.append(path)
+    return files
 
 
 @app.command(

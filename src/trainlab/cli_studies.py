@@ -544,9 +544,10 @@ def best(
 
     store = open_store(resolve_storage_url(storage, runs_dir), create=False)
     report = study_report(store, study)  # an unknown study is a clear error from here
-    print_ranking(report, top)
-    console.print()
-    print_best(report)
+    if report.ranked:
+        print_ranking(report, top)
+        console.print()
+    print_best(report)  # or the one line saying there is nothing yet
     dashboard = store.display_url.replace("+psycopg", "")
     console.print(  # a command to copy: never broken over lines
         f"[dim]browse it: optuna-dashboard {shlex.quote(dashboard)}[/]",

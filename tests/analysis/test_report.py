@@ -279,6 +279,27 @@ def test_a_reused_report_folder_keeps_no_stale_results_csv(tmp_path):
     assert "No completed runs yet" in again.main.read_text()
 
 
+def test_a_report_interrupted_halfway_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    from analysis.test_tables import optimizer_study, tie_study
+    from trainlab.analysis import report as report_module
+
+    first = write_report(tie_study(), tmp_path / "out")
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "out").rglob("*")
+              if p.is_file()}  # fmt: skip
+    assert first.figures and all(path.is_file() for path in first.figures)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C once the second report's figures are drawn
+
+    monkeypatch.setattr(report_module, "render_markdown", interrupted)  # figures all drawn
+    with pytest.raises(KeyboardInterrupt):
+        write_report(optimizer_study(), tmp_path / "out")
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "out").rglob("*")
+             if p.is_file()}  # fmt: skip
+    assert after == before  # was: the old report.md pointing at deleted figures
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == []
+
+
 def test_a_loss_gap_under_label_smoothing_is_marked_as_such(tmp_path):
     from analysis.test_tables import tie_study
 

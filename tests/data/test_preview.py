@@ -77,6 +77,9 @@ def test_fewer_images_than_samples_and_mixing() -> None:
 def test_preview_counts() -> None:
     assert augment_preview_counts(100, 8, 8) == (8, 8)
     assert augment_preview_counts(random_images(3, (1, 4, 4)), 8, 2) == (3, 2)
+    assert augment_preview_counts(100_000, 64, 32) == (64, 32)
+    with pytest.raises(ConfigError, match=r"at most 64 samples × 32 variants; got 10000 × 50"):
+        augment_preview_counts(100_000, 10_000, 50)  # was: a 1.5-gigapixel PNG
 
 
 @pytest.mark.parametrize(

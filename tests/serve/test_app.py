@@ -413,3 +413,21 @@ def test_trainlab_predict_agrees_with_the_server(server, digits, tmp_path, run_d
     best = top["predictions"][0]
     assert line == f"{path}: {best['label']} {100 * best['probability']:.1f}%"
     assert bad.startswith(f"{tmp_path / 'bad.png'}: error: not an image")
+    assert result.stdout.strip() == line  # the error line went to stderr
+
+    # A folder stands for its images; a missing file and an empty folder are one line each.
+    folder, empty = tmp_path / "many", tmp_path / "empty"
+    folder.mkdir(), empty.mkdir()
+    for name in ("b.png", "a.png"):
+        (folder / name).write_bytes(path.read_bytes())
+    (folder / "notes.txt").write_text("not an image: not listed")
+    result = CliRunner().invoke(app, ["predict", str(run_dir), str(folder), str(tmp_path / "gone.png"),
+                                      str(empty), "--device", "cpu"])  # fmt: skip
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert [line.split(":")[0] for line in lines[:2]] == [
+        str(folder / "a.png"),
+        str(folder / "b.png"),
+    ]
+    assert lines[2] == f"{tmp_path / 'gone.png'}: error: No such file or directory"  # no [Errno 2]
+    assert lines[3].startswith(f"{empty}: error: no image files (.png, ")

@@ -207,7 +207,7 @@ def _check_offline(dataset: str, root: str | Path | None, command: str) -> None:
         )
         raise DataError(
             f"dataset {spec.name!r} is not available offline ({where}) and `trainlab {command}` "
-            f"never downloads; fetch it once (e.g. `trainlab train --dataset {spec.name}`) "
+            f"never downloads; fetch it once (`trainlab fetch {spec.name}`) "
             "or point --data-root at the cache that holds it"
         )
 

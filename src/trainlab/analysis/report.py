@@ -10,11 +10,14 @@ rules behind the diagnostics.
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainlab._io import write_text_atomic
+from trainlab._io import check_writable, write_text_atomic
 from trainlab.analysis import diagnostics, plots, stats
 from trainlab.analysis.collect import RunData, StudyData
 from trainlab.analysis.document import (
@@ -500,10 +503,6 @@ def build_report(
         pivot_table = build_pivot(data, *pivot)  # before writing anything: unknown keys fail
     figures = folder / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    for stale in figures.glob("*.png"):  # a report folder reused: no figures of an older report
-        stale.unlink()
-    for stale in (RESULTS_CSV, PIVOT_CSV):  # ... nor its tables, when this one has none
-        (folder / stale).unlink(missing_ok=True)
     title = f"Run {data.name}" if data.kind == "run" else f"Study {data.name}"
     doc = Document(title)
     intro, notes = _describe_counts(data)
@@ -547,12 +546,40 @@ def write_report(
         from trainlab.errors import TrainlabError
 
         raise TrainlabError(f"unknown report format {fmt!r}; use md or html")
-    doc, paths, csv_path = build_report(data, out, balanced=balanced, root=root, pivot=pivot)
-    if fmt == "md":
-        main = out / "report.md"
-        write_text_atomic(main, render_markdown(doc, out))
-    else:
-        main = out / "report.html"
-        write_text_atomic(main, render_html(doc))
+    if pivot is not None:
+        build_pivot(data, *pivot)  # unknown keys fail before anything is written
+    check_writable(out, folder=True)  # a file there: one line naming it, not "Not a directory"
+    out.mkdir(parents=True, exist_ok=True)
+    # Built beside, then moved in: Ctrl-C (or a failure) halfway leaves the previous report in
+    # the folder whole, never its report.md pointing at figures of another study.
+    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    try:
+        doc, paths, csv_path = build_report(data, staging, balanced=balanced, root=root,
+                                            pivot=pivot)  # fmt: skip
+        name = "report.md" if fmt == "md" else "report.html"
+        text = render_markdown(doc, staging) if fmt == "md" else render_html(doc)
+        write_text_atomic(staging / name, text)
+        _move_in(staging, out, name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    moved = [out / path.relative_to(staging) for path in paths]
     pivot_csv = out / PIVOT_CSV
-    return ReportFiles(out, main, paths, csv_path, pivot_csv if pivot_csv.is_file() else None)
+    return ReportFiles(out, out / name, moved, out / csv_path.name if csv_path else None,
+                       pivot_csv if pivot_csv.is_file() else None)  # fmt: skip
+
+
+def _move_in(staging: Path, out: Path, main: str) -> None:
+    """Replace the report in ``out`` by the one built in ``staging``: the old main file goes
+    first (a half-replaced set never looks complete), the new one last; figures and tables of
+    the old report that this one lacks do not stay behind."""
+    (out / main).unlink(missing_ok=True)
+    old_figures = out / "figures"
+    if old_figures.exists():
+        os.replace(old_figures, staging / "figures.old")
+    os.replace(staging / "figures", old_figures)
+    for table in (RESULTS_CSV, PIVOT_CSV):
+        if (staging / table).is_file():
+            os.replace(staging / table, out / table)
+        else:
+            (out / table).unlink(missing_ok=True)
+    os.replace(staging / main, out / main)

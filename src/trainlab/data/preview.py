@@ -31,6 +31,10 @@ def _upscale_factor(height: int, width: int) -> int:
     return max(1, 84 // max(height, width))
 
 
+MAX_PREVIEW_ROWS = 64  # 10,000 × 50 CIFAR images made a 1.5-gigapixel PNG no viewer opens
+MAX_PREVIEW_VARIANTS = 32
+
+
 def augment_preview_counts(
     images: torch.Tensor | int, samples: int, variants: int
 ) -> tuple[int, int]:
@@ -42,6 +46,11 @@ def augment_preview_counts(
         raise ConfigError(f"samples must be at least 1, got {samples}")
     if variants < 1:
         raise ConfigError(f"variants must be at least 1, got {variants}")
+    if samples > MAX_PREVIEW_ROWS or variants > MAX_PREVIEW_VARIANTS:  # an image one can open
+        raise ConfigError(
+            f"a preview shows at most {MAX_PREVIEW_ROWS} samples × {MAX_PREVIEW_VARIANTS} "
+            f"variants; got {samples} × {variants}"
+        )
     count = images if isinstance(images, int) else len(images)
     if count < 1:
         raise ConfigError("no images to preview")

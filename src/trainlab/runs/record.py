@@ -153,6 +153,8 @@ def prepare_run_dir(run_dir: Path, *, resume: bool) -> None:
                 f"cannot resume {run_dir}: it has no {CONFIG_FILE} (is it a run folder?)"
             )
         return
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"--out {run_dir} is a file, not a folder; choose another --out")
     if run_dir.exists() and any(run_dir.iterdir()):
         resume = (f"continue it with `trainlab train --resume {run_dir}` or "
                   if (run_dir / CONFIG_FILE).is_file() else "it is not a run folder; ")  # fmt: skip
