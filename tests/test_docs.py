@@ -17,7 +17,7 @@ import typer.main
 from typer.exceptions import TyperException
 
 from trainlab.cli import app, flag_overrides
-from trainlab.cli_studies import base_config
+from trainlab.cli_studies import base_config, random_draws
 from trainlab.config import load_config
 from trainlab.errors import TrainlabError
 from trainlab.experiments import study
@@ -105,7 +105,8 @@ def build(name: str, params: dict[str, Any]) -> None:
         if params["grid_file"] is not None:
             axes += load_grid(params["grid_file"])
         plan_sweep("docs", base, grid=axes, sample=parse_samples(params["sample"] or []),
-                   samples=params["samples"], repeats=params["repeats"], cv=params["cv"],
+                   samples=random_draws(params["samples"], params["sample"]),
+                   repeats=params["repeats"], cv=params["cv"],
                    **common)  # fmt: skip
 
 

@@ -56,6 +56,14 @@ MetricOption = Annotated[
 ]  # fmt: skip
 
 
+def random_draws(samples: int | None, sample: list[str] | None) -> int:
+    """``--samples`` (default 10), which counts draws of ``--sample`` keys: alone, a mistake."""
+    if samples is not None and not sample:
+        raise TrainlabError("--samples counts random draws of --sample keys; give --sample "
+                            "key=distribution too (a --grid tries every value)")  # fmt: skip
+    return 10 if samples is None else samples
+
+
 def runtime_options(device: str | None, data_root: str | None, offline: bool) -> dict[str, Any]:
     """Where this machine's workers run: never part of the study's definition."""
     from trainlab.training import resolve_device
@@ -337,10 +345,7 @@ def sweep(
 
     base = base_config(config, set_, dataset=dataset, model=model, epochs=epochs)
     runtime = runtime_options(device, data_root, offline)  # a typo fails a dry run too
-    if samples is not None and not sample:
-        raise TrainlabError("--samples counts random draws of --sample keys; give --sample "
-                            "key=distribution too (a --grid tries every value)")  # fmt: skip
-    samples = 10 if samples is None else samples
+    samples = random_draws(samples, sample)
     axes = parse_grid(grid or [])
     if grid_file is not None:
         axes += load_grid(grid_file)  # a key in both is refused by the sweep
