@@ -32,15 +32,16 @@ def png_size(path: Any) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def uvicorn_thread(app: Any) -> Iterator[str]:
+def uvicorn_thread(app: Any, http: Any = "auto") -> Iterator[str]:
     """``app`` under real uvicorn on a free loopback port, in a daemon thread; yields its URL
-    and stops the server on exit."""
+    and stops the server on exit. ``http``: uvicorn's protocol (a name or a class)."""
     import uvicorn
 
     from postgres_server import free_port
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=http)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

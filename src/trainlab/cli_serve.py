@@ -96,6 +96,14 @@ def serve(
             "its connection is closed",
         ),
     ] = 30,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="seconds a client has to send a request's headers (from connecting, or from "
+            "the previous response); a slower one gets 408 and its connection is closed",
+        ),
+    ] = 10,
     access_log: Annotated[
         bool,
         typer.Option(help="log every request (client, method, path, status: uvicorn's access log)"),
@@ -106,6 +114,7 @@ def serve(
 
     from trainlab.serve.app import ServeSettings, create_app
     from trainlab.serve.model import ServedModel
+    from trainlab.serve.protocol import protocol_class
 
     served = ServedModel.load(
         resolve_model(model, study, storage, runs_dir, dataset), device=device
@@ -122,7 +131,7 @@ def serve(
                   f"http://{host}:{port} — docs at /docs", highlight=False)  # fmt: skip
     config = uvicorn.Config(create_app(served, settings), host=host, port=port,
                             log_level="info" if access_log else "warning",
-                            access_log=access_log)  # fmt: skip
+                            access_log=access_log, http=protocol_class(header_timeout))  # fmt: skip
     uvicorn.Server(config).run(sockets=[listening])
 
 

@@ -161,3 +161,74 @@ def test_health_checks_may_probe_with_head(small_run):
         for path in ("/healthz", "/"):
             response = httpx.head(f"{url}{path}")
             assert response.status_code == 200 and response.content == b"", path
+
+
+@pytest.fixture(params=["httptools", "h11"])
+def slow_header_protocol(request, monkeypatch):
+    """trainlab's protocol with a 0.5 s header deadline, over each of uvicorn's HTTP parsers."""
+    import uvicorn.protocols.http.auto as auto
+
+    from trainlab.serve.protocol import protocol_class
+
+    if request.param == "h11":
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        monkeypatch.setattr(auto, "AutoHTTPProtocol", H11Protocol)
+    else:
+        pytest.importorskip("httptools")
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        monkeypatch.setattr(auto, "AutoHTTPProtocol", HttpToolsProtocol)
+    return protocol_class(0.5)
+
+
+def _read_all(sock, limit_s: float = 5.0) -> bytes:
+    import time
+
+    sock.settimeout(0.2)
+    data, deadline = b"", time.monotonic() + limit_s
+    while time.monotonic() < deadline:  # bounded: until the server closes, at most 5 s
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+@pytest.mark.integration
+def test_headers_that_trickle_in_get_408_and_the_connection_closed(small_run, slow_header_protocol):
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    served = ServedModel.load(small_run, device="cpu")
+    with uvicorn_thread(create_app(served, ServeSettings()), http=slow_header_protocol) as url:
+        address = (urlsplit(url).hostname, urlsplit(url).port)
+        with socket.create_connection(address, timeout=5) as slow:  # slowloris: never done
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            started = time.monotonic()
+            answer = _read_all(slow)
+            assert answer.startswith(b"HTTP/1.1 408") and b"request headers not received" in answer
+            assert time.monotonic() - started < 4  # was: held open for ever
+        with socket.create_connection(address, timeout=5) as silent:  # connects, sends nothing
+            assert _read_all(silent).startswith(b"HTTP/1.1 408")
+        # A slow body is the app's business (--body-timeout), not the header deadline's.
+        digit = png(np.zeros((28, 28), dtype=np.uint8))
+        body = (b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"d.png\"\r\n"
+                b"Content-Type: image/png\r\n\r\n" + digit + b"\r\n--B--\r\n")  # fmt: skip
+        with socket.create_connection(address, timeout=5) as upload:
+            upload.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                           b"Content-Type: multipart/form-data; boundary=B\r\n"
+                           b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+                           + body[:10])  # fmt: skip
+            time.sleep(1.0)  # twice the header deadline, the headers long complete
+            upload.sendall(body[10:])
+            assert _read_all(upload).startswith(b"HTTP/1.1 200")
+        # Kept alive: a second request on the same connection within the deadline is served.
+        with httpx.Client() as client:
+            assert client.get(f"{url}/healthz").status_code == 200
+            time.sleep(0.2)
+            assert client.get(f"{url}/healthz").status_code == 200
