@@ -392,7 +392,8 @@ def print_columns(headers: list[str], rows: list[list[str]]) -> None:
         ).rstrip()
 
     # On a terminal a long line is cut rather than wrapped; piped output keeps every character.
-    cut = {"no_wrap": True, "overflow": "ellipsis"} if console.is_terminal else {"soft_wrap": True}
+    cut = ({"no_wrap": True, "overflow": "ellipsis", "soft_wrap": False} if console.is_terminal
+           else {"soft_wrap": True})  # fmt: skip
     console.print(line(headers), style="bold", highlight=False, **cut)
     for row in rows:
         console.print(line(row), highlight=False, markup=False, **cut)
