@@ -360,8 +360,8 @@ def train(
         else:
             overrides = flag_overrides(**flags)
             loaded = load_config(config, overrides + list(set_ or []))
-            for key in loaded.optim.ignored():  # one run: a setting that changes nothing is a slip
-                raise ConfigError(ignored_setting(key, loaded.optim.name))
+            if ignored := loaded.optim.ignored():  # one run: a setting changing nothing is a slip
+                raise ConfigError(ignored_setting(ignored[0], loaded.optim.name))
             result = run_training(loaded)
     except KeyboardInterrupt as interrupted:
         run_dir = (

@@ -494,13 +494,9 @@ def environment_section(doc: Document, data: StudyData) -> None:
 
 def build_report(
     data: StudyData, folder: Path, *, balanced: bool | None = None, root: str | None = None,
-    pivot: tuple[str, str] | None = None,
+    pivot_table: PivotTable | None = None,
 ) -> tuple[Document, list[Path], Path | None]:  # fmt: skip
-    """The report's blocks, its figures and results.csv (and pivot.csv, when it has a two-way
-    table: of ``pivot`` = (rows key, columns key), or by itself for a full grid of two keys)."""
-    pivot_table = None
-    if pivot is not None or (pivot := default_pivot(data)) is not None:
-        pivot_table = build_pivot(data, *pivot)  # before writing anything: unknown keys fail
+    """The report's blocks, its figures and results.csv (and pivot.csv, with ``pivot_table``)."""
     figures = folder / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     title = f"Run {data.name}" if data.kind == "run" else f"Study {data.name}"
@@ -546,8 +542,9 @@ def write_report(
         from trainlab.errors import TrainlabError
 
         raise TrainlabError(f"unknown report format {fmt!r}; use md or html")
-    if pivot is not None:
-        build_pivot(data, *pivot)  # unknown keys fail before anything is written
+    pivot_table = None
+    if pivot is not None or (pivot := default_pivot(data)) is not None:
+        pivot_table = build_pivot(data, *pivot)  # before writing anything: unknown keys fail
     check_writable(out, folder=True)  # a file there: one line naming it, not "Not a directory"
     out.mkdir(parents=True, exist_ok=True)
     # Built beside, then moved in: Ctrl-C (or a failure) halfway leaves the previous report in
@@ -555,7 +552,7 @@ def write_report(
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
     try:
         doc, paths, csv_path = build_report(data, staging, balanced=balanced, root=root,
-                                            pivot=pivot)  # fmt: skip
+                                            pivot_table=pivot_table)  # fmt: skip
         name = "report.md" if fmt == "md" else "report.html"
         text = render_markdown(doc, staging) if fmt == "md" else render_html(doc)
         write_text_atomic(staging / name, text)

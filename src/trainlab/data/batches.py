@@ -44,7 +44,31 @@ def background_of_border(border: torch.Tensor) -> str:
 
 
 INK_THRESHOLD = 0.2  # share of full intensity that counts as ink (cropping, the ink's box)
-MNIST_INK_BOX = 20 / 28  # MNIST: each digit's longer side is 20 pixels of the 28
+MNIST_INK_BOX = 20 / 28  # MNIST: each digit's longer side is 20 pixels of the 28...
+MNIST_INK_OFFSET = 1.5  # ...and its centre of mass within ~1.5 px of the frame's centre
+
+
+def ink_geometry(ink: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image of light-on-dark grey ``[N, H, W]`` (each with some ink): the longer side of
+    its ink's box and the distance of its centre of mass from the frame's centre, in pixels.
+    The one measure training records (:func:`ink_layout`) and the server checks uploads by."""
+    _, height, width = ink.shape
+    mask = ink > INK_THRESHOLD * 255
+
+    def extent(flags: torch.Tensor) -> torch.Tensor:  # [n, L] bool -> last - first + 1
+        length = flags.shape[1]
+        first = flags.float().argmax(dim=1)
+        last = length - 1 - flags.flip(1).float().argmax(dim=1)
+        return last - first + 1
+
+    box = torch.maximum(extent(mask.any(dim=2)), extent(mask.any(dim=1)))
+    weights = ink.double()
+    total = weights.sum(dim=(1, 2))
+    rows = torch.arange(height, dtype=torch.float64, device=ink.device)
+    cols = torch.arange(width, dtype=torch.float64, device=ink.device)
+    cy = (weights.sum(dim=2) * rows).sum(dim=1) / total
+    cx = (weights.sum(dim=1) * cols).sum(dim=1) / total
+    return box, torch.hypot(cy - (height - 1) / 2, cx - (width - 1) / 2)
 
 
 def ink_layout(images: torch.Tensor, background: str, sample: int = 10_000) -> dict[str, float]:
@@ -55,29 +79,12 @@ def ink_layout(images: torch.Tensor, background: str, sample: int = 10_000) -> d
     through unchanged only when it sits like this (recorded in the checkpoint's preprocessing)."""
     picked = images[: max(1, sample)].float().mean(dim=1)  # grey [N, H, W]
     ink = picked if background == "dark" else 255 - picked
-    count, height, width = ink.shape
-    mask = ink > INK_THRESHOLD * 255
-    drawn = mask.flatten(1).any(dim=1)
-    if count == 0 or not bool(drawn.any()):
-        return {"ink_box": MNIST_INK_BOX, "ink_offset": 1.5}
-    ink, mask = ink[drawn], mask[drawn]
-
-    def extent(flags: torch.Tensor) -> torch.Tensor:  # [n, L] bool -> last - first + 1
-        length = flags.shape[1]
-        first = flags.float().argmax(dim=1)
-        last = length - 1 - flags.flip(1).float().argmax(dim=1)
-        return last - first + 1
-
-    box = torch.maximum(extent(mask.any(dim=2)), extent(mask.any(dim=1))).float()
-    weights = ink.double()
-    total = weights.sum(dim=(1, 2))
-    rows = torch.arange(height, dtype=torch.float64, device=ink.device)
-    cols = torch.arange(width, dtype=torch.float64, device=ink.device)
-    cy = (weights.sum(dim=2) * rows).sum(dim=1) / total
-    cx = (weights.sum(dim=1) * cols).sum(dim=1) / total
-    offset = torch.hypot(cy - (height - 1) / 2, cx - (width - 1) / 2)
+    drawn = (ink > INK_THRESHOLD * 255).flatten(1).any(dim=1)
+    if not bool(drawn.any()):
+        return {"ink_box": MNIST_INK_BOX, "ink_offset": MNIST_INK_OFFSET}
+    box, offset = ink_geometry(ink[drawn])
     return {
-        "ink_box": round(float(box.median()) / min(height, width), 4),
+        "ink_box": round(float(box.float().median()) / min(ink.shape[1:]), 4),
         "ink_offset": round(float(torch.quantile(offset.float(), 0.99)), 3),
     }
 

@@ -10,9 +10,10 @@ and evaluation use, so a training image sent to the server is classified exactly
 Handwriting (``kind`` digits or characters, like MNIST/KMNIST/K49) is normalised the way those
 datasets were made: light ink on a dark background (a drawing in dark ink is inverted), cropped
 to its ink, scaled so its longer side fills the share of the frame the training images' ink
-does (recorded at training; MNIST: 20 of 28 pixels), and centred by its centre of mass. An upload that already is a training-format image (the model's size, the
-training images' background, its ink in the box and centred) passes through unchanged. Other kinds are resized to cover the frame and
-centre-cropped.
+does (recorded at training; MNIST: 20 of 28 pixels), and centred by its centre of mass. An
+upload that already is a training-format image (the model's size, the training images'
+background, its ink in that box and centred) passes through unchanged. Other kinds are resized
+to cover the frame and centre-cropped.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ import torch
 from PIL import Image, ImageOps
 
 # decode, its limits and its error are shared with training's image folders (data.pictures)
-from trainlab.data.batches import INK_THRESHOLD, MNIST_INK_BOX, background_of_border
+from trainlab.data.batches import (
+    INK_THRESHOLD,
+    MNIST_INK_BOX,
+    MNIST_INK_OFFSET,
+    background_of_border,
+    ink_geometry,
+)
 from trainlab.data.pictures import MAX_PIXELS, MAX_SIDE, InputError, decode, flatten_alpha
 from trainlab.data.types import HANDWRITING_KINDS
 
@@ -42,7 +49,6 @@ __all__ = [
     "to_model_input",
 ]
 
-HANDWRITING = HANDWRITING_KINDS
 MIN_OFFSET_SLACK = 2.0  # px: an upload this close to centred counts as centred
 MIN_CONTRAST = 32  # ink this close to its paper's level is noise, not a stroke
 
@@ -59,7 +65,7 @@ class Target:
     # How the training handwriting sits in its frame (data.batches.ink_layout); checkpoints
     # saved before it was recorded: MNIST's.
     ink_box: float = MNIST_INK_BOX
-    ink_offset: float = 1.5
+    ink_offset: float = MNIST_INK_OFFSET
 
     @classmethod
     def from_preprocessing(cls, preprocessing: dict[str, Any]) -> Target:
@@ -68,13 +74,13 @@ class Target:
                    str(preprocessing.get("kind", "other")),
                    str(preprocessing.get("background", "dark")),
                    float(preprocessing.get("ink_box", MNIST_INK_BOX)),
-                   float(preprocessing.get("ink_offset", 1.5)))  # fmt: skip
+                   float(preprocessing.get("ink_offset", MNIST_INK_OFFSET)))  # fmt: skip
 
 
 def to_model_input(image: Image.Image, target: Target) -> torch.Tensor:
     """An image from :func:`decode` (mode L, LA, RGB or RGBA) -> uint8 ``[C, H, W]`` as the model
     was trained on."""
-    if target.kind in HANDWRITING:
+    if target.kind in HANDWRITING_KINDS:
         grey = np.asarray(flatten_alpha(image).convert("L"), dtype=np.uint8)
         pixels = handwriting(
             grey,
@@ -102,7 +108,7 @@ def handwriting(
     *,
     background: str = "dark",
     ink_box: float = MNIST_INK_BOX,
-    ink_offset: float = 1.5,
+    ink_offset: float = MNIST_INK_OFFSET,
 ) -> np.ndarray:
     """MNIST-style normalisation of one grey image (uint8 ``[H, W]``) -> uint8 ``[height, width]``,
     on a ``background`` like the training images' (``"dark"``: light ink, as MNIST), the ink's
@@ -123,17 +129,10 @@ def _laid_out(ink: np.ndarray, box: int, max_offset: float) -> bool:
     than ``box`` (+1 px) and its centre of mass within ``max_offset`` px of the centre. A
     28×28 digit filling its frame, or off-centre, is normalised instead (as is, it lost 20
     points of accuracy)."""
-    height, width = ink.shape
-    mask = ink > INK_THRESHOLD * 255
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
+    if not (ink > INK_THRESHOLD * 255).any():
         return False
-    if max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 > box + 1:
-        return False
-    weights = ink.astype(np.float64)
-    ys, xs = np.indices(ink.shape)
-    cy, cx = (ys * weights).sum() / weights.sum(), (xs * weights).sum() / weights.sum()
-    return bool(np.hypot(cy - (height - 1) / 2, cx - (width - 1) / 2) <= max_offset)
+    side, offset = ink_geometry(torch.tensor(ink)[None])  # a copy: decoded images are read-only
+    return int(side) <= box + 1 and float(offset) <= max_offset
 
 
 def _without_paper(ink: np.ndarray) -> np.ndarray:
